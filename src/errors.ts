@@ -1,0 +1,115 @@
+// Every failure secret-fetch reports is one of these. The exit-code table lives here and
+// nowhere else: `--help` and the README's table are rendered from EXIT_CODES.
+
+export interface ExitCodeRow {
+  readonly code: string;
+  readonly meaning: string;
+}
+
+export const EXIT = {
+  usage: 64,
+  format: 65,
+  notFound: 66,
+  unavailable: 69,
+  internal: 70,
+  output: 73,
+  integrity: 76,
+  permission: 77,
+  notExecutable: 126,
+  commandNotFound: 127,
+} as const;
+
+export const EXIT_CODES: readonly ExitCodeRow[] = [
+  { code: '0', meaning: 'outputs written (no command), or the command ran and exited 0' },
+  { code: 'other', meaning: "after exec, the command's own exit status" },
+  { code: String(EXIT.usage), meaning: 'usage: a bad flag, value or combination of flags' },
+  { code: String(EXIT.format), meaning: 'format: the secret is malformed for its format (no value is shown)' },
+  { code: String(EXIT.notFound), meaning: 'not found: the object, generation, file or key does not exist' },
+  { code: String(EXIT.unavailable), meaning: 'unavailable: a service failed or the --timeout deadline passed' },
+  { code: String(EXIT.internal), meaning: 'internal: a bug in secret-fetch; please report it' },
+  { code: String(EXIT.output), meaning: 'output: the --out target was refused (not tmpfs, a symlink, missing, full)' },
+  { code: String(EXIT.integrity), meaning: 'integrity: decryption failed, wrong key, or a checksum did not match' },
+  { code: String(EXIT.permission), meaning: 'permission: no credentials, or access denied to the object or key' },
+  { code: String(EXIT.notExecutable), meaning: 'the command exists but cannot be executed' },
+  { code: String(EXIT.commandNotFound), meaning: 'the command was not found (on PATH, or at the path given)' },
+  { code: '128+n', meaning: 'stopped by signal n (e.g. 143 for SIGTERM) before the command started' },
+];
+
+/** Base class: a one-line message naming the resource, and a hint that says what to do. */
+export class SecretFetchError extends Error {
+  readonly exitCode: number;
+  readonly hint: string | undefined;
+
+  constructor(message: string, exitCode: number, hint?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.exitCode = exitCode;
+    this.hint = hint;
+  }
+
+  /** The single line printed for this error: message, then the fix in parentheses. */
+  get line(): string {
+    return this.hint ? `${this.message} (${this.hint})` : this.message;
+  }
+}
+
+export class UsageError extends SecretFetchError {
+  constructor(message: string, hint = 'see secret-fetch --help') {
+    super(message, EXIT.usage, hint);
+  }
+}
+
+export class FormatError extends SecretFetchError {
+  constructor(message: string, hint?: string) {
+    super(message, EXIT.format, hint);
+  }
+}
+
+export class NotFoundError extends SecretFetchError {
+  constructor(message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, EXIT.notFound, hint, options);
+  }
+}
+
+export class UnavailableError extends SecretFetchError {
+  constructor(message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, EXIT.unavailable, hint, options);
+  }
+}
+
+export class OutputError extends SecretFetchError {
+  constructor(message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, EXIT.output, hint, options);
+  }
+}
+
+export class IntegrityError extends SecretFetchError {
+  constructor(message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, EXIT.integrity, hint, options);
+  }
+}
+
+export class PermissionError extends SecretFetchError {
+  constructor(message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, EXIT.permission, hint, options);
+  }
+}
+
+export class CommandError extends SecretFetchError {
+  readonly command: string;
+
+  constructor(command: string, message: string, exitCode: number, hint?: string) {
+    super(message, exitCode, hint);
+    this.command = command;
+  }
+}
+
+/** A signal arrived before the command started: nothing was launched. */
+export class InterruptedError extends SecretFetchError {
+  readonly signal: string;
+
+  constructor(signal: string, signalNumber: number) {
+    super(`interrupted by ${signal} before the command started`, 128 + signalNumber);
+    this.signal = signal;
+  }
+}
