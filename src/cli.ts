@@ -1,0 +1,73 @@
+// The entry point: argv and environment in, one Options object, the pipeline, an exit code.
+
+import { writeSync } from 'node:fs';
+import { constants } from 'node:os';
+import pkg from '../package.json' with { type: 'json' };
+import { InterruptedError, SecretFetchError } from './errors.ts';
+import { renderHelp } from './help.ts';
+import { createLogger, type Logger } from './log.ts';
+import { parseInvocation } from './options.ts';
+import { Deadline } from './retry.ts';
+import { run } from './run.ts';
+import { StagedFiles } from './sinks/file.ts';
+
+const INTERRUPTS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT'] as const;
+
+// Temp files not yet renamed into place, removed on every way out short of success.
+const staged = new StagedFiles();
+let log = createLogger({ format: guessLogFormat(process.argv.slice(2), process.env), verbose: false });
+
+async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number> {
+  try {
+    const invocation = parseInvocation(argv, environ);
+    if (invocation.kind === 'help') return print(renderHelp(pkg.version));
+    if (invocation.kind === 'version') return print(`${pkg.version}\n`);
+    const { options } = invocation;
+    log = createLogger(options.log);
+    onInterrupt((signal) => fail(log, new InterruptedError(signal, constants.signals[signal])));
+    const deadline = new Deadline(options.timeoutMs);
+    return await Promise.race([
+      run(options, { environ, cwd: process.cwd(), log, deadline, staged }),
+      deadline.expire(),
+    ]);
+  } catch (error) {
+    return fail(log, error);
+  }
+}
+
+function onInterrupt(handler: (signal: (typeof INTERRUPTS)[number]) => void): void {
+  // Handled (not ignored) signals reset to their defaults on exec, so the command gets them clean.
+  for (const signal of INTERRUPTS) process.on(signal, () => handler(signal));
+}
+
+function fail(log: Logger, error: unknown): never {
+  staged.discard();
+  if (error instanceof SecretFetchError) {
+    log.error(error.line);
+    process.exit(error.exitCode);
+  }
+  // An unexpected error's message may quote a response body: name it, never print it; the
+  // stack frames (without the message line) go to --verbose.
+  log.debug(`stack: ${(error instanceof Error ? (error.stack ?? '') : '').split('\n').filter((l) => l.startsWith('    at ')).join(' | ')}`);
+  const name = error instanceof Error ? error.name : typeof error;
+  const code = (error as { code?: unknown } | null)?.code;
+  log.error(`internal error: ${name}${code === undefined ? '' : ` (${String(code)})`}; please report this with the command line you used`);
+  process.exit(70);
+}
+
+function print(text: string): number {
+  writeSync(1, text);
+  return 0;
+}
+
+function guessLogFormat(argv: readonly string[], environ: NodeJS.ProcessEnv): 'text' | 'json' {
+  const i = argv.indexOf('--log-format');
+  const flag = i === -1 ? argv.find((a) => a.startsWith('--log-format='))?.slice(13) : argv[i + 1];
+  return (flag ?? environ.SECRET_FETCH_LOG_FORMAT) === 'json' ? 'json' : 'text';
+}
+
+process.on('uncaughtException', (error) => fail(log, error));
+main(process.argv.slice(2), process.env).then(
+  (code) => process.exit(code),
+  (error) => fail(log, error),
+);

@@ -1,0 +1,117 @@
+// Cloud KMS symmetric Decrypt, through @google-cloud/kms in REST mode (no gRPC), loaded only
+// when --kms-key is given. Follows the KMS data-integrity guidelines: send the ciphertext's
+// CRC32C (KMS refuses a mismatch with INVALID_ARGUMENT), and check the CRC32C of the plaintext it returns
+// (the client library checks neither).
+
+import type { KeyManagementServiceClient } from '@google-cloud/kms';
+import { crc32c } from '../crc32c.ts';
+import {
+  IntegrityError,
+  NotFoundError,
+  PermissionError,
+  type SecretFetchError,
+  UnavailableError,
+} from '../errors.ts';
+import type { Retry } from '../retry.ts';
+import { Secret } from '../secret.ts';
+
+export type KmsClient = Pick<KeyManagementServiceClient, 'decrypt'>;
+
+export async function createKmsClient(endpoint: string | undefined): Promise<KmsClient> {
+  const [{ KeyManagementServiceClient }, gax] = await Promise.all([
+    import('@google-cloud/kms/build/src/v1/key_management_service_client.js'),
+    import('google-gax/fallback'),
+  ]);
+  if (endpoint === undefined) return new KeyManagementServiceClient({ fallback: true }, gax);
+  const url = new URL(endpoint);
+  const secure = url.protocol === 'https:';
+  const options = {
+    fallback: true,
+    apiEndpoint: url.hostname,
+    port: Number(url.port || (secure ? 443 : 80)),
+    protocol: secure ? 'https' : 'http',
+  };
+  if (secure) return new KeyManagementServiceClient(options, gax);
+  // A plain-http endpoint is a local emulator or test server: send no credentials at all.
+  const { GoogleAuth, PassThroughClient } = await import('google-auth-library');
+  return new KeyManagementServiceClient({ ...options, auth: new GoogleAuth({ authClient: new PassThroughClient() }) }, gax);
+}
+
+export interface DecryptRequest {
+  readonly keyName: string;
+  readonly ciphertext: Buffer;
+  /** Names the secret in messages. */
+  readonly what: string;
+}
+
+export async function decryptWithKms(client: KmsClient, request: DecryptRequest, retry: Retry): Promise<Secret> {
+  const { keyName, ciphertext, what } = request;
+  if (ciphertext.length === 0) {
+    throw new IntegrityError(`cannot decrypt ${what}: it is empty`, 'upload the output of gcloud kms encrypt');
+  }
+  const [response] = await retry(
+    `decrypt ${what} with ${keyName}`,
+    () =>
+      client.decrypt(
+        { name: keyName, ciphertext, ciphertextCrc32c: { value: crc32c(ciphertext) } },
+        // One retry policy, ours: the library would retry 503/504 only and never 429.
+        { maxRetries: 0 },
+      ),
+    (error) => mapKmsError(error, what, keyName),
+  );
+  const plaintext = toBuffer(response.plaintext);
+  const expected = response.plaintextCrc32c?.value;
+  if (expected === undefined || expected === null || Number(expected) !== crc32c(plaintext)) {
+    plaintext.fill(0);
+    throw new IntegrityError(`decrypting ${what} returned a plaintext whose CRC32C does not match`, 'the response was corrupted in transit; run again');
+  }
+  return new Secret(plaintext);
+}
+
+function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
+  if (data === null || data === undefined) return Buffer.alloc(0);
+  return typeof data === 'string' ? Buffer.from(data, 'base64') : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+// google-gax reports gRPC status codes, also in REST mode.
+const INVALID_ARGUMENT = 3;
+const NOT_FOUND = 5;
+const PERMISSION_DENIED = 7;
+const RESOURCE_EXHAUSTED = 8;
+const FAILED_PRECONDITION = 9;
+const UNAVAILABLE = 14;
+const UNAUTHENTICATED = 16;
+
+export function mapKmsError(error: unknown, what: string, keyName: string): SecretFetchError | undefined {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  const text = typeof message === 'string' ? message : '';
+  switch (code) {
+    case INVALID_ARGUMENT:
+      if (/checksum|crc32c/i.test(text)) {
+        return new IntegrityError(`cannot decrypt ${what}: KMS rejected the ciphertext's CRC32C`, 'the request was corrupted in transit; run again');
+      }
+      return new IntegrityError(
+        `cannot decrypt ${what} with ${keyName}: the ciphertext does not match this key`,
+        'was it encrypted with another key, or altered after encryption?',
+      );
+    case NOT_FOUND:
+      return new NotFoundError(`KMS key ${keyName} does not exist`, 'check --kms-key: project, location, key ring and key');
+    case PERMISSION_DENIED:
+      return new PermissionError(
+        `permission denied to decrypt with ${keyName}`,
+        'grant roles/cloudkms.cryptoKeyDecrypter on the key to the service account this runs as',
+      );
+    case UNAUTHENTICATED:
+      return new PermissionError(`no valid credentials to use ${keyName}`, 'set up Application Default Credentials or Workload Identity');
+    case FAILED_PRECONDITION:
+      return new IntegrityError(`cannot decrypt ${what} with ${keyName}: the key version is disabled or destroyed`, 'enable the key version, or re-encrypt with an enabled one');
+    case RESOURCE_EXHAUSTED:
+    case UNAVAILABLE:
+    case 4: // DEADLINE_EXCEEDED
+    case 13: // INTERNAL
+    case 2: // UNKNOWN (gax maps unexpected HTTP 5xx here)
+      return new UnavailableError(`Cloud KMS failed to decrypt ${what} (status ${String(code)})`, 'the service is failing; try again later');
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,264 @@
+// Flags and SECRET_FETCH_* variables become one validated, frozen Options object, before any
+// I/O. Nothing below this module reads process.argv or process.env for options.
+//
+// We use node:util parseArgs rather than yargs: in the single executable, yargs alone costs
+// ~30 ms of startup on a path whose whole budget is ~38 ms (see README, "Why not yargs").
+
+import { parseArgs } from 'node:util';
+import { UsageError } from './errors.ts';
+import { detectFormat, FORMATS, type Format } from './formats/index.ts';
+import type { LogFormat } from './log.ts';
+import { describeSource, parseSourceRef, type SourceRef, sourceFileName } from './sources/reference.ts';
+
+export interface SourcePlan {
+  readonly uri: string;
+  readonly ref: SourceRef;
+  readonly kmsKey: string | undefined;
+  readonly format: Format;
+  readonly out: string | undefined;
+}
+
+export interface Options {
+  readonly sources: readonly SourcePlan[];
+  /** Parse every source and overlay its entries on the command's environment. */
+  readonly injectEnv: boolean;
+  readonly fileMode: number;
+  readonly allowDisk: boolean;
+  readonly owner: { readonly uid: number | undefined; readonly gid: number | undefined };
+  /** [command, ...args], or undefined for the init-container pattern (write outputs, exit 0). */
+  readonly command: readonly string[] | undefined;
+  readonly chdir: string | undefined;
+  readonly timeoutMs: number;
+  readonly log: { readonly format: LogFormat; readonly verbose: boolean };
+  readonly endpoints: { readonly storage: string | undefined; readonly kms: string | undefined };
+}
+
+export type Invocation = { readonly kind: 'help' } | { readonly kind: 'version' } | { readonly kind: 'run'; readonly options: Options };
+
+interface FlagSpec {
+  readonly name: string;
+  readonly type: 'string' | 'boolean';
+  readonly multiple?: boolean;
+  readonly short?: string;
+  readonly value?: string;
+  readonly help: string;
+  /** Read from SECRET_FETCH_<NAME> when the flag is absent (false for --help/--version). */
+  readonly env?: boolean;
+}
+
+export const FLAGS: readonly FlagSpec[] = [
+  { name: 'source', type: 'string', multiple: true, value: 'URI', env: true, help: 'gs://BUCKET/OBJECT[#GENERATION], file:PATH or PATH; repeatable' },
+  { name: 'kms-key', type: 'string', multiple: true, value: 'NAME', env: true, help: 'decrypt with Cloud KMS: projects/P/locations/L/keyRings/R/cryptoKeys/K' },
+  { name: 'out', type: 'string', multiple: true, value: 'PATH', env: true, help: 'write the plaintext there (tmpfs only, atomically, mode --mode)' },
+  { name: 'env', type: 'boolean', env: true, help: "parse the secret and add its entries to the command's environment" },
+  { name: 'format', type: 'string', multiple: true, value: 'FORMAT', env: true, help: `${['auto', ...FORMATS].join('|')} (default auto: by file name)` },
+  { name: 'mode', type: 'string', value: 'OCTAL', env: true, help: 'permissions of --out files (default 0400)' },
+  { name: 'uid', type: 'string', value: 'UID', env: true, help: 'owner of --out files (numeric; needs root)' },
+  { name: 'gid', type: 'string', value: 'GID', env: true, help: 'group of --out files (numeric; needs root)' },
+  { name: 'allow-disk', type: 'boolean', env: true, help: 'allow an --out target that is not on tmpfs/ramfs' },
+  { name: 'chdir', type: 'string', value: 'DIR', env: true, help: "the command's working directory" },
+  { name: 'timeout', type: 'string', value: 'DURATION', env: true, help: 'deadline for all fetching and decrypting, e.g. 30s, 2m (default 30s)' },
+  { name: 'log-format', type: 'string', value: 'text|json', env: true, help: 'json writes Cloud Logging lines (severity, message)' },
+  { name: 'verbose', type: 'boolean', short: 'v', env: true, help: 'say what is fetched and written (never values)' },
+  { name: 'storage-endpoint', type: 'string', value: 'URL', env: true, help: 'Cloud Storage endpoint (also STORAGE_EMULATOR_HOST); http:// uses no credentials' },
+  { name: 'kms-endpoint', type: 'string', value: 'URL', env: true, help: 'Cloud KMS endpoint; http:// uses no credentials' },
+  { name: 'help', type: 'boolean', short: 'h', help: 'show this help' },
+  { name: 'version', type: 'boolean', help: 'print the version' },
+];
+
+export const envNameOf = (flag: string): string => `SECRET_FETCH_${flag.toUpperCase().replaceAll('-', '_')}`;
+
+type Environ = Readonly<Record<string, string | undefined>>;
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+export function parseInvocation(argv: readonly string[], environ: Environ): Invocation {
+  const split = argv.indexOf('--');
+  const own = split === -1 ? argv : argv.slice(0, split);
+  const command = split === -1 ? undefined : argv.slice(split + 1);
+
+  const values = parseFlags(own);
+  if (values.help === true) return { kind: 'help' };
+  if (values.version === true) return { kind: 'version' };
+  for (const flag of FLAGS) {
+    if (flag.env && values[flag.name] === undefined) {
+      const fromEnv = environ[envNameOf(flag.name)];
+      if (fromEnv !== undefined && fromEnv !== '') values[flag.name] = envValue(flag, fromEnv);
+    }
+  }
+  if (command !== undefined && command.length === 0) {
+    throw new UsageError('nothing follows --', 'give the command to run after --, or drop the --');
+  }
+  return { kind: 'run', options: buildOptions(values, command, environ) };
+}
+
+function parseFlags(argv: readonly string[]): Values {
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
+  for (const flag of FLAGS) {
+    options[flag.name] = { type: flag.type, ...(flag.multiple ? { multiple: true } : {}), ...(flag.short ? { short: flag.short } : {}) };
+  }
+  try {
+    const { values, positionals } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: true });
+    if (positionals.length > 0) {
+      throw new UsageError(
+        `unexpected argument "${positionals[0]}"`,
+        'put the command after --, as in: secret-fetch --source ... --env -- COMMAND ARGS',
+      );
+    }
+    return { ...values } as Values;
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    // parseArgs' messages name the flag (never a value): pass the first sentence on.
+    const message = error instanceof Error ? (error.message.split('. ')[0] ?? error.message) : String(error);
+    throw new UsageError(message.replace(/\.$/, ''));
+  }
+}
+
+function envValue(flag: FlagSpec, raw: string): string | boolean | string[] {
+  if (flag.type === 'boolean') {
+    if (/^(1|true|yes|on)$/i.test(raw)) return true;
+    if (/^(0|false|no|off)$/i.test(raw)) return false;
+    throw new UsageError(`${envNameOf(flag.name)}="${raw}" is not a boolean`, 'use 1/true/yes or 0/false/no');
+  }
+  return flag.multiple ? [raw] : raw;
+}
+
+function buildOptions(values: Values, command: string[] | undefined, environ: Environ): Options {
+  const uris = strings(values.source);
+  const injectEnv = values.env === true;
+  const outs = strings(values.out);
+  const kmsKeys = strings(values['kms-key']);
+  const formats = strings(values.format);
+
+  if (uris.length === 0) {
+    if (outs.length > 0 || injectEnv || kmsKeys.length > 0) {
+      throw new UsageError('no --source given', 'say where the secret lives: --source gs://BUCKET/OBJECT');
+    }
+    if (command === undefined) throw new UsageError('nothing to do: no --source and no command');
+  }
+  if (uris.length > 0 && outs.length === 0 && !injectEnv) {
+    throw new UsageError('no --out and no --env: nothing would receive the secret', 'add --out PATH, --env, or both');
+  }
+  const perSource = (flag: string, given: string[], allowShared: boolean): (string | undefined)[] => {
+    if (given.length === 0) return uris.map(() => undefined);
+    if (given.length === uris.length) return given;
+    if (given.length === 1 && allowShared) return uris.map(() => given[0]);
+    throw new UsageError(
+      `${given.length} --${flag} for ${uris.length} --source`,
+      allowShared ? `give --${flag} once for all sources, or once per source in order` : `give --${flag} once per source, in order`,
+    );
+  };
+  const outFor = perSource('out', outs, false);
+  const keyFor = perSource('kms-key', kmsKeys, true);
+  const formatFor = perSource('format', formats, true);
+
+  const seenOuts = new Set<string>();
+  const sources = uris.map((uri, i): SourcePlan => {
+    const ref = parseSourceRef(uri);
+    const out = outFor[i];
+    if (out !== undefined) {
+      if (out === '') throw new UsageError('--out is empty', 'give a file path on a tmpfs volume');
+      if (seenOuts.has(out)) throw new UsageError(`--out ${out} is given for two sources`, 'give each source its own --out');
+      seenOuts.add(out);
+    }
+    const kmsKey = keyFor[i];
+    if (kmsKey !== undefined) validateKmsKey(kmsKey);
+    const format = resolveFormat(formatFor[i] ?? 'auto', ref);
+    if (injectEnv && format === 'raw') {
+      throw new UsageError(
+        `--env needs entries, but ${describeSource(ref)} is read as raw`,
+        'name the format with --format dotenv|json|yaml|pyfile, or drop --env and use --out',
+      );
+    }
+    return Object.freeze({ uri, ref, kmsKey, format, out });
+  });
+
+  const storageEndpoint = optionalString(values['storage-endpoint']) ?? nonEmpty(environ.STORAGE_EMULATOR_HOST);
+  const kmsEndpoint = optionalString(values['kms-endpoint']);
+  for (const [flag, url] of [
+    ['storage-endpoint', storageEndpoint],
+    ['kms-endpoint', kmsEndpoint],
+  ] as const) {
+    if (url !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(url)) {
+      throw new UsageError(`--${flag} ${url} is not an endpoint URL`, 'write http://HOST:PORT or https://HOST');
+    }
+  }
+
+  const logFormat = optionalString(values['log-format']) ?? 'text';
+  if (logFormat !== 'text' && logFormat !== 'json') {
+    throw new UsageError(`--log-format ${logFormat} is not known`, 'use text or json');
+  }
+  if (command === undefined && values.chdir !== undefined) {
+    throw new UsageError('--chdir without a command', 'give the command after --, or drop --chdir');
+  }
+
+  return Object.freeze({
+    sources: Object.freeze(sources),
+    injectEnv,
+    fileMode: parseMode(optionalString(values.mode) ?? '0400'),
+    allowDisk: values['allow-disk'] === true,
+    owner: Object.freeze({ uid: parseId('uid', optionalString(values.uid)), gid: parseId('gid', optionalString(values.gid)) }),
+    command: command === undefined ? undefined : Object.freeze([...command]),
+    chdir: optionalString(values.chdir),
+    timeoutMs: parseDuration('timeout', optionalString(values.timeout) ?? '30s'),
+    log: Object.freeze({ format: logFormat, verbose: values.verbose === true }),
+    endpoints: Object.freeze({ storage: storageEndpoint, kms: kmsEndpoint }),
+  });
+}
+
+function resolveFormat(given: string, ref: SourceRef): Format {
+  if (given === 'auto') return detectFormat(sourceFileName(ref));
+  if ((FORMATS as readonly string[]).includes(given)) return given as Format;
+  throw new UsageError(`--format ${given} is not known`, `use one of auto, ${FORMATS.join(', ')}`);
+}
+
+const KMS_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
+
+function validateKmsKey(name: string): void {
+  if (!KMS_KEY.test(name)) {
+    throw new UsageError(
+      `--kms-key ${name} is not a key name`,
+      'write projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY',
+    );
+  }
+}
+
+export function parseMode(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) throw new UsageError(`--mode ${text} is not an octal file mode`, 'write e.g. 0400 or 0440');
+  const mode = Number.parseInt(text, 8);
+  if (mode & 0o002) throw new UsageError(`--mode ${text} makes the secret world-writable`, 'use 0400, 0440 or 0600');
+  if (mode & 0o004) throw new UsageError(`--mode ${text} makes the secret world-readable`, 'use 0400, 0440 or 0600');
+  return mode;
+}
+
+function parseId(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^[0-9]{1,10}$/.test(text) || Number(text) > 0xfffffffe) {
+    throw new UsageError(`--${flag} ${text} is not a numeric id`, `give a number, e.g. --${flag} 1000 (see: id -u APPUSER)`);
+  }
+  return Number(text);
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+export function parseDuration(flag: string, text: string): number {
+  const match = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$/.exec(text);
+  const ms = match ? Number(match[1]) * (UNITS[match[2] ?? 's'] ?? 1000) : Number.NaN;
+  if (!(ms > 0) || ms > 24 * 3_600_000) {
+    throw new UsageError(`--${flag} ${text} is not a duration`, 'write e.g. 500ms, 30s, 5m (plain numbers are seconds)');
+  }
+  return Math.round(ms);
+}
+
+function strings(value: Values[string]): string[] {
+  if (value === undefined || typeof value === 'boolean') return [];
+  return Array.isArray(value) ? value : [value];
+}
+
+function optionalString(value: Values[string]): string | undefined {
+  const all = strings(value);
+  return all.length === 0 ? undefined : all[all.length - 1];
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
+}

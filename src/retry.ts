@@ -1,0 +1,102 @@
+// One retry policy for every remote call: exponential backoff with full jitter on transient
+// failures, bounded by attempts and by the run's deadline. The client libraries' own retries are
+// switched off where we can, so there is exactly one policy to reason about.
+
+import { SecretFetchError, UnavailableError } from './errors.ts';
+import type { Logger } from './log.ts';
+
+/** Turns a library error into one of ours; undefined means "not recognised". */
+export type Classify = (error: unknown) => SecretFetchError | undefined;
+
+export type Retry = <T>(what: string, attempt: () => Promise<T>, classify: Classify) => Promise<T>;
+
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EAI_AGAIN',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'UND_ERR_SOCKET',
+]);
+
+export interface RetryPolicy {
+  readonly maxAttempts: number;
+  readonly baseDelayMs: number;
+  readonly maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 100, maxDelayMs: 5_000 };
+
+export function createRetry(options: { log: Logger; deadline: Deadline; policy?: RetryPolicy; random?: () => number }): Retry {
+  const policy = options.policy ?? DEFAULT_RETRY_POLICY;
+  const random = options.random ?? Math.random;
+  return async (what, attempt, classify) => {
+    for (let n = 1; ; n++) {
+      options.deadline.check(what);
+      options.deadline.active.add(what);
+      try {
+        return await attempt();
+      } catch (error) {
+        if (error instanceof SecretFetchError) throw error;
+        const failure = classify(error) ?? networkFailure(error, what);
+        // Not recognised: a bug rather than weather, so it is not retried (the CLI reports it).
+        if (failure === undefined) throw error;
+        const delay = Math.floor(random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (n - 1)));
+        const retryable = failure instanceof UnavailableError;
+        if (!retryable || n >= policy.maxAttempts || delay >= options.deadline.remainingMs()) throw failure;
+        options.log.warn(`attempt ${n} to ${what} failed (${failure.message}); retrying in ${delay} ms`);
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      } finally {
+        options.deadline.active.delete(what);
+      }
+    }
+  };
+}
+
+function networkFailure(error: unknown, what: string): UnavailableError | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !NETWORK_CODES.has(code)) return undefined;
+  return new UnavailableError(`could not ${what}: ${code}`, 'check the network and the endpoint', { cause: error });
+}
+
+/** The overall --timeout: every stage checks it, and the CLI races the whole run against it. */
+export class Deadline {
+  readonly #at: number;
+  readonly #timeoutMs: number;
+  /** What is in flight now, so a timeout can say what it was waiting for. */
+  readonly active = new Set<string>();
+
+  constructor(timeoutMs: number, now = Date.now()) {
+    this.#timeoutMs = timeoutMs;
+    this.#at = now + timeoutMs;
+  }
+
+  remainingMs(): number {
+    return Math.max(0, this.#at - Date.now());
+  }
+
+  check(what: string): void {
+    if (this.remainingMs() <= 0) throw this.expired(what);
+  }
+
+  /** Rejects when the deadline passes, naming what was still in flight. */
+  async expire(): Promise<never> {
+    await new Promise((resolve) => setTimeout(resolve, this.remainingMs()).unref());
+    throw this.expired([...this.active][0] ?? 'fetch the secrets');
+  }
+
+  expired(what: string): UnavailableError {
+    return new UnavailableError(
+      `could not ${what} within the --timeout of ${formatMs(this.#timeoutMs)}`,
+      'the service is slow or unreachable; check the endpoint, or raise --timeout',
+    );
+  }
+}
+
+function formatMs(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}

@@ -1,0 +1,33 @@
+// The source stage: a reference in, the secret's bytes out.
+
+import type { Clients } from '../clients.ts';
+import type { Logger } from '../log.ts';
+import type { Retry } from '../retry.ts';
+import type { Secret } from '../secret.ts';
+import { readSecretFile } from './file.ts';
+import type { SourceRef } from './reference.ts';
+
+export interface FetchContext {
+  readonly clients: Clients;
+  readonly retry: Retry;
+  readonly log: Logger;
+  /** Larger secrets are refused before they are downloaded. */
+  readonly maxBytes: number;
+}
+
+export interface FetchedSecret {
+  readonly data: Secret;
+  /** The file or object name, which --format auto reads. */
+  readonly name: string;
+  /** The object generation or secret version that was read, when the source has one. */
+  readonly version?: string;
+}
+
+export async function fetchSource(ref: SourceRef, context: FetchContext): Promise<FetchedSecret> {
+  switch (ref.scheme) {
+    case 'gs':
+      return (await import('./gcs.ts')).fetchObject(ref, context);
+    case 'file':
+      return readSecretFile(ref.path, context.maxBytes);
+  }
+}

@@ -1,0 +1,149 @@
+import { describe, expect, it } from 'vitest';
+import { EXIT, UsageError } from '../src/errors.ts';
+import { parseDuration, parseInvocation, parseMode } from '../src/options.ts';
+
+const KEY = 'projects/p/locations/global/keyRings/r/cryptoKeys/k';
+
+function options(argv: string[], env: Record<string, string> = {}) {
+  const invocation = parseInvocation(argv, env);
+  if (invocation.kind !== 'run') throw new Error(`expected a run, got ${invocation.kind}`);
+  return invocation.options;
+}
+
+function usageError(argv: string[], env: Record<string, string> = {}): UsageError {
+  try {
+    parseInvocation(argv, env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(UsageError);
+    expect((error as UsageError).exitCode).toBe(EXIT.usage);
+    return error as UsageError;
+  }
+  throw new Error(`expected a usage error for ${argv.join(' ')}`);
+}
+
+describe('parseInvocation', () => {
+  it('builds the ENTRYPOINT example into one plan', () => {
+    const o = options([
+      '--source', 'gs://vault/secrets.cfg.enc', '--kms-key', KEY, '--out', '/run/secrets/app.cfg',
+      '--', 'gunicorn', '--chdir', '/app', 'app:app',
+    ]);
+    expect(o.sources).toHaveLength(1);
+    expect(o.sources[0]).toMatchObject({
+      uri: 'gs://vault/secrets.cfg.enc',
+      ref: { scheme: 'gs', bucket: 'vault', object: 'secrets.cfg.enc' },
+      kmsKey: KEY,
+      format: 'pyfile',
+      out: '/run/secrets/app.cfg',
+    });
+    // Flags after -- belong to the command, even ones secret-fetch also has.
+    expect(o.command).toEqual(['gunicorn', '--chdir', '/app', 'app:app']);
+    expect(o.chdir).toBeUndefined();
+    expect(o.fileMode).toBe(0o400);
+    expect(o.injectEnv).toBe(false);
+    expect(o.timeoutMs).toBe(30_000);
+    expect(Object.isFrozen(o)).toBe(true);
+  });
+
+  it('reads SECRET_FETCH_* variables when a flag is absent, and flags win', () => {
+    const env = {
+      SECRET_FETCH_SOURCE: 'file:/etc/app.env',
+      SECRET_FETCH_ENV: 'true',
+      SECRET_FETCH_MODE: '0440',
+      SECRET_FETCH_TIMEOUT: '2m',
+      SECRET_FETCH_KMS_ENDPOINT: 'http://127.0.0.1:9',
+    };
+    const o = options(['--', 'app'], env);
+    expect(o.sources[0]?.ref).toEqual({ scheme: 'file', path: '/etc/app.env' });
+    expect(o.injectEnv).toBe(true);
+    expect(o.fileMode).toBe(0o440);
+    expect(o.timeoutMs).toBe(120_000);
+    expect(o.endpoints.kms).toBe('http://127.0.0.1:9');
+    expect(options(['--source', 'other.json', '--mode', '0600', '--', 'app'], env).sources[0]?.uri).toBe('other.json');
+    expect(options(['--source', 'other.json', '--mode', '0600', '--', 'app'], env).fileMode).toBe(0o600);
+  });
+
+  it('takes STORAGE_EMULATOR_HOST as the storage endpoint', () => {
+    expect(options(['--source', 'a.env', '--env'], { STORAGE_EMULATOR_HOST: 'http://127.0.0.1:4443' }).endpoints.storage).toBe(
+      'http://127.0.0.1:4443',
+    );
+  });
+
+  it('pairs --out, --kms-key and --format with sources in order', () => {
+    const o = options([
+      '--source', 'gs://b/one.enc', '--source', 'gs://b/two.enc',
+      '--out', '/s/one', '--out', '/s/two', '--kms-key', KEY, '--format', 'json', '--format', 'yaml',
+    ]);
+    expect(o.sources.map((s) => [s.out, s.kmsKey, s.format])).toEqual([
+      ['/s/one', KEY, 'json'],
+      ['/s/two', KEY, 'yaml'],
+    ]);
+  });
+
+  it('detects the format from the name after stripping .enc', () => {
+    const formatOf = (source: string) => options(['--source', source, '--out', '/dev/shm/x']).sources[0]?.format;
+    expect(formatOf('gs://b/app.env.enc')).toBe('dotenv');
+    expect(formatOf('gs://b/dir/app.json')).toBe('json');
+    expect(formatOf('./x.yaml.encrypted')).toBe('yaml');
+    expect(formatOf('file:settings.py')).toBe('pyfile');
+    expect(formatOf('gs://b/tls.key')).toBe('raw');
+  });
+
+  it('answers --help and --version before validating anything else', () => {
+    expect(parseInvocation(['--help', '--source', ''], {}).kind).toBe('help');
+    expect(parseInvocation(['-h'], {}).kind).toBe('help');
+    expect(parseInvocation(['--version'], { SECRET_FETCH_MODE: 'bad' }).kind).toBe('version');
+  });
+
+  it.each([
+    [['--source', 'gs://b/o.env'], /nothing would receive the secret/],
+    [['--out', '/dev/shm/x'], /no --source/],
+    [[], /nothing to do/],
+    [['--source', 'gs://b/o.bin', '--env'], /--env needs entries.*raw/],
+    [['--source', 'a.env', '--env', 'gunicorn'], /unexpected argument "gunicorn".*--/],
+    [['--source', 'a.env', '--env', '--'], /nothing follows --/],
+    [['--source', 'a.env', '--env', '--bogus'], /Unknown option '--bogus'/],
+    [['--source', 'a.env', '--out', '/s/a', '--format', 'toml'], /--format toml is not known/],
+    [['--source', 'a.env', '--out', '/s/a', '--mode', '644'], /world-readable/],
+    [['--source', 'a.env', '--out', '/s/a', '--mode', '0602'], /world-writable/],
+    [['--source', 'a.env', '--out', '/s/a', '--mode', 'rw'], /not an octal file mode/],
+    [['--source', 'a.env', '--out', '/s/a', '--timeout', '0'], /not a duration/],
+    [['--source', 'a.env', '--out', '/s/a', '--uid', 'app'], /not a numeric id/],
+    [['--source', 'a.env', '--out', '/s/a', '--kms-key', 'k'], /not a key name/],
+    [['--source', 'a.env', '--source', 'b.env', '--out', '/s/a'], /1 --out for 2 --source/],
+    [['--source', 'a.env', '--source', 'b.env', '--out', '/s/a', '--out', '/s/a'], /given for two sources/],
+    [['--source', 'a.env', '--out', '/s/a', '--chdir', '/app'], /--chdir without a command/],
+    [['--source', 'a.env', '--out', '/s/a', '--log-format', 'xml'], /--log-format xml/],
+    [['--source', 'a.env', '--out', '/s/a', '--kms-endpoint', 'localhost:1'], /not an endpoint URL/],
+    [['--source', 's3://b/o', '--out', '/s/a'], /s3:\/\/ is not supported/],
+    [['--source', 'gs://B/o', '--out', '/s/a'], /not a valid bucket name/],
+    [['--source', 'gs://b/o#x', '--out', '/s/a'], /not an object generation/],
+  ])('refuses %j', (argv, message) => {
+    expect(usageError(argv).line).toMatch(message);
+  });
+
+  it('refuses a malformed boolean variable, naming it', () => {
+    expect(usageError(['--source', 'a.env'], { SECRET_FETCH_ENV: 'maybe' }).message).toMatch(/SECRET_FETCH_ENV="maybe" is not a boolean/);
+  });
+});
+
+describe('parseDuration and parseMode', () => {
+  it.each([
+    ['500ms', 500],
+    ['30s', 30_000],
+    ['30', 30_000],
+    ['1.5s', 1500],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+  ])('%s is %d ms', (text, ms) => expect(parseDuration('timeout', text)).toBe(ms));
+
+  it.each(['', 's', '-1s', '1d', '25h'])('%j is not a duration', (text) => {
+    expect(() => parseDuration('timeout', text)).toThrow(UsageError);
+  });
+
+  it.each([
+    ['0400', 0o400],
+    ['400', 0o400],
+    ['0440', 0o440],
+    ['0600', 0o600],
+  ])('mode %s', (text, mode) => expect(parseMode(text)).toBe(mode));
+});
