@@ -30,6 +30,8 @@ const result = await build({
   format: 'cjs',
   target: 'node24',
   minify: true,
+  // protobufjs and google-gax look types up by constructor name: renaming them breaks KMS calls.
+  keepNames: true,
   legalComments: 'eof',
   metafile: true,
   logLevel: 'warning',

@@ -32,3 +32,14 @@ export function renderHelp(version: string): string {
 export function renderExitCodeTable(): string {
   return ['| code | meaning |', '| --- | --- |', ...EXIT_CODES.map((row) => `| ${row.code} | ${row.meaning} |`)].join('\n');
 }
+
+export function renderFlagTable(): string {
+  return [
+    '| flag | variable | meaning |',
+    '| --- | --- | --- |',
+    ...FLAGS.map((flag) => {
+      const name = `${flag.short ? `-${flag.short}, ` : ''}--${flag.name}${flag.value ? ` ${flag.value}` : ''}`;
+      return `| \`${name.replaceAll('|', '\\|')}\` | ${flag.env ? `\`${envNameOf(flag.name)}\`` : ''} | ${flag.help.replaceAll('|', '\\|')} |`;
+    }),
+  ].join('\n');
+}

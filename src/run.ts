@@ -92,7 +92,7 @@ function planLaunch(command: readonly string[], chdir: string | undefined, env: 
   if (chdir !== undefined && !isDirectory(dir)) {
     throw new UsageError(`--chdir ${chdir} is not a directory`, "give the command's working directory as an existing path");
   }
-  const { file, argv } = planExec(resolveCommand(name, { path: env.PATH, cwd: dir }), [name, ...args]);
+  const { file, argv } = planExec(resolveCommand(name, { path: env.PATH, cwd: dir }), [name, ...args], { cwd: dir });
   return { file, argv, cwd: chdir === undefined ? undefined : dir };
 }
 

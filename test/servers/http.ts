@@ -1,0 +1,268 @@
+// Plumbing shared by the GCS and KMS test servers: listening on loopback, reading bodies, the
+// request log, and fault injection (failNext).
+
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * What a faulted request gets instead of the real behaviour:
+ * - `{status, body?, headers?}`: that response. An object body is sent as JSON; with no body the
+ *   server sends its own API's error body for that status (so clients parse it as a real error).
+ * - `'reset'`: the request body is read, then the socket is reset (TCP RST) without any response.
+ * - `'stall'`: the request body is read and nothing is ever answered (until close()).
+ * - `'truncate'`: the real response is produced, but only its headers and the first half of its body
+ *   are sent before the connection is dropped (a premature close mid-body).
+ */
+export type FaultResponse =
+  | { status: number; body?: unknown; headers?: Record<string, string> }
+  | 'reset'
+  | 'stall'
+  | 'truncate';
+
+/**
+ * Which requests a fault applies to. All given fields must match.
+ * - `method`: case-insensitive.
+ * - `path`: a string must equal the pathname, either as received (percent-encoded, e.g.
+ *   `/b/bk/o/a%2Fb`) or percent-decoded (`/b/bk/o/a/b`), with or without the API prefix
+ *   (`/storage/v1`); a RegExp must match one of those forms.
+ * - `query`: each given search parameter must be present with exactly that value.
+ */
+export interface FaultMatch {
+  method?: string;
+  path?: RegExp | string;
+  query?: Record<string, string>;
+}
+
+export interface LoggedRequest {
+  method: string;
+  /** The pathname as received (still percent-encoded). */
+  path: string;
+  query: Record<string, string>;
+  headers: IncomingHttpHeaders;
+}
+
+interface FaultRule {
+  match: FaultMatch;
+  responses: FaultResponse[];
+}
+
+export class FaultQueue {
+  #rules: FaultRule[] = [];
+
+  add(match: FaultMatch, responses: readonly FaultResponse[]): void {
+    if (responses.length > 0) this.#rules.push({ match, responses: [...responses] });
+  }
+
+  /** The fault for this request, consumed; the first rule (in order of failNext calls) that matches wins. */
+  take(method: string, paths: readonly string[], query: Record<string, string>): FaultResponse | undefined {
+    for (const [i, rule] of this.#rules.entries()) {
+      if (!matches(rule.match, method, paths, query)) continue;
+      const response = rule.responses.shift();
+      if (rule.responses.length === 0) this.#rules.splice(i, 1);
+      return response;
+    }
+    return undefined;
+  }
+
+  /** How many faulted responses are still waiting to be served. */
+  get pending(): number {
+    return this.#rules.reduce((n, r) => n + r.responses.length, 0);
+  }
+
+  clear(): void {
+    this.#rules = [];
+  }
+}
+
+function matches(m: FaultMatch, method: string, paths: readonly string[], query: Record<string, string>): boolean {
+  if (m.method !== undefined && m.method.toUpperCase() !== method.toUpperCase()) return false;
+  if (m.path !== undefined) {
+    const p = m.path;
+    if (!paths.some((candidate) => (typeof p === 'string' ? candidate === p : p.test(candidate)))) return false;
+  }
+  if (m.query !== undefined) {
+    for (const [k, v] of Object.entries(m.query)) if (query[k] !== v) return false;
+  }
+  return true;
+}
+
+/** The forms of a pathname a FaultMatch path is compared with. */
+export function pathForms(rawPath: string, prefixes: readonly string[]): string[] {
+  const forms = new Set<string>([rawPath, safeDecode(rawPath)]);
+  for (const prefix of prefixes) {
+    if (rawPath.startsWith(`${prefix}/`)) {
+      const stripped = rawPath.slice(prefix.length);
+      forms.add(stripped);
+      forms.add(safeDecode(stripped));
+    }
+  }
+  return [...forms];
+}
+
+export function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+export function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+export interface SendOptions {
+  /** Send the headers and half the body, then drop the connection. */
+  truncate?: boolean;
+}
+
+export function send(
+  res: ServerResponse,
+  status: number,
+  body: Buffer | string | undefined,
+  headers: Record<string, string> = {},
+  opts: SendOptions = {},
+): void {
+  const data = body === undefined ? Buffer.alloc(0) : Buffer.isBuffer(body) ? body : Buffer.from(body);
+  const lower = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
+  if (lower['content-length'] === undefined && status !== 204 && status !== 304) {
+    lower['content-length'] = String(data.length);
+  }
+  res.writeHead(status, lower);
+  if (opts.truncate) {
+    res.write(data.subarray(0, Math.floor(data.length / 2)));
+    // Give the partial body a moment to reach the client, then end the connection without the rest.
+    setTimeout(() => res.socket?.destroy(), 20);
+    return;
+  }
+  res.end(data);
+}
+
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  value: unknown,
+  headers: Record<string, string> = {},
+  opts: SendOptions = {},
+): void {
+  send(res, status, JSON.stringify(value), { 'content-type': 'application/json; charset=UTF-8', ...headers }, opts);
+}
+
+/**
+ * Serve a fault that replaces the real response (everything but 'truncate', which the caller handles
+ * by producing the real response with SendOptions.truncate).
+ */
+export async function serveFault(
+  req: IncomingMessage,
+  res: ServerResponse,
+  fault: Exclude<FaultResponse, 'truncate'>,
+  errorBody: (status: number) => unknown,
+  stalled: Set<ServerResponse>,
+): Promise<void> {
+  if (!req.readableEnded) await readBody(req);
+  if (fault === 'reset') {
+    req.socket.resetAndDestroy();
+    return;
+  }
+  if (fault === 'stall') {
+    // Until releaseStalled() or close() tears the connection down.
+    stalled.add(res);
+    res.on('close', () => stalled.delete(res));
+    return;
+  }
+  const body = fault.body === undefined ? errorBody(fault.status) : fault.body;
+  if (typeof body === 'string' || Buffer.isBuffer(body)) {
+    send(res, fault.status, body, fault.headers);
+  } else {
+    sendJson(res, fault.status, body, fault.headers);
+  }
+}
+
+export interface Listening {
+  server: Server;
+  port: number;
+  url: string;
+  /** Responses held by 'stall' faults. */
+  stalled: Set<ServerResponse>;
+  /** Drop the connections of stalled requests (the client sees the connection close). */
+  releaseStalled(): void;
+  close(): Promise<void>;
+}
+
+/** Listen on 127.0.0.1 with an OS-assigned port. Handler errors become 500s. */
+export async function listen(
+  handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+): Promise<Listening> {
+  const server = createServer((req, res) => {
+    handler(req, res).catch((err: unknown) => {
+      if (!res.headersSent) {
+        sendJson(res, 500, { error: { code: 500, message: `test server error: ${String(err)}` } });
+      } else {
+        res.destroy();
+      }
+    });
+  });
+  server.keepAliveTimeout = 1000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  let closed: Promise<void> | undefined;
+  const stalled = new Set<ServerResponse>();
+  return {
+    server,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    stalled,
+    releaseStalled() {
+      for (const res of stalled) res.destroy();
+      stalled.clear();
+    },
+    close() {
+      closed ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections(); // also ends stalled requests and idle keep-alive sockets
+      });
+      return closed;
+    },
+  };
+}
+
+export function queryObject(url: URL): Record<string, string> {
+  return Object.fromEntries(url.searchParams);
+}
+
+/** Body of a control request (`/_emulator/...`) as JSON, or {} when empty. */
+export async function readJson(req: IncomingMessage): Promise<unknown> {
+  const body = await readBody(req);
+  return body.length === 0 ? {} : JSON.parse(body.toString('utf8'));
+}
+
+/** failNext from a control request body: {method?, path?, pathRegex?, query?, responses}. */
+export function faultFromJson(value: unknown): { match: FaultMatch; responses: FaultResponse[] } {
+  const v = (value ?? {}) as {
+    method?: string;
+    path?: string;
+    pathRegex?: string;
+    query?: Record<string, string>;
+    responses?: FaultResponse[];
+  };
+  const match: FaultMatch = {};
+  if (v.method !== undefined) match.method = v.method;
+  if (v.pathRegex !== undefined) match.path = new RegExp(v.pathRegex);
+  else if (v.path !== undefined) match.path = v.path;
+  if (v.query !== undefined) match.query = v.query;
+  return { match, responses: v.responses ?? [] };
+}

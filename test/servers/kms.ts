@@ -1,0 +1,434 @@
+// An in-memory Cloud KMS v1 REST server for tests: symmetric ENCRYPT_DECRYPT keys, :encrypt and :decrypt,
+// driven by the real @google-cloud/kms client in REST ("fallback") mode.
+//
+// What @google-cloud/kms 6.3 / google-gax 6.17 send in fallback mode (observed against this server):
+//   POST /v1/projects/P/locations/L/keyRings/R/cryptoKeys/K:encrypt?$alt=json%3Benum-encoding=int
+//   POST /v1/projects/P/locations/L/keyRings/R/cryptoKeys/K:decrypt?$alt=json%3Benum-encoding=int
+//   (slashes in the name are NOT percent-encoded; `x-goog-request-params: name=<encoded name>`;
+//   no Authorization header with PassThroughClient; Content-Type: application/json)
+// - bytes travel as standard base64 strings; empty bytes fields are left out entirely.
+// - The Int64Value wrappers (plaintextCrc32c, ciphertextCrc32c, additionalAuthenticatedDataCrc32c)
+//   given as `{value: n}` in JS go on the wire as a bare decimal STRING: `"plaintextCrc32c":"907060870"`.
+//   This server also accepts a number or a `{"value": ...}` object, and snake_case field names.
+// - enum-encoding=int asks for numeric enums, so protectionLevel is answered as 1 (SOFTWARE) then; the
+//   client turns it back into 'SOFTWARE'. Response Int64Values (ciphertextCrc32c, plaintextCrc32c) are
+//   sent as strings and reach the caller as `{value: '123'}` (string, not number).
+// - gax maps an error response to a gRPC code from the body's `error.status` name when present, else from
+//   `error.code` (the HTTP status) via 400->3, 401->16, 403->7, 404->5, 409->10, 429->8, 503->14, 504->4,
+//   other 4xx->9, other 5xx->13. Encrypt/Decrypt retry UNAVAILABLE(14) and DEADLINE_EXCEEDED(4) (from
+//   100 ms, x1.3); a reset connection surfaces as UNAVAILABLE and is retried too.
+
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { crc32c } from './crc32c.ts';
+import {
+  type FaultMatch,
+  FaultQueue,
+  type FaultResponse,
+  faultFromJson,
+  type LoggedRequest,
+  listen,
+  pathForms,
+  queryObject,
+  readBody,
+  readJson,
+  type SendOptions,
+  safeDecode,
+  sendJson,
+  serveFault,
+} from './http.ts';
+
+export type { FaultMatch, FaultResponse, LoggedRequest } from './http.ts';
+
+export interface KmsLoggedRequest extends LoggedRequest {
+  /** The parsed JSON body (undefined if empty or not JSON). */
+  body: unknown;
+}
+
+export interface KmsServer {
+  /** e.g. "http://127.0.0.1:PORT" - the value for SECRET_FETCH_KMS_ENDPOINT. */
+  readonly url: string;
+  readonly port: number;
+  /** Every API request received, in order (control requests excluded). Clear with `requests.length = 0`. */
+  readonly requests: KmsLoggedRequest[];
+  /** A symmetric ENCRYPT_DECRYPT key "projects/P/locations/L/keyRings/R/cryptoKeys/K", primary version 1. */
+  createKey(name: string): void;
+  /** Add a new version and make it primary; old ciphertexts still decrypt (usedPrimary: false). */
+  rotateKey(name: string): string;
+  /** Every request on this key (existing or not) gets 403 PERMISSION_DENIED. */
+  denyKey(name: string): void;
+  allowKey(name: string): void;
+  /** Encrypt locally, exactly as :encrypt would (for seeding test data without a client). */
+  encrypt(name: string, plaintext: Uint8Array | string, additionalAuthenticatedData?: Uint8Array): Buffer;
+  /** The next matching requests (one per response, in order) get these responses instead. */
+  failNext(match: FaultMatch, responses: readonly FaultResponse[]): void;
+  readonly pendingFaults: number;
+  /** The next :decrypt response carries a wrong plaintextCrc32c (the plaintext itself is right). */
+  corruptNextPlaintextCrc(): void;
+  /** Drop the connections of requests held by 'stall' faults. */
+  releaseStalled(): void;
+  /** Forget faults, denials and the request log (keys stay). */
+  reset(): void;
+  close(): Promise<void>;
+}
+
+const STATUS_NAMES: Record<number, string> = {
+  400: 'INVALID_ARGUMENT',
+  401: 'UNAUTHENTICATED',
+  403: 'PERMISSION_DENIED',
+  404: 'NOT_FOUND',
+  409: 'ABORTED',
+  412: 'FAILED_PRECONDITION',
+  429: 'RESOURCE_EXHAUSTED',
+  499: 'CANCELLED',
+  500: 'INTERNAL',
+  501: 'UNIMPLEMENTED',
+  503: 'UNAVAILABLE',
+  504: 'DEADLINE_EXCEEDED',
+};
+
+const DEFAULT_MESSAGES: Record<number, string> = {
+  429: 'Quota exceeded.',
+  500: 'Internal error encountered.',
+  503: 'The service is currently unavailable.',
+  504: 'Deadline exceeded.',
+};
+
+/** A Google API (AIP-193) error body as Cloud KMS sends it. */
+export function kmsErrorBody(code: number, message?: string) {
+  return {
+    error: {
+      code,
+      message: message ?? DEFAULT_MESSAGES[code] ?? `HTTP ${code}`,
+      status: STATUS_NAMES[code] ?? (code >= 500 ? 'INTERNAL' : 'FAILED_PRECONDITION'),
+    },
+  };
+}
+
+class KmsError extends Error {
+  code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+function fail(code: number, message: string): never {
+  throw new KmsError(code, message);
+}
+
+const MAX_PLAINTEXT = 65536;
+const MAX_AAD = 65536;
+const MAX_CIPHERTEXT = 65536 + 800;
+const HEADER = 4; // version id, big-endian
+const NONCE = 12;
+const TAG = 16;
+const KEY_NAME = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
+const VERSION_NAME =
+  /^(projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+)\/cryptoKeyVersions\/(\d+)$/;
+
+interface Key {
+  versions: Map<number, Buffer>;
+  primary: number;
+}
+
+const ENCRYPT_FIELDS: Record<string, string> = {
+  name: 'name',
+  plaintext: 'plaintext',
+  additionalAuthenticatedData: 'additionalAuthenticatedData',
+  additional_authenticated_data: 'additionalAuthenticatedData',
+  plaintextCrc32c: 'plaintextCrc32c',
+  plaintext_crc32c: 'plaintextCrc32c',
+  additionalAuthenticatedDataCrc32c: 'additionalAuthenticatedDataCrc32c',
+  additional_authenticated_data_crc32c: 'additionalAuthenticatedDataCrc32c',
+};
+const DECRYPT_FIELDS: Record<string, string> = {
+  name: 'name',
+  ciphertext: 'ciphertext',
+  additionalAuthenticatedData: 'additionalAuthenticatedData',
+  additional_authenticated_data: 'additionalAuthenticatedData',
+  ciphertextCrc32c: 'ciphertextCrc32c',
+  ciphertext_crc32c: 'ciphertextCrc32c',
+  additionalAuthenticatedDataCrc32c: 'additionalAuthenticatedDataCrc32c',
+  additional_authenticated_data_crc32c: 'additionalAuthenticatedDataCrc32c',
+};
+const SNAKE: Record<string, string> = {
+  plaintext: 'plaintext',
+  ciphertext: 'ciphertext',
+  additionalAuthenticatedData: 'additional_authenticated_data',
+  plaintextCrc32c: 'plaintext_crc32c',
+  ciphertextCrc32c: 'ciphertext_crc32c',
+  additionalAuthenticatedDataCrc32c: 'additional_authenticated_data_crc32c',
+};
+
+/** Normalize the request body to camelCase fields, rejecting unknown ones as real KMS does. */
+function fields(body: unknown, allowed: Record<string, string>): Record<string, unknown> {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    fail(400, 'Invalid JSON payload received. Expected an object.');
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(body)) {
+    const canonical = allowed[k];
+    if (canonical === undefined) fail(400, `Invalid JSON payload received. Unknown name "${k}": Cannot find field.`);
+    out[canonical] = v;
+  }
+  return out;
+}
+
+function bytesField(f: Record<string, unknown>, name: string): Buffer | undefined {
+  const v = f[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string' || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(v)) {
+    fail(400, `Invalid value at '${SNAKE[name]}' (TYPE_BYTES), Base64 decoding failed for "${String(v)}"`);
+  }
+  return Buffer.from(v, 'base64');
+}
+
+/** An Int64Value wrapper: a decimal string (what the client sends), a number, or {value}. */
+function int64Field(f: Record<string, unknown>, name: string): bigint | undefined {
+  let v = f[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'object' && 'value' in v) v = (v as { value: unknown }).value;
+  if ((typeof v === 'string' && /^-?\d+$/.test(v)) || (typeof v === 'number' && Number.isInteger(v))) return BigInt(v);
+  fail(400, `Invalid value at '${SNAKE[name]}' (type.googleapis.com/google.protobuf.Int64Value), ${JSON.stringify(v)}`);
+}
+
+function checkCrc(expected: bigint | undefined, data: Buffer, field: string): boolean {
+  if (expected === undefined) return false;
+  if (expected !== BigInt(crc32c(data))) {
+    fail(400, `The checksum in field ${SNAKE[field]}_crc32c did not match the data in field ${SNAKE[field]}.`);
+  }
+  return true;
+}
+
+export async function startKmsServer(): Promise<KmsServer> {
+  const keys = new Map<string, Key>();
+  const denied = new Set<string>();
+  const faults = new FaultQueue();
+  const requests: KmsLoggedRequest[] = [];
+  let corruptCrc = 0;
+
+  function seal(key: Key, version: number, plaintext: Buffer, aad: Buffer): Buffer {
+    const material = key.versions.get(version) as Buffer;
+    const nonce = randomBytes(NONCE);
+    const cipher = createCipheriv('aes-256-gcm', material, nonce);
+    cipher.setAAD(aad);
+    const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+    const header = Buffer.alloc(HEADER);
+    header.writeUInt32BE(version);
+    return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
+  }
+
+  function open(key: Key, ciphertext: Buffer, aad: Buffer): { plaintext: Buffer; version: number } {
+    const invalid = 'Decryption failed: the ciphertext is invalid.';
+    if (ciphertext.length < HEADER + NONCE + TAG) fail(400, invalid);
+    const version = ciphertext.readUInt32BE(0);
+    const material = key.versions.get(version);
+    if (!material) fail(400, invalid);
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', material, ciphertext.subarray(HEADER, HEADER + NONCE));
+      decipher.setAAD(aad);
+      decipher.setAuthTag(ciphertext.subarray(ciphertext.length - TAG));
+      const plaintext = Buffer.concat([decipher.update(ciphertext.subarray(HEADER + NONCE, -TAG)), decipher.final()]);
+      return { plaintext, version };
+    } catch {
+      fail(400, invalid);
+    }
+  }
+
+  /** The key and version for an encrypt name (key or key version) or a decrypt name (key only). */
+  function resolve(name: string, op: 'encrypt' | 'decrypt'): { keyName: string; key: Key; version: number } {
+    const v = VERSION_NAME.exec(name);
+    const keyName = v ? (v[1] as string) : name;
+    if (!KEY_NAME.test(keyName) || (v && op === 'decrypt')) {
+      fail(400, `Resource name [${name}] does not match any known pattern.`);
+    }
+    if (denied.has(keyName)) {
+      const permission = op === 'encrypt' ? 'useToEncrypt' : 'useToDecrypt';
+      fail(
+        403,
+        `Permission 'cloudkms.cryptoKeyVersions.${permission}' denied on resource '${name}' (or it may not exist).`,
+      );
+    }
+    const key = keys.get(keyName);
+    if (!key) fail(404, `CryptoKey ${keyName} not found.`);
+    const version = v ? Number(v[2]) : key.primary;
+    if (!key.versions.has(version)) fail(404, `CryptoKeyVersion ${name} not found.`);
+    return { keyName, key, version };
+  }
+
+  function doEncrypt(name: string, body: unknown, numericEnums: boolean) {
+    const f = fields(body, ENCRYPT_FIELDS);
+    const { keyName, key, version } = resolve(name, 'encrypt');
+    const plaintext = bytesField(f, 'plaintext') ?? Buffer.alloc(0);
+    const aad = bytesField(f, 'additionalAuthenticatedData') ?? Buffer.alloc(0);
+    if (plaintext.length > MAX_PLAINTEXT) {
+      fail(400, `The plaintext must be at most ${MAX_PLAINTEXT} bytes, but was ${plaintext.length} bytes.`);
+    }
+    if (aad.length > MAX_AAD) {
+      fail(400, `The additional authenticated data must be at most ${MAX_AAD} bytes, but was ${aad.length} bytes.`);
+    }
+    const verifiedPlaintext = checkCrc(int64Field(f, 'plaintextCrc32c'), plaintext, 'plaintext');
+    const verifiedAad = checkCrc(
+      int64Field(f, 'additionalAuthenticatedDataCrc32c'),
+      aad,
+      'additionalAuthenticatedData',
+    );
+    const ciphertext = seal(key, version, plaintext, aad);
+    return {
+      name: `${keyName}/cryptoKeyVersions/${version}`,
+      ciphertext: ciphertext.toString('base64'),
+      ciphertextCrc32c: String(crc32c(ciphertext)),
+      verifiedPlaintextCrc32c: verifiedPlaintext,
+      verifiedAdditionalAuthenticatedDataCrc32c: verifiedAad,
+      protectionLevel: numericEnums ? 1 : 'SOFTWARE',
+    };
+  }
+
+  function doDecrypt(name: string, body: unknown, numericEnums: boolean) {
+    const f = fields(body, DECRYPT_FIELDS);
+    const { key } = resolve(name, 'decrypt');
+    const ciphertext = bytesField(f, 'ciphertext');
+    if (ciphertext === undefined || ciphertext.length === 0) fail(400, 'The ciphertext field must be set.');
+    if (ciphertext.length > MAX_CIPHERTEXT) {
+      fail(400, `The ciphertext must be at most ${MAX_CIPHERTEXT} bytes, but was ${ciphertext.length} bytes.`);
+    }
+    const aad = bytesField(f, 'additionalAuthenticatedData') ?? Buffer.alloc(0);
+    checkCrc(int64Field(f, 'ciphertextCrc32c'), ciphertext, 'ciphertext');
+    checkCrc(int64Field(f, 'additionalAuthenticatedDataCrc32c'), aad, 'additionalAuthenticatedData');
+    const { plaintext, version } = open(key, ciphertext, aad);
+    let crc = crc32c(plaintext);
+    if (corruptCrc > 0) {
+      corruptCrc--;
+      crc = (crc ^ 0x00000001) >>> 0;
+    }
+    return {
+      plaintext: plaintext.toString('base64'),
+      plaintextCrc32c: String(crc),
+      usedPrimary: version === key.primary,
+      protectionLevel: numericEnums ? 1 : 'SOFTWARE',
+    };
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    const method = req.method ?? 'GET';
+    const rawPath = url.pathname;
+    const query = queryObject(url);
+
+    if (rawPath.startsWith('/_emulator/')) return control(req, res, rawPath);
+
+    const raw = await readBody(req);
+    let body: unknown;
+    let parseError = false;
+    if (raw.length > 0) {
+      try {
+        body = JSON.parse(raw.toString('utf8'));
+      } catch {
+        parseError = true;
+      }
+    }
+    requests.push({ method, path: rawPath, query, headers: req.headers, body });
+
+    const fault = faults.take(method, pathForms(rawPath, ['/v1']), query);
+    if (fault !== undefined && fault !== 'truncate') {
+      // The body has been read already; serveFault's read resolves at once.
+      return serveFault(req, res, fault, (status) => kmsErrorBody(status), listening.stalled);
+    }
+    const sendOpts: SendOptions = { truncate: fault === 'truncate' };
+
+    try {
+      const m = /^\/v1\/(.+):(encrypt|decrypt)$/.exec(rawPath);
+      if (!m) fail(404, `Method not found: ${method} ${rawPath}`);
+      if (method !== 'POST') fail(405, `Method ${method} not allowed.`);
+      if (parseError) fail(400, 'Invalid JSON payload received.');
+      const name = safeDecode(m[1] as string);
+      // `$alt=json;enum-encoding=int` asks for enums as numbers.
+      const numericEnums = (query.$alt ?? '').includes('enum-encoding=int');
+      const result =
+        m[2] === 'encrypt' ? doEncrypt(name, body ?? {}, numericEnums) : doDecrypt(name, body ?? {}, numericEnums);
+      sendJson(res, 200, result, {}, sendOpts);
+    } catch (err) {
+      if (!(err instanceof KmsError)) throw err;
+      sendJson(res, err.code, kmsErrorBody(err.code, err.message), {}, sendOpts);
+    }
+  }
+
+  async function control(req: IncomingMessage, res: ServerResponse, path: string) {
+    // For servers started as a separate process (start.ts).
+    const body = (await readJson(req)) as { name?: string; plaintext?: string };
+    try {
+      if (path === '/_emulator/keys' && req.method === 'POST') {
+        api.createKey(body.name ?? '');
+        return sendJson(res, 200, { name: body.name });
+      }
+      if (path === '/_emulator/denyKey' && req.method === 'POST') {
+        api.denyKey(body.name ?? '');
+        return sendJson(res, 200, {});
+      }
+      if (path === '/_emulator/failNext' && req.method === 'POST') {
+        const { match, responses } = faultFromJson(body);
+        api.failNext(match, responses);
+        return sendJson(res, 200, {});
+      }
+      if (path === '/_emulator/corruptNextPlaintextCrc' && req.method === 'POST') {
+        api.corruptNextPlaintextCrc();
+        return sendJson(res, 200, {});
+      }
+      if (path === '/_emulator/requests' && req.method === 'GET') return sendJson(res, 200, requests);
+      return sendJson(res, 404, kmsErrorBody(404, `No control endpoint ${path}`));
+    } catch (err) {
+      return sendJson(res, 400, kmsErrorBody(400, String(err)));
+    }
+  }
+
+  const listening = await listen(handle);
+
+  const api: KmsServer = {
+    url: listening.url,
+    port: listening.port,
+    requests,
+    createKey(name) {
+      if (!KEY_NAME.test(name)) throw new Error(`not a CryptoKey name: ${name}`);
+      if (keys.has(name)) throw new Error(`key already exists: ${name}`);
+      keys.set(name, { versions: new Map([[1, randomBytes(32)]]), primary: 1 });
+    },
+    rotateKey(name) {
+      const key = keys.get(name);
+      if (!key) throw new Error(`no such key: ${name}`);
+      const version = Math.max(...key.versions.keys()) + 1;
+      key.versions.set(version, randomBytes(32));
+      key.primary = version;
+      return `${name}/cryptoKeyVersions/${version}`;
+    },
+    denyKey(name) {
+      denied.add(name);
+    },
+    allowKey(name) {
+      denied.delete(name);
+    },
+    encrypt(name, plaintext, additionalAuthenticatedData = new Uint8Array()) {
+      const key = keys.get(name);
+      if (!key) throw new Error(`no such key: ${name}`);
+      return seal(key, key.primary, Buffer.from(plaintext), Buffer.from(additionalAuthenticatedData));
+    },
+    failNext(match, responses) {
+      faults.add(match, responses);
+    },
+    get pendingFaults() {
+      return faults.pending;
+    },
+    corruptNextPlaintextCrc() {
+      corruptCrc++;
+    },
+    reset() {
+      faults.clear();
+      denied.clear();
+      corruptCrc = 0;
+      requests.length = 0;
+    },
+    releaseStalled: () => listening.releaseStalled(),
+    close: () => listening.close(),
+  };
+  return api;
+}

@@ -1,0 +1,47 @@
+// Start the GCS and KMS test servers together.
+//
+// Imported: `const servers = await startTestServers()`; pass `servers.env` to the code under test.
+// As a script (`node test/servers/start.ts`): prints the env as KEY=value lines on stdout and stays up
+// until SIGTERM/SIGINT. Another process can then seed and steer the servers over HTTP:
+//   GCS  POST /_emulator/objects?bucket=B&name=N  (body = object bytes; Content-Type, x-goog-meta-* headers)
+//        POST /_emulator/denyObject?bucket=B&name=N, POST /_emulator/corruptNextMedia,
+//        POST /_emulator/failNext {method?, path?, pathRegex?, query?, responses}, GET /_emulator/requests
+//   KMS  POST /_emulator/keys {name}, POST /_emulator/denyKey {name}, POST /_emulator/corruptNextPlaintextCrc,
+//        POST /_emulator/failNext {...}, GET /_emulator/requests
+//   and encrypt with the real POST /v1/{key}:encrypt.
+
+import { type GcsServer, type GcsServerOptions, startGcsServer } from './gcs.ts';
+import { type KmsServer, startKmsServer } from './kms.ts';
+
+export interface TestServers {
+  gcs: GcsServer;
+  kms: KmsServer;
+  /** STORAGE_EMULATOR_HOST and SECRET_FETCH_KMS_ENDPOINT pointing at the servers. */
+  env: Record<string, string>;
+  close(): Promise<void>;
+}
+
+export async function startTestServers(opts: { gcs?: GcsServerOptions } = {}): Promise<TestServers> {
+  const [gcs, kms] = await Promise.all([startGcsServer(opts.gcs), startKmsServer()]);
+  return {
+    gcs,
+    kms,
+    env: { STORAGE_EMULATOR_HOST: gcs.url, SECRET_FETCH_KMS_ENDPOINT: kms.url },
+    async close() {
+      await Promise.all([gcs.close(), kms.close()]);
+    },
+  };
+}
+
+if (import.meta.main) {
+  const servers = await startTestServers();
+  for (const [k, v] of Object.entries(servers.env)) process.stdout.write(`${k}=${v}\n`);
+  const stop = () => {
+    servers.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
