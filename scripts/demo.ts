@@ -39,9 +39,26 @@ try {
   console.log(`demo: uploaded ${object} (generation ${generation}, ${ciphertext.length} bytes of KMS ciphertext)\n`);
 
   const cfg = join(shm, 'secrets.cfg');
-  const args = ['--source', object, '--kms-key', key, '--out', cfg, '--env', '--verbose', '--', 'sh', join(root, 'scripts', 'demo-app.sh'), cfg];
+  const args = [
+    '--source',
+    object,
+    '--kms-key',
+    key,
+    '--out',
+    cfg,
+    '--env',
+    '--verbose',
+    '--',
+    'sh',
+    join(root, 'scripts', 'demo-app.sh'),
+    cfg,
+  ];
   console.log(`$ secret-fetch ${args.map((a) => (a.includes(' ') ? `'${a}'` : a)).join(' ')}`);
-  const code = await run(binary, args, { PATH: process.env.PATH ?? '/usr/bin:/bin', METADATA_SERVER_DETECTION: 'none', ...servers.env });
+  const code = await run(binary, args, {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    METADATA_SERVER_DETECTION: 'none',
+    ...servers.env,
+  });
   console.log(`\ndemo: secret-fetch exited ${code}`);
   process.exitCode = code;
 } finally {

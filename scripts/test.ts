@@ -9,7 +9,11 @@ const bin = join(root, 'node_modules', '.bin');
 
 function step(name: string, command: string, args: string[]): void {
   console.log(`\n== ${name}`);
-  execFileSync(command, args, { cwd: root, stdio: 'inherit', env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+  execFileSync(command, args, {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+  });
 }
 
 try {

@@ -48,10 +48,17 @@ function fail(log: Logger, error: unknown): never {
   }
   // An unexpected error's message may quote a response body: name it, never print it; the
   // stack frames (without the message line) go to --verbose.
-  log.debug(`stack: ${(error instanceof Error ? (error.stack ?? '') : '').split('\n').filter((l) => l.startsWith('    at ')).join(' | ')}`);
+  log.debug(
+    `stack: ${(error instanceof Error ? (error.stack ?? '') : '')
+      .split('\n')
+      .filter((l) => l.startsWith('    at '))
+      .join(' | ')}`,
+  );
   const name = error instanceof Error ? error.name : typeof error;
   const code = (error as { code?: unknown } | null)?.code;
-  log.error(`internal error: ${name}${code === undefined ? '' : ` (${String(code)})`}; please report this with the command line you used`);
+  log.error(
+    `internal error: ${name}${code === undefined ? '' : ` (${String(code)})`}; please report this with the command line you used`,
+  );
   process.exit(70);
 }
 

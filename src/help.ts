@@ -30,7 +30,9 @@ export function renderHelp(version: string): string {
 }
 
 export function renderExitCodeTable(): string {
-  return ['| code | meaning |', '| --- | --- |', ...EXIT_CODES.map((row) => `| ${row.code} | ${row.meaning} |`)].join('\n');
+  return ['| code | meaning |', '| --- | --- |', ...EXIT_CODES.map((row) => `| ${row.code} | ${row.meaning} |`)].join(
+    '\n',
+  );
 }
 
 export function renderFlagTable(): string {

@@ -33,7 +33,10 @@ export interface Options {
   readonly endpoints: { readonly storage: string | undefined; readonly kms: string | undefined };
 }
 
-export type Invocation = { readonly kind: 'help' } | { readonly kind: 'version' } | { readonly kind: 'run'; readonly options: Options };
+export type Invocation =
+  | { readonly kind: 'help' }
+  | { readonly kind: 'version' }
+  | { readonly kind: 'run'; readonly options: Options };
 
 interface FlagSpec {
   readonly name: string;
@@ -47,21 +50,78 @@ interface FlagSpec {
 }
 
 export const FLAGS: readonly FlagSpec[] = [
-  { name: 'source', type: 'string', multiple: true, value: 'URI', env: true, help: 'gs://BUCKET/OBJECT[#GENERATION], file:PATH or PATH; repeatable' },
-  { name: 'kms-key', type: 'string', multiple: true, value: 'NAME', env: true, help: 'decrypt with Cloud KMS: projects/P/locations/L/keyRings/R/cryptoKeys/K' },
-  { name: 'out', type: 'string', multiple: true, value: 'PATH', env: true, help: 'write the plaintext there (tmpfs only, atomically, mode --mode)' },
-  { name: 'env', type: 'boolean', env: true, help: "parse the secret and add its entries to the command's environment" },
-  { name: 'format', type: 'string', multiple: true, value: 'FORMAT', env: true, help: `${['auto', ...FORMATS].join('|')} (default auto: by file name)` },
+  {
+    name: 'source',
+    type: 'string',
+    multiple: true,
+    value: 'URI',
+    env: true,
+    help: 'gs://BUCKET/OBJECT[#GENERATION], file:PATH or PATH; repeatable',
+  },
+  {
+    name: 'kms-key',
+    type: 'string',
+    multiple: true,
+    value: 'NAME',
+    env: true,
+    help: 'decrypt with Cloud KMS: projects/P/locations/L/keyRings/R/cryptoKeys/K',
+  },
+  {
+    name: 'out',
+    type: 'string',
+    multiple: true,
+    value: 'PATH',
+    env: true,
+    help: 'write the plaintext there (tmpfs only, atomically, mode --mode)',
+  },
+  {
+    name: 'env',
+    type: 'boolean',
+    env: true,
+    help: "parse the secret and add its entries to the command's environment",
+  },
+  {
+    name: 'format',
+    type: 'string',
+    multiple: true,
+    value: 'FORMAT',
+    env: true,
+    help: `${['auto', ...FORMATS].join('|')} (default auto: by file name)`,
+  },
   { name: 'mode', type: 'string', value: 'OCTAL', env: true, help: 'permissions of --out files (default 0400)' },
   { name: 'uid', type: 'string', value: 'UID', env: true, help: 'owner of --out files (numeric; needs root)' },
   { name: 'gid', type: 'string', value: 'GID', env: true, help: 'group of --out files (numeric; needs root)' },
   { name: 'allow-disk', type: 'boolean', env: true, help: 'allow an --out target that is not on tmpfs/ramfs' },
   { name: 'chdir', type: 'string', value: 'DIR', env: true, help: "the command's working directory" },
-  { name: 'timeout', type: 'string', value: 'DURATION', env: true, help: 'deadline for all fetching and decrypting, e.g. 30s, 2m (default 30s)' },
-  { name: 'log-format', type: 'string', value: 'text|json', env: true, help: 'json writes Cloud Logging lines (severity, message)' },
+  {
+    name: 'timeout',
+    type: 'string',
+    value: 'DURATION',
+    env: true,
+    help: 'deadline for all fetching and decrypting, e.g. 30s, 2m (default 30s)',
+  },
+  {
+    name: 'log-format',
+    type: 'string',
+    value: 'text|json',
+    env: true,
+    help: 'json writes Cloud Logging lines (severity, message)',
+  },
   { name: 'verbose', type: 'boolean', short: 'v', env: true, help: 'say what is fetched and written (never values)' },
-  { name: 'storage-endpoint', type: 'string', value: 'URL', env: true, help: 'Cloud Storage endpoint (also STORAGE_EMULATOR_HOST); http:// uses no credentials' },
-  { name: 'kms-endpoint', type: 'string', value: 'URL', env: true, help: 'Cloud KMS endpoint; http:// uses no credentials' },
+  {
+    name: 'storage-endpoint',
+    type: 'string',
+    value: 'URL',
+    env: true,
+    help: 'Cloud Storage endpoint (also STORAGE_EMULATOR_HOST); http:// uses no credentials',
+  },
+  {
+    name: 'kms-endpoint',
+    type: 'string',
+    value: 'URL',
+    env: true,
+    help: 'Cloud KMS endpoint; http:// uses no credentials',
+  },
   { name: 'help', type: 'boolean', short: 'h', help: 'show this help' },
   { name: 'version', type: 'boolean', help: 'print the version' },
 ];
@@ -94,7 +154,11 @@ export function parseInvocation(argv: readonly string[], environ: Environ): Invo
 function parseFlags(argv: readonly string[]): Values {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
   for (const flag of FLAGS) {
-    options[flag.name] = { type: flag.type, ...(flag.multiple ? { multiple: true } : {}), ...(flag.short ? { short: flag.short } : {}) };
+    options[flag.name] = {
+      type: flag.type,
+      ...(flag.multiple ? { multiple: true } : {}),
+      ...(flag.short ? { short: flag.short } : {}),
+    };
   }
   try {
     const { values, positionals } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: true });
@@ -144,7 +208,9 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     if (given.length === 1 && allowShared) return uris.map(() => given[0]);
     throw new UsageError(
       `${given.length} --${flag} for ${uris.length} --source`,
-      allowShared ? `give --${flag} once for all sources, or once per source in order` : `give --${flag} once per source, in order`,
+      allowShared
+        ? `give --${flag} once for all sources, or once per source in order`
+        : `give --${flag} once per source, in order`,
     );
   };
   const outFor = perSource('out', outs, false);
@@ -157,7 +223,8 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     const out = outFor[i];
     if (out !== undefined) {
       if (out === '') throw new UsageError('--out is empty', 'give a file path on a tmpfs volume');
-      if (seenOuts.has(out)) throw new UsageError(`--out ${out} is given for two sources`, 'give each source its own --out');
+      if (seenOuts.has(out))
+        throw new UsageError(`--out ${out} is given for two sources`, 'give each source its own --out');
       seenOuts.add(out);
     }
     const kmsKey = keyFor[i];
@@ -196,7 +263,10 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     injectEnv,
     fileMode: parseMode(optionalString(values.mode) ?? '0400'),
     allowDisk: values['allow-disk'] === true,
-    owner: Object.freeze({ uid: parseId('uid', optionalString(values.uid)), gid: parseId('gid', optionalString(values.gid)) }),
+    owner: Object.freeze({
+      uid: parseId('uid', optionalString(values.uid)),
+      gid: parseId('gid', optionalString(values.gid)),
+    }),
     command: command === undefined ? undefined : Object.freeze([...command]),
     chdir: optionalString(values.chdir),
     timeoutMs: parseDuration('timeout', optionalString(values.timeout) ?? '30s'),
@@ -223,7 +293,8 @@ function validateKmsKey(name: string): void {
 }
 
 export function parseMode(text: string): number {
-  if (!/^0?[0-7]{3}$/.test(text)) throw new UsageError(`--mode ${text} is not an octal file mode`, 'write e.g. 0400 or 0440');
+  if (!/^0?[0-7]{3}$/.test(text))
+    throw new UsageError(`--mode ${text} is not an octal file mode`, 'write e.g. 0400 or 0440');
   const mode = Number.parseInt(text, 8);
   if (mode & 0o002) throw new UsageError(`--mode ${text} makes the secret world-writable`, 'use 0400, 0440 or 0600');
   if (mode & 0o004) throw new UsageError(`--mode ${text} makes the secret world-readable`, 'use 0400, 0440 or 0600');
@@ -233,7 +304,10 @@ export function parseMode(text: string): number {
 function parseId(flag: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   if (!/^[0-9]{1,10}$/.test(text) || Number(text) > 0xfffffffe) {
-    throw new UsageError(`--${flag} ${text} is not a numeric id`, `give a number, e.g. --${flag} 1000 (see: id -u APPUSER)`);
+    throw new UsageError(
+      `--${flag} ${text} is not a numeric id`,
+      `give a number, e.g. --${flag} 1000 (see: id -u APPUSER)`,
+    );
   }
   return Number(text);
 }
@@ -244,7 +318,10 @@ export function parseDuration(flag: string, text: string): number {
   const match = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$/.exec(text);
   const ms = match ? Number(match[1]) * (UNITS[match[2] ?? 's'] ?? 1000) : Number.NaN;
   if (!(ms > 0) || ms > 24 * 3_600_000) {
-    throw new UsageError(`--${flag} ${text} is not a duration`, 'write e.g. 500ms, 30s, 5m (plain numbers are seconds)');
+    throw new UsageError(
+      `--${flag} ${text} is not a duration`,
+      'write e.g. 500ms, 30s, 5m (plain numbers are seconds)',
+    );
   }
   return Math.round(ms);
 }

@@ -31,7 +31,12 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 100, maxDelayMs: 5_000 };
 
-export function createRetry(options: { log: Logger; deadline: Deadline; policy?: RetryPolicy; random?: () => number }): Retry {
+export function createRetry(options: {
+  log: Logger;
+  deadline: Deadline;
+  policy?: RetryPolicy;
+  random?: () => number;
+}): Retry {
   const policy = options.policy ?? DEFAULT_RETRY_POLICY;
   const random = options.random ?? Math.random;
   return async (what, attempt, classify) => {

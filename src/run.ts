@@ -64,10 +64,13 @@ export async function run(options: Options, context: RunContext): Promise<number
         gid: options.owner.gid,
       });
     });
-    for (const path of context.staged.commit()) log.debug(`wrote ${path} (mode ${options.fileMode.toString(8).padStart(4, '0')})`);
+    for (const path of context.staged.commit())
+      log.debug(`wrote ${path} (mode ${options.fileMode.toString(8).padStart(4, '0')})`);
 
     if (launch === undefined) return 0;
-    log.debug(`exec ${launch.file}${entries.length ? ` with ${entries.reduce((n, e) => n + e.size, 0)} secret variables` : ''}`);
+    log.debug(
+      `exec ${launch.file}${entries.length ? ` with ${entries.reduce((n, e) => n + e.size, 0)} secret variables` : ''}`,
+    );
     return await execCommand({ ...launch, env });
   } finally {
     for (const secret of secrets) secret.wipe();
@@ -76,11 +79,17 @@ export async function run(options: Options, context: RunContext): Promise<number
 
 async function fetchPlaintext(plan: SourcePlan, context: FetchContext): Promise<Secret> {
   const fetched = await fetchSource(plan.ref, context);
-  context.log.debug(`fetched ${plan.uri}${fetched.version ? ` at generation ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`);
+  context.log.debug(
+    `fetched ${plan.uri}${fetched.version ? ` at generation ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
+  );
   if (plan.kmsKey === undefined) return fetched.data;
   const client = await context.clients.kms();
   try {
-    return await decryptWithKms(client, { keyName: plan.kmsKey, ciphertext: fetched.data.reveal(), what: plan.uri }, context.retry);
+    return await decryptWithKms(
+      client,
+      { keyName: plan.kmsKey, ciphertext: fetched.data.reveal(), what: plan.uri },
+      context.retry,
+    );
   } finally {
     fetched.data.wipe();
   }
@@ -90,7 +99,10 @@ function planLaunch(command: readonly string[], chdir: string | undefined, env: 
   const [name, ...args] = command as [string, ...string[]];
   const dir = chdir === undefined ? cwd : resolve(cwd, chdir);
   if (chdir !== undefined && !isDirectory(dir)) {
-    throw new UsageError(`--chdir ${chdir} is not a directory`, "give the command's working directory as an existing path");
+    throw new UsageError(
+      `--chdir ${chdir} is not a directory`,
+      "give the command's working directory as an existing path",
+    );
   }
   const { file, argv } = planExec(resolveCommand(name, { path: env.PATH, cwd: dir }), [name, ...args], { cwd: dir });
   return { file, argv, cwd: chdir === undefined ? undefined : dir };

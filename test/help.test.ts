@@ -26,7 +26,13 @@ describe('help and README are rendered from one table', () => {
     const help = renderHelp('1.2.3');
     expect(help).toContain('secret-fetch 1.2.3');
     for (const flag of FLAGS) expect(help).toContain(`--${flag.name}`);
-    for (const row of EXIT_CODES) expect(help).toMatch(new RegExp(`^  ${row.code.replace('+', '\\+')} +${row.meaning.slice(0, 20).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`, 'm'));
+    for (const row of EXIT_CODES)
+      expect(help).toMatch(
+        new RegExp(
+          `^  ${row.code.replace('+', '\\+')} +${row.meaning.slice(0, 20).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`,
+          'm',
+        ),
+      );
   });
 
   it('every exit code is distinct', () => {

@@ -24,8 +24,17 @@ function usageError(argv: string[], env: Record<string, string> = {}): UsageErro
 describe('parseInvocation', () => {
   it('builds the ENTRYPOINT example into one plan', () => {
     const o = options([
-      '--source', 'gs://vault/secrets.cfg.enc', '--kms-key', KEY, '--out', '/run/secrets/app.cfg',
-      '--', 'gunicorn', '--chdir', '/app', 'app:app',
+      '--source',
+      'gs://vault/secrets.cfg.enc',
+      '--kms-key',
+      KEY,
+      '--out',
+      '/run/secrets/app.cfg',
+      '--',
+      'gunicorn',
+      '--chdir',
+      '/app',
+      'app:app',
     ]);
     expect(o.sources).toHaveLength(1);
     expect(o.sources[0]).toMatchObject({
@@ -63,15 +72,27 @@ describe('parseInvocation', () => {
   });
 
   it('takes STORAGE_EMULATOR_HOST as the storage endpoint', () => {
-    expect(options(['--source', 'a.env', '--env'], { STORAGE_EMULATOR_HOST: 'http://127.0.0.1:4443' }).endpoints.storage).toBe(
-      'http://127.0.0.1:4443',
-    );
+    expect(
+      options(['--source', 'a.env', '--env'], { STORAGE_EMULATOR_HOST: 'http://127.0.0.1:4443' }).endpoints.storage,
+    ).toBe('http://127.0.0.1:4443');
   });
 
   it('pairs --out, --kms-key and --format with sources in order', () => {
     const o = options([
-      '--source', 'gs://b/one.enc', '--source', 'gs://b/two.enc',
-      '--out', '/s/one', '--out', '/s/two', '--kms-key', KEY, '--format', 'json', '--format', 'yaml',
+      '--source',
+      'gs://b/one.enc',
+      '--source',
+      'gs://b/two.enc',
+      '--out',
+      '/s/one',
+      '--out',
+      '/s/two',
+      '--kms-key',
+      KEY,
+      '--format',
+      'json',
+      '--format',
+      'yaml',
     ]);
     expect(o.sources.map((s) => [s.out, s.kmsKey, s.format])).toEqual([
       ['/s/one', KEY, 'json'],
@@ -122,7 +143,9 @@ describe('parseInvocation', () => {
   });
 
   it('refuses a malformed boolean variable, naming it', () => {
-    expect(usageError(['--source', 'a.env'], { SECRET_FETCH_ENV: 'maybe' }).message).toMatch(/SECRET_FETCH_ENV="maybe" is not a boolean/);
+    expect(usageError(['--source', 'a.env'], { SECRET_FETCH_ENV: 'maybe' }).message).toMatch(
+      /SECRET_FETCH_ENV="maybe" is not a boolean/,
+    );
   });
 });
 

@@ -5,13 +5,7 @@
 
 import type { KeyManagementServiceClient } from '@google-cloud/kms';
 import { crc32c } from '../crc32c.ts';
-import {
-  IntegrityError,
-  NotFoundError,
-  PermissionError,
-  type SecretFetchError,
-  UnavailableError,
-} from '../errors.ts';
+import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
 
@@ -34,7 +28,10 @@ export async function createKmsClient(endpoint: string | undefined): Promise<Kms
   if (secure) return new KeyManagementServiceClient(options, gax);
   // A plain-http endpoint is a local emulator or test server: send no credentials at all.
   const { GoogleAuth, PassThroughClient } = await import('google-auth-library');
-  return new KeyManagementServiceClient({ ...options, auth: new GoogleAuth({ authClient: new PassThroughClient() }) }, gax);
+  return new KeyManagementServiceClient(
+    { ...options, auth: new GoogleAuth({ authClient: new PassThroughClient() }) },
+    gax,
+  );
 }
 
 export interface DecryptRequest {
@@ -63,14 +60,19 @@ export async function decryptWithKms(client: KmsClient, request: DecryptRequest,
   const expected = response.plaintextCrc32c?.value;
   if (expected === undefined || expected === null || Number(expected) !== crc32c(plaintext)) {
     plaintext.fill(0);
-    throw new IntegrityError(`decrypting ${what} returned a plaintext whose CRC32C does not match`, 'the response was corrupted in transit; run again');
+    throw new IntegrityError(
+      `decrypting ${what} returned a plaintext whose CRC32C does not match`,
+      'the response was corrupted in transit; run again',
+    );
   }
   return new Secret(plaintext);
 }
 
 function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
   if (data === null || data === undefined) return Buffer.alloc(0);
-  return typeof data === 'string' ? Buffer.from(data, 'base64') : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return typeof data === 'string'
+    ? Buffer.from(data, 'base64')
+    : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
 // google-gax reports gRPC status codes, also in REST mode.
@@ -88,29 +90,44 @@ export function mapKmsError(error: unknown, what: string, keyName: string): Secr
   switch (code) {
     case INVALID_ARGUMENT:
       if (/checksum|crc32c/i.test(text)) {
-        return new IntegrityError(`cannot decrypt ${what}: KMS rejected the ciphertext's CRC32C`, 'the request was corrupted in transit; run again');
+        return new IntegrityError(
+          `cannot decrypt ${what}: KMS rejected the ciphertext's CRC32C`,
+          'the request was corrupted in transit; run again',
+        );
       }
       return new IntegrityError(
         `cannot decrypt ${what} with ${keyName}: the ciphertext does not match this key`,
         'was it encrypted with another key, or altered after encryption?',
       );
     case NOT_FOUND:
-      return new NotFoundError(`KMS key ${keyName} does not exist`, 'check --kms-key: project, location, key ring and key');
+      return new NotFoundError(
+        `KMS key ${keyName} does not exist`,
+        'check --kms-key: project, location, key ring and key',
+      );
     case PERMISSION_DENIED:
       return new PermissionError(
         `permission denied to decrypt with ${keyName}`,
         'grant roles/cloudkms.cryptoKeyDecrypter on the key to the service account this runs as',
       );
     case UNAUTHENTICATED:
-      return new PermissionError(`no valid credentials to use ${keyName}`, 'set up Application Default Credentials or Workload Identity');
+      return new PermissionError(
+        `no valid credentials to use ${keyName}`,
+        'set up Application Default Credentials or Workload Identity',
+      );
     case FAILED_PRECONDITION:
-      return new IntegrityError(`cannot decrypt ${what} with ${keyName}: the key version is disabled or destroyed`, 'enable the key version, or re-encrypt with an enabled one');
+      return new IntegrityError(
+        `cannot decrypt ${what} with ${keyName}: the key version is disabled or destroyed`,
+        'enable the key version, or re-encrypt with an enabled one',
+      );
     case RESOURCE_EXHAUSTED:
     case UNAVAILABLE:
     case 4: // DEADLINE_EXCEEDED
     case 13: // INTERNAL
     case 2: // UNKNOWN (gax maps unexpected HTTP 5xx here)
-      return new UnavailableError(`Cloud KMS failed to decrypt ${what} (status ${String(code)})`, 'the service is failing; try again later');
+      return new UnavailableError(
+        `Cloud KMS failed to decrypt ${what} (status ${String(code)})`,
+        'the service is failing; try again later',
+      );
     default:
       return undefined;
   }

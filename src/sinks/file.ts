@@ -94,7 +94,10 @@ function checkTarget(target: string, allowDisk: boolean): void {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') {
-      throw new OutputError(`cannot write ${target}: the directory ${dir} does not exist`, 'mount a tmpfs volume there (emptyDir medium: Memory), or create it');
+      throw new OutputError(
+        `cannot write ${target}: the directory ${dir} does not exist`,
+        'mount a tmpfs volume there (emptyDir medium: Memory), or create it',
+      );
     }
     throw outputFailure(error, target);
   }
@@ -111,7 +114,10 @@ function checkTarget(target: string, allowDisk: boolean): void {
     existing = undefined;
   }
   if (existing?.isSymbolicLink()) {
-    throw new OutputError(`refusing to write ${target}: it is a symbolic link`, 'point --out at a real path, or remove the link');
+    throw new OutputError(
+      `refusing to write ${target}: it is a symbolic link`,
+      'point --out at a real path, or remove the link',
+    );
   }
   if (existing?.isDirectory()) {
     throw new OutputError(`cannot write ${target}: it is a directory`, 'give --out a file path inside it');
@@ -122,12 +128,21 @@ function outputFailure(error: unknown, target: string): OutputError {
   const code = (error as NodeJS.ErrnoException).code;
   switch (code) {
     case 'ENOSPC':
-      return new OutputError(`cannot write ${target}: no space left on its filesystem`, 'give the tmpfs volume a larger size limit');
+      return new OutputError(
+        `cannot write ${target}: no space left on its filesystem`,
+        'give the tmpfs volume a larger size limit',
+      );
     case 'EROFS':
-      return new OutputError(`cannot write ${target}: the filesystem is read-only`, 'mount a writable tmpfs volume there');
+      return new OutputError(
+        `cannot write ${target}: the filesystem is read-only`,
+        'mount a writable tmpfs volume there',
+      );
     case 'EACCES':
     case 'EPERM':
-      return new OutputError(`cannot write ${target}: permission denied`, 'make the directory writable by the user secret-fetch runs as (chown needs root)');
+      return new OutputError(
+        `cannot write ${target}: permission denied`,
+        'make the directory writable by the user secret-fetch runs as (chown needs root)',
+      );
     case 'EDQUOT':
       return new OutputError(`cannot write ${target}: disk quota exceeded`, 'raise the quota of the volume');
     default:

@@ -15,7 +15,10 @@ export function readSecretFile(path: string, maxBytes: number): FetchedSecret {
       throw new NotFoundError(`${path} does not exist`, 'check the --source path and that the volume is mounted');
     }
     if (code === 'EACCES' || code === 'EPERM') {
-      throw new PermissionError(`cannot read ${path}: permission denied`, 'make it readable by the user secret-fetch runs as');
+      throw new PermissionError(
+        `cannot read ${path}: permission denied`,
+        'make it readable by the user secret-fetch runs as',
+      );
     }
     throw new NotFoundError(`cannot open ${path}: ${code}`, 'check the --source path');
   }
@@ -23,7 +26,10 @@ export function readSecretFile(path: string, maxBytes: number): FetchedSecret {
     const stat = fstatSync(fd);
     if (stat.isDirectory()) throw new UsageError(`--source ${path} is a directory`, 'name the secrets file inside it');
     if (stat.size > maxBytes) {
-      throw new IntegrityError(`${path} is ${stat.size} bytes, more than the ${maxBytes}-byte limit`, 'is this the right file?');
+      throw new IntegrityError(
+        `${path} is ${stat.size} bytes, more than the ${maxBytes}-byte limit`,
+        'is this the right file?',
+      );
     }
     // Read until EOF rather than trusting st_size: procfs/sysfs-like files report 0.
     const chunks: Buffer[] = [];
@@ -33,7 +39,8 @@ export function readSecretFile(path: string, maxBytes: number): FetchedSecret {
       const n = readSync(fd, chunk, 0, chunk.length, null);
       if (n === 0) break;
       total += n;
-      if (total > maxBytes) throw new IntegrityError(`${path} is more than the ${maxBytes}-byte limit`, 'is this the right file?');
+      if (total > maxBytes)
+        throw new IntegrityError(`${path} is more than the ${maxBytes}-byte limit`, 'is this the right file?');
       chunks.push(chunk.subarray(0, n));
     }
     const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);

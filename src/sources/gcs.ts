@@ -4,13 +4,7 @@
 
 import type { Storage } from '@google-cloud/storage';
 import { crc32c } from '../crc32c.ts';
-import {
-  IntegrityError,
-  NotFoundError,
-  PermissionError,
-  type SecretFetchError,
-  UnavailableError,
-} from '../errors.ts';
+import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
 import { Secret } from '../secret.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
 import { describeSource, type SourceRef } from './reference.ts';
@@ -21,29 +15,42 @@ export async function createStorageClient(endpoint: string | undefined): Promise
   const { Storage } = await import('@google-cloud/storage');
   // Retries are ours (see fetchObject), so a retried stream can never be piped twice.
   const retryOptions = { autoRetry: false, maxRetries: 0 };
-  return endpoint ? new Storage({ apiEndpoint: endpoint.replace(/\/$/, ''), retryOptions }) : new Storage({ retryOptions });
+  return endpoint
+    ? new Storage({ apiEndpoint: endpoint.replace(/\/$/, ''), retryOptions })
+    : new Storage({ retryOptions });
 }
 
 export async function fetchObject(ref: GsRef, context: FetchContext): Promise<FetchedSecret> {
   const where = describeSource(ref);
   const storage = await context.clients.storage();
-  const file = storage.bucket(ref.bucket).file(ref.object, ref.generation ? { generation: Number(ref.generation) } : {});
+  const file = storage
+    .bucket(ref.bucket)
+    .file(ref.object, ref.generation ? { generation: Number(ref.generation) } : {});
 
-  const [metadata] = await context.retry(`read the metadata of ${where}`, () => file.getMetadata(), (e) => mapStorageError(e, where, 'storage.objects.get'));
+  const [metadata] = await context.retry(
+    `read the metadata of ${where}`,
+    () => file.getMetadata(),
+    (e) => mapStorageError(e, where, 'storage.objects.get'),
+  );
   const generation = String(metadata.generation ?? '');
   if (ref.generation && generation !== ref.generation) {
     throw new IntegrityError(`${where}: asked for generation ${ref.generation}, got ${generation}`);
   }
   const size = Number(metadata.size ?? Number.NaN);
   if (!(size <= context.maxBytes)) {
-    throw new IntegrityError(`${where} is ${metadata.size} bytes, more than the ${context.maxBytes}-byte limit`, 'is this the right object?');
+    throw new IntegrityError(
+      `${where} is ${metadata.size} bytes, more than the ${context.maxBytes}-byte limit`,
+      'is this the right object?',
+    );
   }
   context.log.debug(`${where}: generation ${generation}, ${size} bytes`);
 
   // Pin the generation read from the metadata, so the data and its checksum can't come from two different writes.
   const pinned = storage.bucket(ref.bucket).file(ref.object, { generation: Number(generation) });
-  const [data] = await context.retry(`download ${where}#${generation}`, () => pinned.download({ validation: 'crc32c' }), (e) =>
-    mapStorageError(e, `${where}#${generation}`, 'storage.objects.get'),
+  const [data] = await context.retry(
+    `download ${where}#${generation}`,
+    () => pinned.download({ validation: 'crc32c' }),
+    (e) => mapStorageError(e, `${where}#${generation}`, 'storage.objects.get'),
   );
 
   // The client validates only when GCS sends x-goog-stored-content-encoding; check again against
@@ -52,7 +59,10 @@ export async function fetchObject(ref: GsRef, context: FetchContext): Promise<Fe
     const expected = Buffer.from(metadata.crc32c, 'base64').readUInt32BE(0);
     if (crc32c(data) !== expected) {
       data.fill(0);
-      throw new IntegrityError(`${where}#${generation}: the downloaded bytes do not match the object's CRC32C`, 'the download was corrupted in transit; run again');
+      throw new IntegrityError(
+        `${where}#${generation}: the downloaded bytes do not match the object's CRC32C`,
+        'the download was corrupted in transit; run again',
+      );
     }
   }
   return { data: new Secret(data), name: ref.object, version: generation };
@@ -66,7 +76,10 @@ interface StorageApiError {
 export function mapStorageError(error: unknown, where: string, permission: string): SecretFetchError | undefined {
   const { code } = (error ?? {}) as StorageApiError;
   if (code === 404) {
-    return new NotFoundError(`${where} does not exist`, 'check the bucket, object name and generation (gcloud storage ls -a)');
+    return new NotFoundError(
+      `${where} does not exist`,
+      'check the bucket, object name and generation (gcloud storage ls -a)',
+    );
   }
   if (code === 403) {
     return new PermissionError(
@@ -75,13 +88,22 @@ export function mapStorageError(error: unknown, where: string, permission: strin
     );
   }
   if (code === 401) {
-    return new PermissionError(`no valid credentials for ${where}`, 'set up Application Default Credentials or Workload Identity');
+    return new PermissionError(
+      `no valid credentials for ${where}`,
+      'set up Application Default Credentials or Workload Identity',
+    );
   }
   if (code === 'CONTENT_DOWNLOAD_MISMATCH') {
-    return new IntegrityError(`${where}: the downloaded bytes do not match the object's checksum`, 'the download was corrupted in transit; run again');
+    return new IntegrityError(
+      `${where}: the downloaded bytes do not match the object's checksum`,
+      'the download was corrupted in transit; run again',
+    );
   }
   if (typeof code === 'number' && (code === 429 || code >= 500)) {
-    return new UnavailableError(`Cloud Storage answered ${code} for ${where}`, 'the service is failing; try again later');
+    return new UnavailableError(
+      `Cloud Storage answered ${code} for ${where}`,
+      'the service is failing; try again later',
+    );
   }
   return undefined;
 }

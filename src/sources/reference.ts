@@ -17,7 +17,10 @@ export function parseSourceRef(uri: string): SourceRef {
   if (uri.startsWith('file://')) {
     const path = uri.slice('file://'.length);
     if (!path.startsWith('/')) {
-      throw new UsageError(`--source ${uri}: a file:// URI needs an absolute path`, 'write file:///abs/path or file:rel/path');
+      throw new UsageError(
+        `--source ${uri}: a file:// URI needs an absolute path`,
+        'write file:///abs/path or file:rel/path',
+      );
     }
     return { scheme: 'file', path: decodeURIComponent(path) };
   }

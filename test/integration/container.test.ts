@@ -20,7 +20,12 @@ beforeAll(async () => {
   servers = await startTestServers();
   servers.kms.createKey(KEY);
   const cfg = `SECRET_KEY = "${CANARY}"\nWORKERS = 2\n`;
-  await uploadObject(servers.gcs.url, 'vault', 'app/secrets.cfg.enc', await encryptWithKms(servers.kms.url, KEY, Buffer.from(cfg)));
+  await uploadObject(
+    servers.gcs.url,
+    'vault',
+    'app/secrets.cfg.enc',
+    await encryptWithKms(servers.kms.url, KEY, Buffer.from(cfg)),
+  );
   await uploadObject(servers.gcs.url, 'vault', 'big.bin', randomBytes(16 * 1024));
   // A directory on disk: only the tmpfs each test mounts over it makes it acceptable.
   mountPoint = mkdtempSync(join(ROOT, '.it-mnt-'));
@@ -35,7 +40,18 @@ const fetchArgs = () => ['--source', 'gs://vault/app/secrets.cfg.enc', '--kms-ke
 describe('as PID 1 in a container', () => {
   it('execs the command, which keeps PID 1, with nothing of Node left', async () => {
     const result = await runBinary(
-      ['--pid', '--fork', '--mount-proc', BINARY, ...fetchArgs(), '--env', '--', 'sh', '-c', 'echo "pid=$$ workers=$WORKERS"; ps -e -o pid=,comm='],
+      [
+        '--pid',
+        '--fork',
+        '--mount-proc',
+        BINARY,
+        ...fetchArgs(),
+        '--env',
+        '--',
+        'sh',
+        '-c',
+        'echo "pid=$$ workers=$WORKERS"; ps -e -o pid=,comm=',
+      ],
       { command: 'unshare', env: servers.env },
     );
     expect(result.code, result.stderr).toBe(0);
@@ -48,16 +64,19 @@ describe('as PID 1 in a container', () => {
 
   it('exits 143 on SIGTERM as PID 1 while fetching, leaving nothing and starting nothing', async () => {
     servers.gcs.failNext({ method: 'GET' }, ['stall']);
-    const result = await runBinary(['--pid', '--fork', '--mount-proc', BINARY, ...fetchArgs(), '--env', '--', 'sh', '-c', 'echo started'], {
-      command: 'unshare',
-      env: servers.env,
-      // unshare forks the binary; signal that child (PID 1 inside) from the host side.
-      onSpawn: (pid) =>
-        setTimeout(() => {
-          const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
-          process.kill(Number(children.split(' ')[0]), 'SIGTERM');
-        }, 700),
-    });
+    const result = await runBinary(
+      ['--pid', '--fork', '--mount-proc', BINARY, ...fetchArgs(), '--env', '--', 'sh', '-c', 'echo started'],
+      {
+        command: 'unshare',
+        env: servers.env,
+        // unshare forks the binary; signal that child (PID 1 inside) from the host side.
+        onSpawn: (pid) =>
+          setTimeout(() => {
+            const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+            process.kill(Number(children.split(' ')[0]), 'SIGTERM');
+          }, 700),
+      },
+    );
     expect(result.stdout).toBe('');
     expect(result.code).toBe(143);
     expect(result.stderr).toMatch(/interrupted by SIGTERM before the command started/);
@@ -88,7 +107,9 @@ describe('writing to a real tmpfs', () => {
       'gs://vault/big.bin',
     ]);
     expect(result.stdout).toBe(`code=${EXIT.output}\n`);
-    expect(result.stderr).toMatch(/cannot write .*big\.bin: no space left on its filesystem \(give the tmpfs volume a larger size limit\)/);
+    expect(result.stderr).toMatch(
+      /cannot write .*big\.bin: no space left on its filesystem \(give the tmpfs volume a larger size limit\)/,
+    );
   });
 
   it('refuses the same directory once the tmpfs is gone', async () => {

@@ -8,7 +8,17 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { EXIT } from '../../src/errors.ts';
 import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
 import { startTestServers } from '../servers/start.ts';
-import { BINARY, expectFailure, expectNoCanary, filesIn, KEY, OTHER_KEY, ROOT, runBinary, tmpfsDir } from './harness.ts';
+import {
+  BINARY,
+  expectFailure,
+  expectNoCanary,
+  filesIn,
+  KEY,
+  OTHER_KEY,
+  ROOT,
+  runBinary,
+  tmpfsDir,
+} from './harness.ts';
 
 type Servers = Awaited<ReturnType<typeof startTestServers>>;
 let servers: Servers;
@@ -29,8 +39,18 @@ beforeAll(async () => {
   servers = await startTestServers();
   servers.kms.createKey(KEY);
   servers.kms.createKey(OTHER_KEY);
-  await uploadObject(servers.gcs.url, 'vault', 'app/secrets.cfg.enc', await encryptWithKms(servers.kms.url, KEY, Buffer.from(PYFILE)));
-  await uploadObject(servers.gcs.url, 'vault', 'app/plain.env', Buffer.from(`API_TOKEN=${CANARY_KEY}\nHOME=/from-secret\n`));
+  await uploadObject(
+    servers.gcs.url,
+    'vault',
+    'app/secrets.cfg.enc',
+    await encryptWithKms(servers.kms.url, KEY, Buffer.from(PYFILE)),
+  );
+  await uploadObject(
+    servers.gcs.url,
+    'vault',
+    'app/plain.env',
+    Buffer.from(`API_TOKEN=${CANARY_KEY}\nHOME=/from-secret\n`),
+  );
 });
 afterAll(async () => servers?.close());
 beforeEach(() => {
@@ -46,12 +66,25 @@ describe('fetch, decrypt, write, inject, exec', () => {
   it('runs the ENTRYPOINT pattern end to end, in the same process', async () => {
     const cfg = join(out.dir, 'app.cfg');
     const result = await runBinary(
-      [...source(), '--kms-key', KEY, '--out', cfg, '--env', '--', 'sh', '-c', 'echo "pid=$$ key=$SECRET_KEY debug=$DEBUG admins=$ADMINS port=$PORT"'],
+      [
+        ...source(),
+        '--kms-key',
+        KEY,
+        '--out',
+        cfg,
+        '--env',
+        '--',
+        'sh',
+        '-c',
+        'echo "pid=$$ key=$SECRET_KEY debug=$DEBUG admins=$ADMINS port=$PORT"',
+      ],
       { env: env() },
     );
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
-    expect(result.stdout).toBe(`pid=${result.pid} key=${CANARY_KEY} debug=false admins=["ops@example.com"] port=8080\n`);
+    expect(result.stdout).toBe(
+      `pid=${result.pid} key=${CANARY_KEY} debug=false admins=["ops@example.com"] port=8080\n`,
+    );
     expect(readFileSync(cfg, 'utf8')).toBe(PYFILE);
     expect(lstatSync(cfg).mode & 0o777).toBe(0o400);
     expect(filesIn(out.dir)).toEqual(['app.cfg']);
@@ -72,9 +105,13 @@ describe('fetch, decrypt, write, inject, exec', () => {
   it('reads an older generation when the URI pins one', async () => {
     const first = await uploadObject(servers.gcs.url, 'vault', 'app/versioned.env', Buffer.from('V=one\n'));
     await uploadObject(servers.gcs.url, 'vault', 'app/versioned.env', Buffer.from('V=two\n'));
-    const latest = await runBinary([...source('app/versioned.env'), '--env', '--', 'sh', '-c', 'echo $V'], { env: env() });
+    const latest = await runBinary([...source('app/versioned.env'), '--env', '--', 'sh', '-c', 'echo $V'], {
+      env: env(),
+    });
     expect(latest.stdout).toBe('two\n');
-    const pinned = await runBinary([...source(`app/versioned.env#${first}`), '--env', '--', 'sh', '-c', 'echo $V'], { env: env() });
+    const pinned = await runBinary([...source(`app/versioned.env#${first}`), '--env', '--', 'sh', '-c', 'echo $V'], {
+      env: env(),
+    });
     expect(pinned.stdout).toBe('one\n');
   });
 
@@ -93,7 +130,7 @@ describe('fetch, decrypt, write, inject, exec', () => {
     expect(result.stdout).toBe('/from-secret kept\n');
   });
 
-  it("passes on no SECRET_FETCH_* variable and takes options from them", async () => {
+  it('passes on no SECRET_FETCH_* variable and takes options from them', async () => {
     const result = await runBinary(['--', 'sh', '-c', 'env | grep -c ^SECRET_FETCH_ ; echo "$API_TOKEN" | wc -c'], {
       env: { ...env(), SECRET_FETCH_SOURCE: 'gs://vault/app/plain.env', SECRET_FETCH_ENV: '1' },
     });
@@ -101,9 +138,12 @@ describe('fetch, decrypt, write, inject, exec', () => {
   });
 
   it("exits with the command's own status and runs it in --chdir", async () => {
-    const result = await runBinary([...source('app/plain.env'), '--env', '--chdir', '/usr', '--', 'sh', '-c', 'pwd; exit 7'], {
-      env: env(),
-    });
+    const result = await runBinary(
+      [...source('app/plain.env'), '--env', '--chdir', '/usr', '--', 'sh', '-c', 'pwd; exit 7'],
+      {
+        env: env(),
+      },
+    );
     expect(result).toMatchObject({ code: 7, stdout: '/usr\n' });
   });
 
@@ -126,17 +166,23 @@ describe('fetch, decrypt, write, inject, exec', () => {
   });
 
   it('loses no byte of a large output through a pipe', async () => {
-    const result = await runBinary([...source('app/plain.env'), '--env', '--', 'sh', '-c', 'head -c 3000000 /dev/zero | tr "\\0" x'], {
-      env: env(),
-    });
+    const result = await runBinary(
+      [...source('app/plain.env'), '--env', '--', 'sh', '-c', 'head -c 3000000 /dev/zero | tr "\\0" x'],
+      {
+        env: env(),
+      },
+    );
     expect(result.code).toBe(0);
     expect(result.stdout.length).toBe(3_000_000);
   });
 
   it('says what it does with --verbose, never the values', async () => {
-    const result = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), '--env', '--verbose', '--', 'true'], {
-      env: env(),
-    });
+    const result = await runBinary(
+      [...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), '--env', '--verbose', '--', 'true'],
+      {
+        env: env(),
+      },
+    );
     expect(result.code).toBe(0);
     expect(result.stderr).toMatch(/fetched gs:\/\/vault\/app\/secrets.cfg.enc at generation \d+/);
     expect(result.stderr).toMatch(/SECRET_KEY, SQLALCHEMY_DATABASE_URI, DEBUG, ADMINS, PORT/);
@@ -153,13 +199,19 @@ describe('failures: one line, a distinct code, no file, no command', () => {
   const expectNothingLeft = () => expect(filesIn(out.dir)).toEqual([]);
 
   it('a missing object', async () => {
-    const result = await runBinary([...source('app/nope.cfg.enc'), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()], { env: env() });
+    const result = await runBinary(
+      [...source('app/nope.cfg.enc'), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()],
+      { env: env() },
+    );
     expectFailure(result, EXIT.notFound, /gs:\/\/vault\/app\/nope\.cfg\.enc does not exist \(check the bucket/);
     expectNothingLeft();
   });
 
   it('a missing generation', async () => {
-    const result = await runBinary([...source('app/secrets.cfg.enc#1'), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()], { env: env() });
+    const result = await runBinary(
+      [...source('app/secrets.cfg.enc#1'), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()],
+      { env: env() },
+    );
     expectFailure(result, EXIT.notFound, /secrets\.cfg\.enc#1 does not exist/);
     expectNothingLeft();
   });
@@ -167,36 +219,57 @@ describe('failures: one line, a distinct code, no file, no command', () => {
   it('access denied to the object', async () => {
     await uploadObject(servers.gcs.url, 'vault', 'app/denied.env', Buffer.from(`X=${CANARY_KEY}\n`));
     servers.gcs.denyObject('vault', 'app/denied.env');
-    const result = await runBinary([...source('app/denied.env'), '--out', join(out.dir, 'a.env'), ...command()], { env: env() });
-    expectFailure(result, EXIT.permission, /access denied to gs:\/\/vault\/app\/denied\.env \(grant storage\.objects\.get/, CANARIES);
+    const result = await runBinary([...source('app/denied.env'), '--out', join(out.dir, 'a.env'), ...command()], {
+      env: env(),
+    });
+    expectFailure(
+      result,
+      EXIT.permission,
+      /access denied to gs:\/\/vault\/app\/denied\.env \(grant storage\.objects\.get/,
+      CANARIES,
+    );
     expectNothingLeft();
   });
 
   it('a download corrupted in transit', async () => {
     servers.gcs.corruptNextMedia();
-    const result = await runBinary([...source('app/plain.env'), '--out', join(out.dir, 'a.env'), ...command()], { env: env() });
+    const result = await runBinary([...source('app/plain.env'), '--out', join(out.dir, 'a.env'), ...command()], {
+      env: env(),
+    });
     expectFailure(result, EXIT.integrity, /do not match the object's (CRC32C|checksum)/, CANARIES);
     expectNothingLeft();
   });
 
   it('a ciphertext encrypted under another key', async () => {
-    const result = await runBinary([...source(), '--kms-key', OTHER_KEY, '--out', join(out.dir, 'a.cfg'), ...command()], { env: env() });
-    expectFailure(result, EXIT.integrity, /cannot decrypt gs:\/\/vault\/app\/secrets\.cfg\.enc with .*cryptoKeys\/other: the ciphertext does not match this key/);
+    const result = await runBinary(
+      [...source(), '--kms-key', OTHER_KEY, '--out', join(out.dir, 'a.cfg'), ...command()],
+      { env: env() },
+    );
+    expectFailure(
+      result,
+      EXIT.integrity,
+      /cannot decrypt gs:\/\/vault\/app\/secrets\.cfg\.enc with .*cryptoKeys\/other: the ciphertext does not match this key/,
+    );
     expectNothingLeft();
   });
 
   it('a tampered ciphertext', async () => {
     const ciphertext = await encryptWithKms(servers.kms.url, KEY, Buffer.from(PYFILE));
-    ciphertext[ciphertext.length - 5] ^= 0x01;
+    ciphertext.writeUInt8(ciphertext.readUInt8(ciphertext.length - 5) ^ 0x01, ciphertext.length - 5);
     await uploadObject(servers.gcs.url, 'vault', 'app/tampered.cfg.enc', ciphertext);
-    const result = await runBinary([...source('app/tampered.cfg.enc'), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()], { env: env() });
+    const result = await runBinary(
+      [...source('app/tampered.cfg.enc'), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()],
+      { env: env() },
+    );
     expectFailure(result, EXIT.integrity, /does not match this key/, CANARIES);
     expectNothingLeft();
   });
 
   it('a KMS key that does not exist', async () => {
     const missing = 'projects/demo/locations/global/keyRings/apps/cryptoKeys/missing';
-    const result = await runBinary([...source(), '--kms-key', missing, '--out', join(out.dir, 'a.cfg'), ...command()], { env: env() });
+    const result = await runBinary([...source(), '--kms-key', missing, '--out', join(out.dir, 'a.cfg'), ...command()], {
+      env: env(),
+    });
     expectFailure(result, EXIT.notFound, /KMS key .*cryptoKeys\/missing does not exist/);
     expectNothingLeft();
   });
@@ -205,31 +278,50 @@ describe('failures: one line, a distinct code, no file, no command', () => {
     const denied = 'projects/demo/locations/global/keyRings/apps/cryptoKeys/denied';
     servers.kms.createKey(denied);
     servers.kms.denyKey(denied);
-    const result = await runBinary([...source(), '--kms-key', denied, '--out', join(out.dir, 'a.cfg'), ...command()], { env: env() });
-    expectFailure(result, EXIT.permission, /permission denied to decrypt with .*cryptoKeys\/denied \(grant roles\/cloudkms\.cryptoKeyDecrypter/);
+    const result = await runBinary([...source(), '--kms-key', denied, '--out', join(out.dir, 'a.cfg'), ...command()], {
+      env: env(),
+    });
+    expectFailure(
+      result,
+      EXIT.permission,
+      /permission denied to decrypt with .*cryptoKeys\/denied \(grant roles\/cloudkms\.cryptoKeyDecrypter/,
+    );
     expectNothingLeft();
   });
 
   it('a plaintext whose CRC32C KMS reports wrongly', async () => {
     servers.kms.corruptNextPlaintextCrc();
-    const result = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()], { env: env() });
+    const result = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()], {
+      env: env(),
+    });
     expectFailure(result, EXIT.integrity, /CRC32C does not match/, CANARIES);
     expectNothingLeft();
   });
 
   it('a service that keeps failing, after retries', async () => {
-    servers.gcs.failNext({ method: 'GET' }, Array.from({ length: 5 }, () => ({ status: 503 })));
-    const result = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()], { env: env() });
+    servers.gcs.failNext(
+      { method: 'GET' },
+      Array.from({ length: 5 }, () => ({ status: 503 })),
+    );
+    const result = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()], {
+      env: env(),
+    });
     expect(result.code).toBe(EXIT.unavailable);
-    expect(result.stderr.trimEnd().split('\n').at(-1)).toMatch(/Cloud Storage answered 503 for gs:\/\/vault\/app\/secrets\.cfg\.enc/);
+    expect(result.stderr.trimEnd().split('\n').at(-1)).toMatch(
+      /Cloud Storage answered 503 for gs:\/\/vault\/app\/secrets\.cfg\.enc/,
+    );
     expect(result.stderr).toMatch(/attempt 1 to read the metadata of gs:\/\/vault\/app\/secrets\.cfg\.enc failed/);
     expectNothingLeft();
   });
 
   it('rides out a passing 503 on each service', async () => {
     servers.gcs.failNext({ method: 'GET' }, [{ status: 503 }]);
-    servers.kms.failNext({ method: 'POST' }, [{ status: 503, body: { error: { code: 503, message: 'busy', status: 'UNAVAILABLE' } } }]);
-    const result = await runBinary([...source(), '--kms-key', KEY, '--env', '--', 'sh', '-c', 'echo $PORT'], { env: env() });
+    servers.kms.failNext({ method: 'POST' }, [
+      { status: 503, body: { error: { code: 503, message: 'busy', status: 'UNAVAILABLE' } } },
+    ]);
+    const result = await runBinary([...source(), '--kms-key', KEY, '--env', '--', 'sh', '-c', 'echo $PORT'], {
+      env: env(),
+    });
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toBe('8080\n');
     expect(result.stderr.match(/retrying/g)).toHaveLength(2);
@@ -238,8 +330,15 @@ describe('failures: one line, a distinct code, no file, no command', () => {
   it('a stalled server, bounded by --timeout', async () => {
     servers.gcs.failNext({ method: 'GET' }, ['stall']);
     const started = Date.now();
-    const result = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), '--timeout', '1s', ...command()], { env: env() });
-    expectFailure(result, EXIT.unavailable, /could not read the metadata of gs:\/\/vault\/app\/secrets\.cfg\.enc within the --timeout of 1s/);
+    const result = await runBinary(
+      [...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), '--timeout', '1s', ...command()],
+      { env: env() },
+    );
+    expectFailure(
+      result,
+      EXIT.unavailable,
+      /could not read the metadata of gs:\/\/vault\/app\/secrets\.cfg\.enc within the --timeout of 1s/,
+    );
     expect(Date.now() - started).toBeLessThan(10_000);
     expectNothingLeft();
   });
@@ -256,8 +355,16 @@ describe('failures: one line, a distinct code, no file, no command', () => {
 
   it('a malformed pyfile names file, line and column, never the value', async () => {
     const bad = `SECRET_KEY = "${CANARY_KEY}"\nTOKEN = os.environ["${CANARY_DB}"]\n`;
-    await uploadObject(servers.gcs.url, 'vault', 'app/bad.cfg.enc', await encryptWithKms(servers.kms.url, KEY, Buffer.from(bad)));
-    const result = await runBinary([...source('app/bad.cfg.enc'), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()], { env: env() });
+    await uploadObject(
+      servers.gcs.url,
+      'vault',
+      'app/bad.cfg.enc',
+      await encryptWithKms(servers.kms.url, KEY, Buffer.from(bad)),
+    );
+    const result = await runBinary(
+      [...source('app/bad.cfg.enc'), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()],
+      { env: env() },
+    );
     expectFailure(result, EXIT.format, /gs:\/\/vault\/app\/bad\.cfg\.enc:2:9: /, CANARIES);
     expectNothingLeft();
   });
@@ -265,10 +372,14 @@ describe('failures: one line, a distinct code, no file, no command', () => {
   it('a target directory on disk', async () => {
     const disk = mkdtempSync(join(ROOT, '.it-disk-'));
     try {
-      const result = await runBinary([...source(), '--kms-key', KEY, '--out', join(disk, 'a.cfg'), ...command()], { env: env() });
+      const result = await runBinary([...source(), '--kms-key', KEY, '--out', join(disk, 'a.cfg'), ...command()], {
+        env: env(),
+      });
       expectFailure(result, EXIT.output, /refusing to write .*a\.cfg: .* is not on tmpfs or ramfs/);
       expect(filesIn(disk)).toEqual([]);
-      const allowed = await runBinary([...source(), '--kms-key', KEY, '--out', join(disk, 'a.cfg'), '--allow-disk'], { env: env() });
+      const allowed = await runBinary([...source(), '--kms-key', KEY, '--out', join(disk, 'a.cfg'), '--allow-disk'], {
+        env: env(),
+      });
       expect(allowed.code, allowed.stderr).toBe(0);
       expect(readFileSync(join(disk, 'a.cfg'), 'utf8')).toBe(PYFILE);
     } finally {
@@ -278,23 +389,34 @@ describe('failures: one line, a distinct code, no file, no command', () => {
   });
 
   it('a command that does not exist (127) or cannot be executed (126), checked before any output', async () => {
-    const missing = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), '--', 'no-such-command-xyz'], { env: env() });
+    const missing = await runBinary(
+      [...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), '--', 'no-such-command-xyz'],
+      { env: env() },
+    );
     expectFailure(missing, 127, /no-such-command-xyz/);
     const script = join(out.dir, 'not-executable');
     writeFileSync(script, '#!/bin/sh\necho hi\n');
     chmodSync(script, 0o644);
-    const denied = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), '--', script], { env: env() });
+    const denied = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), '--', script], {
+      env: env(),
+    });
     expectFailure(denied, 126, /not-executable/);
     expect(filesIn(out.dir)).toEqual(['not-executable']);
   });
 
   it('a usage error', async () => {
     const result = await runBinary([...source()], { env: env() });
-    expectFailure(result, EXIT.usage, /no --out and no --env: nothing would receive the secret \(add --out PATH, --env, or both\)/);
+    expectFailure(
+      result,
+      EXIT.usage,
+      /no --out and no --env: nothing would receive the secret \(add --out PATH, --env, or both\)/,
+    );
   });
 
   it('writes Cloud Logging JSON lines with --log-format json', async () => {
-    const result = await runBinary([...source('app/nope.env'), '--env', '--log-format', 'json', '--', 'true'], { env: env() });
+    const result = await runBinary([...source('app/nope.env'), '--env', '--log-format', 'json', '--', 'true'], {
+      env: env(),
+    });
     expect(result.code).toBe(EXIT.notFound);
     const entry = JSON.parse(result.stderr);
     expect(entry).toMatchObject({ severity: 'ERROR', message: expect.stringMatching(/nope\.env does not exist/) });
@@ -311,7 +433,18 @@ describe('the binary itself', () => {
   it('documents every flag and exit code in --help', async () => {
     const result = await runBinary(['--help']);
     expect(result.code).toBe(0);
-    for (const flag of ['--source', '--kms-key', '--out', '--env', '--format', '--mode', '--allow-disk', '--chdir', '--timeout', '--log-format']) {
+    for (const flag of [
+      '--source',
+      '--kms-key',
+      '--out',
+      '--env',
+      '--format',
+      '--mode',
+      '--allow-disk',
+      '--chdir',
+      '--timeout',
+      '--log-format',
+    ]) {
       expect(result.stdout).toContain(flag);
     }
     for (const code of Object.values(EXIT)) expect(result.stdout).toMatch(new RegExp(`^  ${code} `, 'm'));

@@ -1,4 +1,15 @@
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statfsSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT, OutputError } from '../../src/errors.ts';
@@ -68,14 +79,18 @@ describe('StagedFiles', () => {
     writeFileSync(victim, 'untouched');
     symlinkSync(victim, join(dir, 'link'));
     const staged = new StagedFiles();
-    expect(outputError(() => staged.stage(join(dir, 'link'), Buffer.from('s'), options)).line).toMatch(/is a symbolic link/);
+    expect(outputError(() => staged.stage(join(dir, 'link'), Buffer.from('s'), options)).line).toMatch(
+      /is a symbolic link/,
+    );
     expect(readFileSync(victim, 'utf8')).toBe('untouched');
     expect(readdirSync(dir).sort()).toEqual(['link', 'victim']);
   });
 
   it('refuses a directory at the target', () => {
     mkdirSync(join(dir, 'd'));
-    expect(outputError(() => new StagedFiles().stage(join(dir, 'd'), Buffer.from('s'), options)).line).toMatch(/is a directory/);
+    expect(outputError(() => new StagedFiles().stage(join(dir, 'd'), Buffer.from('s'), options)).line).toMatch(
+      /is a directory/,
+    );
   });
 
   it('names a missing directory and how to fix it', () => {

@@ -5,7 +5,10 @@ import { describeSource, parseSourceRef, sourceFileName } from '../../src/source
 describe('parseSourceRef', () => {
   it.each([
     ['gs://vault/secrets.cfg.enc', { scheme: 'gs', bucket: 'vault', object: 'secrets.cfg.enc' }],
-    ['gs://vault/dir/sub/app.env#1700000000000001', { scheme: 'gs', bucket: 'vault', object: 'dir/sub/app.env', generation: '1700000000000001' }],
+    [
+      'gs://vault/dir/sub/app.env#1700000000000001',
+      { scheme: 'gs', bucket: 'vault', object: 'dir/sub/app.env', generation: '1700000000000001' },
+    ],
     ['gs://my.bucket_1-x/o#2', { scheme: 'gs', bucket: 'my.bucket_1-x', object: 'o', generation: '2' }],
     ['gs://vault/name with spaces', { scheme: 'gs', bucket: 'vault', object: 'name with spaces' }],
     ['file:/etc/secrets/app.env', { scheme: 'file', path: '/etc/secrets/app.env' }],
