@@ -80,9 +80,9 @@ describe('parseInvocation', () => {
   it('pairs --out, --kms-key and --format with sources in order', () => {
     const o = options([
       '--source',
-      'gs://b/one.enc',
+      'gs://bkt/one.enc',
       '--source',
-      'gs://b/two.enc',
+      'gs://bkt/two.enc',
       '--out',
       '/s/one',
       '--out',
@@ -102,11 +102,11 @@ describe('parseInvocation', () => {
 
   it('detects the format from the name after stripping .enc', () => {
     const formatOf = (source: string) => options(['--source', source, '--out', '/dev/shm/x']).sources[0]?.format;
-    expect(formatOf('gs://b/app.env.enc')).toBe('dotenv');
-    expect(formatOf('gs://b/dir/app.json')).toBe('json');
+    expect(formatOf('gs://bkt/app.env.enc')).toBe('dotenv');
+    expect(formatOf('gs://bkt/dir/app.json')).toBe('json');
     expect(formatOf('./x.yaml.encrypted')).toBe('yaml');
     expect(formatOf('file:settings.py')).toBe('pyfile');
-    expect(formatOf('gs://b/tls.key')).toBe('raw');
+    expect(formatOf('gs://bkt/tls.key')).toBe('raw');
   });
 
   it('answers --help and --version before validating anything else', () => {
@@ -116,10 +116,10 @@ describe('parseInvocation', () => {
   });
 
   it.each([
-    [['--source', 'gs://b/o.env'], /nothing would receive the secret/],
+    [['--source', 'gs://bkt/o.env'], /nothing would receive the secret/],
     [['--out', '/dev/shm/x'], /no --source/],
     [[], /nothing to do/],
-    [['--source', 'gs://b/o.bin', '--env'], /--env needs entries.*raw/],
+    [['--source', 'gs://bkt/o.bin', '--env'], /--env needs entries.*raw/],
     [['--source', 'a.env', '--env', 'gunicorn'], /unexpected argument "gunicorn".*--/],
     [['--source', 'a.env', '--env', '--'], /nothing follows --/],
     [['--source', 'a.env', '--env', '--bogus'], /Unknown option '--bogus'/],
@@ -137,7 +137,7 @@ describe('parseInvocation', () => {
     [['--source', 'a.env', '--out', '/s/a', '--kms-endpoint', 'localhost:1'], /not an endpoint URL/],
     [['--source', 's3://b/o', '--out', '/s/a'], /s3:\/\/ is not supported/],
     [['--source', 'gs://B/o', '--out', '/s/a'], /not a valid bucket name/],
-    [['--source', 'gs://b/o#x', '--out', '/s/a'], /not an object generation/],
+    [['--source', 'gs://bkt/o#x', '--out', '/s/a'], /not an object generation/],
   ])('refuses %j', (argv, message) => {
     expect(usageError(argv).line).toMatch(message);
   });

@@ -1,0 +1,191 @@
+// Shared by the parsers: positions, errors, the intermediate value tree, and the collector that
+// turns NAME -> value pairs into SecretEntries.
+//
+// THE RULE for every message built here and in the parsers: never include any part of the
+// secret text. A message names the file, a line and column, and the KIND of thing found. The
+// only text taken from the file is a variable name, and only once it is known to be a valid
+// identifier (the left-hand side of an assignment, which is not secret).
+
+import { FormatError } from '../errors.ts';
+import { SecretEntries } from '../secret.ts';
+
+/** A valid environment variable name (POSIX portable subset). */
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Deepest nesting of lists/objects accepted by the parsers (guards the call stack). */
+export const MAX_NESTING = 256;
+
+export interface Position {
+  /** 1-based line. */
+  readonly line: number;
+  /** 1-based column, counted in Unicode code points. */
+  readonly col: number;
+}
+
+/** Drop a leading UTF-8 byte order mark, as most tools reading these files do. */
+export function stripBom(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/** Turn CRLF and lone CR line endings into LF (line and column numbers are unaffected). */
+export function normalizeNewlines(text: string): string {
+  return text.replace(/\r\n?/g, '\n');
+}
+
+/** The text being parsed and its file name: maps offsets to positions and builds errors. */
+export class SourceText {
+  readonly text: string;
+  readonly name: string;
+  #lineStarts: number[] | undefined;
+
+  constructor(text: string, name: string) {
+    this.text = text;
+    this.name = name;
+  }
+
+  position(offset: number): Position {
+    const starts = this.#starts();
+    const target = Math.max(0, Math.min(offset, this.text.length));
+    let lo = 0;
+    let hi = starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if ((starts[mid] ?? 0) <= target) lo = mid;
+      else hi = mid - 1;
+    }
+    const lineStart = starts[lo] ?? 0;
+    let col = 1;
+    for (let i = lineStart; i < target; i++) {
+      const code = this.text.charCodeAt(i);
+      // The second half of a surrogate pair does not start a new code point.
+      if (!(code >= 0xdc00 && code <= 0xdfff && i > lineStart && isHighSurrogate(this.text.charCodeAt(i - 1)))) col++;
+    }
+    return { line: lo + 1, col };
+  }
+
+  /** `name:line:col: message` as a FormatError. `message` must not quote the secret text. */
+  error(offset: number, message: string, hint?: string): FormatError {
+    const { line, col } = this.position(offset);
+    return new FormatError(`${this.name}:${line}:${col}: ${message}`, hint);
+  }
+
+  #starts(): number[] {
+    if (this.#lineStarts === undefined) {
+      const starts = [0];
+      const text = this.text;
+      for (let i = 0; i < text.length; i++) {
+        const c = text.charCodeAt(i);
+        if (c === 0x0a) starts.push(i + 1);
+        else if (c === 0x0d) {
+          if (text.charCodeAt(i + 1) === 0x0a) i++;
+          starts.push(i + 1);
+        }
+      }
+      this.#lineStarts = starts;
+    }
+    return this.#lineStarts;
+  }
+}
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff;
+}
+
+/** A number kept as text, so that nothing is lost to floating point (big integers, "1.50"). */
+export class RawNumber {
+  /** Valid JSON number text. */
+  readonly text: string;
+
+  constructor(text: string) {
+    this.text = text;
+  }
+}
+
+/** What the parsers produce for a value, before it becomes an environment string. */
+export type Value = null | boolean | string | RawNumber | readonly Value[] | ReadonlyMap<string, Value>;
+
+/** Compact JSON for a value (no spaces); numbers are written from their kept text. */
+export function toJsonText(value: Value): string {
+  if (value === null) return 'null';
+  if (typeof value === 'boolean') return value ? 'true' : 'false';
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (value instanceof RawNumber) return value.text;
+  if (value instanceof Map) {
+    const parts: string[] = [];
+    for (const [key, item] of value) parts.push(`${JSON.stringify(key)}:${toJsonText(item)}`);
+    return `{${parts.join(',')}}`;
+  }
+  return `[${(value as readonly Value[]).map(toJsonText).join(',')}]`;
+}
+
+/** The environment string for a top-level value; undefined (null/None) means "omit the entry". */
+export function toEnvValue(value: Value): string | undefined {
+  if (value === null) return undefined;
+  if (typeof value === 'boolean') return value ? 'true' : 'false';
+  if (typeof value === 'string') return value;
+  if (value instanceof RawNumber) return value.text;
+  return toJsonText(value);
+}
+
+/**
+ * Collects NAME -> value pairs, checking each name, duplicates and the value's characters.
+ * `offset` is where the name appears in the source; it places errors and duplicate reports.
+ */
+export class EntryCollector {
+  readonly #src: SourceText;
+  readonly #values = new Map<string, string>();
+  readonly #seen = new Map<string, number>();
+
+  constructor(src: SourceText) {
+    this.#src = src;
+  }
+
+  add(name: string, offset: number, value: Value): void {
+    const src = this.#src;
+    if (!ENV_NAME.test(name)) {
+      // The name is not quoted: it is not an identifier, so it may be secret text.
+      throw src.error(
+        offset,
+        'a name that is not a valid environment variable name',
+        'names must be letters, digits and _, not starting with a digit',
+      );
+    }
+    const first = this.#seen.get(name);
+    if (first !== undefined) {
+      const firstLine = src.position(first).line;
+      const line = src.position(offset).line;
+      throw src.error(
+        offset,
+        `"${name}" is defined twice, on line ${firstLine} and on line ${line}`,
+        'keep one of them',
+      );
+    }
+    this.#seen.set(name, offset);
+    const env = toEnvValue(value);
+    if (env === undefined) return;
+    if (env.includes('\0')) {
+      throw src.error(offset, `the value of "${name}" contains a NUL byte, which an environment variable cannot hold`);
+    }
+    if (!env.isWellFormed()) {
+      throw src.error(
+        offset,
+        `the value of "${name}" contains an unpaired UTF-16 surrogate, which is not valid Unicode`,
+      );
+    }
+    this.#values.set(name, env);
+  }
+
+  result(): SecretEntries {
+    return new SecretEntries(this.#values);
+  }
+}
+
+/** "a"/"an" + noun, for messages that describe a kind of thing. */
+export function describeJsType(value: Value): string {
+  if (value === null) return 'null';
+  if (typeof value === 'boolean') return 'a boolean';
+  if (typeof value === 'string') return 'a string';
+  if (value instanceof RawNumber) return 'a number';
+  if (value instanceof Map) return 'an object';
+  return 'an array';
+}

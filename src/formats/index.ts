@@ -1,0 +1,67 @@
+// The secret formats: detection from a file name, and parsing text into NAME -> value entries.
+// Every parser reports errors as `name:line:col: <kind of thing found>` and never quotes the
+// secret text (see common.ts).
+
+import { EXIT, SecretFetchError, UsageError } from '../errors.ts';
+import type { SecretEntries } from '../secret.ts';
+import { parseDotenv } from './dotenv.ts';
+import { parseJson } from './json.ts';
+import { parsePyfile } from './pyfile.ts';
+import { parseYaml } from './yaml.ts';
+
+export type Format = 'dotenv' | 'json' | 'yaml' | 'pyfile' | 'raw';
+
+export const FORMATS: readonly Format[] = ['dotenv', 'json', 'yaml', 'pyfile', 'raw'];
+
+const BY_EXTENSION: Readonly<Record<string, Exclude<Format, 'raw'>>> = {
+  env: 'dotenv',
+  json: 'json',
+  yaml: 'yaml',
+  yml: 'yaml',
+  cfg: 'pyfile',
+  py: 'pyfile',
+};
+
+/**
+ * The format a file or object name implies. A trailing `.enc` or `.encrypted` is removed first
+ * (`dir/secrets.cfg.enc` is a pyfile); the extension is matched case-insensitively; a file named
+ * exactly `.env` is dotenv; anything unrecognised is raw.
+ */
+export function detectFormat(name: string): Format {
+  const base = (name.split('/').pop() ?? '').toLowerCase().replace(/\.(?:enc|encrypted)$/, '');
+  const dot = base.lastIndexOf('.');
+  if (dot === -1) return 'raw';
+  return BY_EXTENSION[base.slice(dot + 1)] ?? 'raw';
+}
+
+/** Parses `text` (the decrypted file called `name`, used only in messages) into entries. */
+export function parseEntries(format: Exclude<Format, 'raw'>, text: string, name: string): SecretEntries {
+  try {
+    return parse(format, text, name);
+  } catch (err) {
+    if (err instanceof SecretFetchError) throw err;
+    // A foreign error (a bug, or a library throwing) could quote the text: never pass it on.
+    throw new SecretFetchError(
+      `${name}: the ${format} parser failed unexpectedly (details withheld: they could contain the secret)`,
+      EXIT.internal,
+      'please report this bug',
+    );
+  }
+}
+
+function parse(format: Exclude<Format, 'raw'>, text: string, name: string): SecretEntries {
+  switch (format) {
+    case 'dotenv':
+      return parseDotenv(text, name);
+    case 'json':
+      return parseJson(text, name);
+    case 'yaml':
+      return parseYaml(text, name);
+    case 'pyfile':
+      return parsePyfile(text, name);
+    default: {
+      const unknown: never = format;
+      throw new UsageError(`the ${String(unknown)} format has no entries to parse`);
+    }
+  }
+}
