@@ -2,23 +2,33 @@
 // Runs offline: the SEA base is the pinned Node 24 binary from node_modules, not a download.
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { inject } from 'postject';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const work = join(root, 'build');
 const output = join(root, 'dist', 'secret-fetch');
 
 if (!process.version.startsWith('v24.')) {
   throw new Error(`build with the pinned Node 24 (npm run build), not ${process.version}`);
 }
 
-rmSync(work, { recursive: true, force: true });
-mkdirSync(work, { recursive: true });
+// A private work directory and an atomic rename at the end: concurrent builds (and tests running
+// the previous binary) never see a half-written file.
+mkdirSync(join(root, 'build'), { recursive: true });
 mkdirSync(dirname(output), { recursive: true });
+const work = mkdtempSync(join(root, 'build', 'work-'));
 
 const started = Date.now();
 const bundle = join(work, 'secret-fetch.cjs');
@@ -36,7 +46,7 @@ const result = await build({
   metafile: true,
   logLevel: 'warning',
 });
-writeFileSync(join(work, 'meta.json'), JSON.stringify(result.metafile));
+writeFileSync(join(root, 'build', 'meta.json'), JSON.stringify(result.metafile));
 
 const seaConfig = join(work, 'sea-config.json');
 const blob = join(work, 'sea.blob');
@@ -61,9 +71,10 @@ execFileSync('strip', ['--strip-all', binary], { stdio: ['ignore', 'ignore', 'pi
 await inject(binary, 'NODE_SEA_BLOB', readFileSync(blob), {
   sentinelFuse: 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
 });
-copyFileSync(binary, output);
-chmodSync(output, 0o755);
+renameSync(binary, `${output}.${process.pid}`);
+renameSync(`${output}.${process.pid}`, output);
+const bytes = readFileSync(bundle).length;
+rmSync(work, { recursive: true, force: true });
 
 const version = execFileSync(output, ['--version'], { encoding: 'utf8', cwd: '/', env: {} }).trim();
-const bytes = readFileSync(bundle).length;
 console.log(`built ${output} ${version} (bundle ${(bytes / 1024).toFixed(0)} KiB) in ${Date.now() - started} ms`);
