@@ -12,9 +12,11 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { Script } from 'node:vm';
+import { build, type Metafile } from 'esbuild';
 import { inject } from 'postject';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -30,11 +32,24 @@ mkdirSync(join(root, 'build'), { recursive: true });
 mkdirSync(dirname(output), { recursive: true });
 const work = mkdtempSync(join(root, 'build', 'work-'));
 
+// Libraries most runs never need go into separate scripts, one per group, each loaded on first
+// use by scripts/sea-vendor-loader.js: the fast local path never parses or runs them.
+const VENDOR_GROUPS: Record<string, string[]> = {
+  google: [
+    '@google-cloud/storage',
+    '@google-cloud/kms/build/src/v1/key_management_service_client.js',
+    'google-gax/fallback',
+    'google-auth-library',
+  ],
+  yaml: ['yaml'],
+};
+const groupOf = Object.fromEntries(
+  Object.entries(VENDOR_GROUPS).flatMap(([group, ids]) => ids.map((id) => [id, group])),
+);
+const VENDOR_PATTERN = /^(@google-cloud\/|google-auth-library$|google-gax(\/|$)|yaml$)/;
+
 const started = Date.now();
-const bundle = join(work, 'secret-fetch.cjs');
-const result = await build({
-  entryPoints: [join(root, 'src', 'cli.ts')],
-  outfile: bundle,
+const common = {
   bundle: true,
   platform: 'node',
   format: 'cjs',
@@ -45,8 +60,52 @@ const result = await build({
   legalComments: 'eof',
   metafile: true,
   logLevel: 'warning',
+} as const;
+
+const bundle = join(work, 'secret-fetch.cjs');
+const main = await build({
+  ...common,
+  entryPoints: [join(root, 'src', 'cli.ts')],
+  outfile: bundle,
+  banner: {
+    js: `var __sfVendorGroups = ${JSON.stringify(groupOf)};\n${readFileSync(join(root, 'scripts', 'sea-vendor-loader.js'), 'utf8')}`,
+  },
+  plugins: [
+    {
+      name: 'vendor-external',
+      setup(b) {
+        b.onResolve({ filter: VENDOR_PATTERN }, (args) => {
+          if (!(args.path in groupOf)) throw new Error(`${args.path}: add it to VENDOR_GROUPS in scripts/build.ts`);
+          return { path: args.path, external: true };
+        });
+      },
+    },
+  ],
 });
-writeFileSync(join(root, 'build', 'meta.json'), JSON.stringify(result.metafile));
+const metafiles = [main.metafile];
+const assets: Record<string, string> = {};
+let vendorBytes = 0;
+for (const [group, ids] of Object.entries(VENDOR_GROUPS)) {
+  const entry = ids.map((id) => `${JSON.stringify(id)}: () => require(${JSON.stringify(id)}),`).join('\n');
+  const file = join(work, `${group}.js`);
+  const result = await build({
+    ...common,
+    stdin: {
+      contents: `const load = {\n${entry}\n};\nmodule.exports = (id) => load[id]();\n`,
+      resolveDir: root,
+      loader: 'js',
+    },
+    outfile: file,
+  });
+  metafiles.push(result.metafile);
+  const code = `(function (require, module, exports, __filename, __dirname) {${readFileSync(file, 'utf8')}\n})`;
+  writeFileSync(file, code);
+  writeFileSync(join(work, `${group}.cache`), codeCache(code, ids));
+  assets[`${group}.js`] = file;
+  assets[`${group}.cache`] = join(work, `${group}.cache`);
+  vendorBytes += code.length;
+}
+writeFileSync(join(root, 'build', 'meta.json'), JSON.stringify(mergeMetafiles(metafiles)));
 
 const seaConfig = join(work, 'sea-config.json');
 const blob = join(work, 'sea.blob');
@@ -60,6 +119,7 @@ writeFileSync(
     useSnapshot: false,
     // The binary must not read NODE_OPTIONS or argv as Node options: its flags are its own.
     execArgvExtension: 'none',
+    assets,
   }),
 );
 execFileSync(process.execPath, ['--experimental-sea-config', seaConfig], { stdio: 'inherit' });
@@ -77,4 +137,23 @@ const bytes = readFileSync(bundle).length;
 rmSync(work, { recursive: true, force: true });
 
 const version = execFileSync(output, ['--version'], { encoding: 'utf8', cwd: '/', env: {} }).trim();
-console.log(`built ${output} ${version} (bundle ${(bytes / 1024).toFixed(0)} KiB) in ${Date.now() - started} ms`);
+console.log(
+  `built ${output} ${version} (main ${(bytes / 1024).toFixed(0)} KiB, vendor ${(vendorBytes / 1024).toFixed(0)} KiB) in ${Date.now() - started} ms`,
+);
+
+// Compile a vendor script, run it and load each of its libraries once, so the cache also holds
+// the functions that only compile when called; the binary's V8 is this Node's, so it accepts it.
+function codeCache(code: string, ids: string[]): Buffer {
+  const script = new Script(code, { filename: 'vendor.js' });
+  const module = { exports: {} as (id: string) => unknown };
+  script.runInThisContext()(createRequire(import.meta.url), module, module.exports, '/secret-fetch', '/');
+  for (const id of ids) module.exports(id);
+  return script.createCachedData();
+}
+
+function mergeMetafiles(all: Metafile[]): Metafile {
+  return {
+    inputs: Object.assign({}, ...all.map((m) => m.inputs)),
+    outputs: Object.assign({}, ...all.map((m) => m.outputs)),
+  };
+}

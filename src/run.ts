@@ -18,9 +18,6 @@ import { commandEnvironment } from './sinks/env.ts';
 import type { StagedFiles } from './sinks/file.ts';
 import { type FetchContext, fetchSource } from './sources/index.ts';
 
-/** The largest secret accepted from any source. */
-export const MAX_SECRET_BYTES = 64 * 1024 * 1024;
-
 export interface RunContext {
   /** The environment the command inherits (secrets overlay it). */
   readonly environ: Readonly<Record<string, string | undefined>>;
@@ -38,19 +35,19 @@ export async function run(options: Options, context: RunContext): Promise<number
     clients: context.clients ?? createClients(options.endpoints),
     retry: createRetry({ log, deadline: context.deadline }),
     log,
-    maxBytes: MAX_SECRET_BYTES,
+    maxBytes: options.maxBytes,
   };
 
   const secrets = await Promise.all(options.sources.map((plan) => fetchPlaintext(plan, fetchContext)));
   try {
     const entries: SecretEntries[] = [];
-    options.sources.forEach((plan, i) => {
-      if (plan.format === 'raw') return;
+    for (const [i, plan] of options.sources.entries()) {
+      if (plan.format === 'raw') continue;
       // Parse even when only writing a file: a malformed secret should stop the start, not the app.
-      const parsed = parseEntries(plan.format, (secrets[i] as Secret).text(plan.uri), plan.uri);
+      const parsed = await parseEntries(plan.format, (secrets[i] as Secret).text(plan.uri), plan.uri);
       log.debug(`${plan.uri}: ${plan.format} with ${parsed.size} entries (${parsed.names().join(', ')})`);
       if (options.injectEnv) entries.push(parsed);
-    });
+    }
 
     const env = commandEnvironment(context.environ, entries);
     const launch = options.command ? planLaunch(options.command, options.chdir, env, context.cwd) : undefined;

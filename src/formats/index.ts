@@ -7,7 +7,6 @@ import type { SecretEntries } from '../secret.ts';
 import { parseDotenv } from './dotenv.ts';
 import { parseJson } from './json.ts';
 import { parsePyfile } from './pyfile.ts';
-import { parseYaml } from './yaml.ts';
 
 export type Format = 'dotenv' | 'json' | 'yaml' | 'pyfile' | 'raw';
 
@@ -34,10 +33,14 @@ export function detectFormat(name: string): Format {
   return BY_EXTENSION[base.slice(dot + 1)] ?? 'raw';
 }
 
-/** Parses `text` (the decrypted file called `name`, used only in messages) into entries. */
-export function parseEntries(format: Exclude<Format, 'raw'>, text: string, name: string): SecretEntries {
+/**
+ * Parses `text` (the decrypted file called `name`, used only in messages) into entries. Async
+ * only so the YAML parser (two thirds of the binary's main script) loads when a YAML secret
+ * needs it, not on every start.
+ */
+export async function parseEntries(format: Exclude<Format, 'raw'>, text: string, name: string): Promise<SecretEntries> {
   try {
-    return parse(format, text, name);
+    return format === 'yaml' ? (await import('./yaml.ts')).parseYaml(text, name) : parse(format, text, name);
   } catch (err) {
     if (err instanceof SecretFetchError) throw err;
     // A foreign error (a bug, or a library throwing) could quote the text: never pass it on.
@@ -49,14 +52,12 @@ export function parseEntries(format: Exclude<Format, 'raw'>, text: string, name:
   }
 }
 
-function parse(format: Exclude<Format, 'raw'>, text: string, name: string): SecretEntries {
+function parse(format: Exclude<Format, 'raw' | 'yaml'>, text: string, name: string): SecretEntries {
   switch (format) {
     case 'dotenv':
       return parseDotenv(text, name);
     case 'json':
       return parseJson(text, name);
-    case 'yaml':
-      return parseYaml(text, name);
     case 'pyfile':
       return parsePyfile(text, name);
     default: {

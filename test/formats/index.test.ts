@@ -56,21 +56,21 @@ describe('parseEntries', () => {
     ['yaml', 'A: 1\nB: two\n'],
     ['pyfile', "A = 1\nB = 'two'\n"],
   ];
-  it.each(table)('dispatches %s', (format, text) => {
-    expect(entriesOf(parseEntries(format, text, 'f'))).toEqual({ A: '1', B: 'two' });
+  it.each(table)('dispatches %s', async (format, text) => {
+    expect(entriesOf(await parseEntries(format, text, 'f'))).toEqual({ A: '1', B: 'two' });
   });
 
-  it('names the file in errors', () => {
-    expect(() => parseEntries('json', '[]', 'gs://b/app/s.json')).toThrow(/^gs:\/\/b\/app\/s\.json:1:1: /);
+  it('names the file in errors', async () => {
+    await expect(parseEntries('json', '[]', 'gs://b/app/s.json')).rejects.toThrow(/^gs:\/\/b\/app\/s\.json:1:1: /);
   });
 
-  it('refuses raw at run time (it has no entries)', () => {
-    expect(() => parseEntries('raw' as Exclude<Format, 'raw'>, 'x', 'f')).toThrow(UsageError);
+  it('refuses raw at run time (it has no entries)', async () => {
+    await expect(parseEntries('raw' as Exclude<Format, 'raw'>, 'x', 'f')).rejects.toThrow(UsageError);
   });
 
   it.each(['dotenv', 'json', 'yaml', 'pyfile'] as const)(
     '%s: a foreign error is replaced, never passed on',
-    (format) => {
+    async (format) => {
       const hostile = {
         charCodeAt() {
           throw new Error(`something quoting ${CANARY}`);
@@ -78,7 +78,7 @@ describe('parseEntries', () => {
       } as unknown as string;
       let caught: unknown;
       try {
-        parseEntries(format, hostile, 'f');
+        await parseEntries(format, hostile, 'f');
       } catch (err) {
         caught = err;
       }
@@ -94,8 +94,8 @@ describe('parseEntries', () => {
     },
   );
 
-  it('returns redacting SecretEntries', () => {
-    const parsed = parseEntries('dotenv', 'TOKEN=hunter2\n', 'f');
+  it('returns redacting SecretEntries', async () => {
+    const parsed = await parseEntries('dotenv', 'TOKEN=hunter2\n', 'f');
     expect(String(parsed)).toBe('[redacted]');
     expect(JSON.stringify(parsed)).toBe('"[redacted]"');
     expect(parsed.names()).toEqual(['TOKEN']);

@@ -1,0 +1,27 @@
+// Prepended to the single executable's main script (see scripts/build.ts), after a line that
+// defines __sfVendorGroups ({ package id: group name }). Third-party libraries that most runs
+// never need (the Google clients, the YAML parser) are not in the main script: each group is a
+// second script stored as a SEA asset with its own V8 code cache, compiled and run only when
+// first required, so a run that reads a local dotenv file never pays to load them.
+var require = ((nodeRequire) => {
+  var loaded = {};
+  function loadGroup(group) {
+    var sea = nodeRequire('node:sea');
+    var vm = nodeRequire('node:vm');
+    var script = new vm.Script(sea.getAsset(group + '.js', 'utf8'), {
+      filename: 'secret-fetch-' + group + '.js',
+      cachedData: Buffer.from(sea.getAsset(group + '.cache')),
+    });
+    if (script.cachedDataRejected) process.emitWarning('secret-fetch: the code cache of ' + group + ' was rejected');
+    var module = { exports: {} };
+    var dir = nodeRequire('node:path').dirname(process.execPath);
+    script.runInThisContext()(nodeRequire, module, module.exports, process.execPath, dir);
+    return module.exports;
+  }
+  return function require(id) {
+    var group = __sfVendorGroups[id];
+    if (group === undefined) return nodeRequire(id);
+    loaded[group] = loaded[group] || loadGroup(group);
+    return loaded[group](id);
+  };
+})(require);
