@@ -1,3 +1,4 @@
+// Not linted (biome.json): it is raw script text that shadows the wrapper's `require` on purpose.
 // Prepended to the single executable's main script (see scripts/build.ts), after a line that
 // defines __sfVendorGroups ({ package id: group name }). Third-party libraries that most runs
 // never need (the Google clients, the YAML parser) are not in the main script: each group is a
