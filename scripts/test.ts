@@ -18,6 +18,7 @@ function step(name: string, command: string, args: string[]): void {
   });
 }
 
+ensureSystemPackages();
 try {
   step('typecheck', join(bin, 'tsc'), ['-p', 'tsconfig.json']);
   step('lint', join(bin, 'biome'), ['ci', 'src', 'test', 'scripts']);
@@ -43,4 +44,26 @@ function summarize(): void {
   } catch {
     // The suite did not get as far as writing its report.
   }
+}
+
+// test/e2e runs real gunicorn + Flask from Debian's packages; a fresh machine installs them here,
+// so the README's one test command works anywhere we run as root (CI does).
+function ensureSystemPackages(): void {
+  const has = (command: string, args: string[]) => {
+    try {
+      execFileSync(command, args, { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (has('sh', ['-c', 'command -v gunicorn']) && has('/usr/bin/python3', ['-c', 'import flask'])) return;
+  if (process.getuid?.() !== 0) {
+    console.error(
+      'npm test needs the Debian packages gunicorn and python3-flask: apt-get install gunicorn python3-flask',
+    );
+    process.exit(1);
+  }
+  step('system packages', 'apt-get', ['update']);
+  step('system packages', 'apt-get', ['install', '-y', '--no-install-recommends', 'gunicorn', 'python3-flask']);
 }

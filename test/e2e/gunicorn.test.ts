@@ -1,0 +1,180 @@
+// docker/example end to end, without a Docker engine: the example image's ENTRYPOINT (read from
+// docker/example/Dockerfile) runs as a container runtime would run it, as PID 1 of fresh PID and
+// mount namespaces, as the image's non-root user, with a tmpfs at the secrets path. secret-fetch
+// fetches a KMS-encrypted secrets.cfg from the test servers and execs real gunicorn serving
+// docker/example/app.py.
+//
+// Needs root (unshare, mount, setpriv) and the Debian packages gunicorn and python3-flask, which
+// .ci/run installs.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
+import { BASE_ENV, BINARY, KEY, ROOT } from '../integration/harness.ts';
+import { startTestServers } from '../servers/start.ts';
+
+const EXAMPLE = join(ROOT, 'docker', 'example');
+const APP_UID = 10001;
+const CANARY = `canary-${randomBytes(8).toString('hex')}`;
+const DATABASE_URL = `postgresql://app:${randomBytes(8).toString('hex')}@db/app`;
+const fingerprint = (value: string) => createHash('sha256').update(value).digest('hex').slice(0, 12);
+
+/** The example image's ENTRYPOINT and USER, as docker would read them. */
+function imageConfig(): { entrypoint: string[]; user: string } {
+  const dockerfile = readFileSync(join(EXAMPLE, 'Dockerfile'), 'utf8');
+  const entrypoint = dockerfile.match(/^ENTRYPOINT (\[.*\])$/m)?.[1];
+  const user = dockerfile.match(/^USER (\S+)$/m)?.[1];
+  if (!entrypoint || !user) throw new Error('docker/example/Dockerfile has no exec-form ENTRYPOINT or USER');
+  return { entrypoint: JSON.parse(entrypoint) as string[], user };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+type Servers = Awaited<ReturnType<typeof startTestServers>>;
+let servers: Servers;
+let mountPoint: string;
+let child: ChildProcess | undefined;
+
+beforeAll(async () => {
+  expect(process.getuid?.()).toBe(0);
+  servers = await startTestServers();
+  servers.kms.createKey(KEY);
+  const cfg = `SECRET_KEY = "${CANARY}"\nDATABASE_URL = "${DATABASE_URL}"\n`;
+  await uploadObject(
+    servers.gcs.url,
+    'vault',
+    'app/secrets.cfg.enc',
+    await encryptWithKms(servers.kms.url, KEY, Buffer.from(cfg)),
+  );
+  // On disk: only the tmpfs mounted over it in the container's mount namespace makes it acceptable.
+  mountPoint = mkdtempSync(join(ROOT, '.e2e-mnt-'));
+});
+
+afterAll(async () => {
+  if (child?.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  await servers?.close();
+  if (mountPoint) rmSync(mountPoint, { recursive: true, force: true });
+});
+
+describe('docker/example: gunicorn + Flask behind secret-fetch, as PID 1', () => {
+  it('serves a secret-derived value, keeps PID 1, owns the 0400 file and stops with 0 on SIGTERM', async () => {
+    const { entrypoint, user } = imageConfig();
+    expect(user).toBe(`${APP_UID}:${APP_UID}`);
+    const [program, ...rest] = entrypoint;
+    expect(program).toBe('secret-fetch');
+    // The image's paths, mapped to this machine: the binary, the tmpfs and the app directory.
+    const args = rest.map((arg, i) =>
+      arg === '/run/secrets/app.cfg' ? join(mountPoint, 'app.cfg') : rest[i - 1] === '--chdir' ? EXAMPLE : arg,
+    );
+    expect(args).toContain(join(mountPoint, 'app.cfg'));
+    expect(args).toContain(EXAMPLE);
+    const port = await freePort();
+
+    const [uid, gid] = user.split(':');
+    const script = [
+      `mount -t tmpfs -o size=1m,mode=0700,uid=${uid},gid=${gid} tmpfs "$MNT"`,
+      `exec setpriv --reuid=${uid} --regid=${gid} --clear-groups "$@"`,
+    ].join(' && ');
+    const spawned = spawn(
+      'unshare',
+      ['--pid', '--fork', '--mount-proc', '-m', 'sh', '-c', script, 'sh', BINARY, ...args],
+      {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: {
+          ...BASE_ENV,
+          ...servers.env,
+          MNT: mountPoint,
+          // What `docker run -e` and the image's ENV give the container.
+          SECRET_FETCH_SOURCE: 'gs://vault/app/secrets.cfg.enc',
+          SECRET_FETCH_KMS_KEY: KEY,
+          SECRETS_FILE: join(mountPoint, 'app.cfg'),
+          GREETING: 'hello from the image',
+          DATABASE_URL: 'image-default',
+          GUNICORN_CMD_ARGS: `--bind 127.0.0.1:${port} --workers 1 --graceful-timeout 5`,
+          PYTHONDONTWRITEBYTECODE: '1',
+        },
+      },
+    );
+    child = spawned;
+    let output = '';
+    spawned.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      output += chunk;
+    });
+    spawned.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      output += chunk;
+    });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      spawned.on('close', (code, signal) => resolve({ code, signal })),
+    );
+
+    // Ready when /healthz answers; bounded, and given up as soon as the process is gone.
+    let ready = false;
+    for (let attempt = 0; attempt < 150 && !ready && spawned.exitCode === null; attempt++) {
+      try {
+        ready = (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    expect(ready, output).toBe(true);
+
+    const response = await fetch(`http://127.0.0.1:${port}/`);
+    const text = await response.text();
+    expect(response.status, text).toBe(200);
+    expect(text).not.toContain(CANARY);
+    expect(text).not.toContain(DATABASE_URL);
+    expect(JSON.parse(text)).toEqual({
+      secret_key_sha256: fingerprint(CANARY),
+      database_url_sha256: fingerprint(DATABASE_URL),
+      database_url_from: 'environment',
+      greeting: 'hello from the image',
+      uid: APP_UID,
+    });
+
+    // PID 1 of the namespace, seen from here: the one child of unshare.
+    const pid = Number(readFileSync(`/proc/${spawned.pid}/task/${spawned.pid}/children`, 'utf8').trim().split(' ')[0]);
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    expect(
+      status
+        .match(/^NSpid:\s+(.*)$/m)?.[1]
+        ?.split(/\s+/)
+        .at(-1),
+    ).toBe('1');
+    expect(status.match(/^Uid:\s+(\d+)/m)?.[1]).toBe(String(APP_UID));
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(cmdline.some((arg) => arg.endsWith('gunicorn'))).toBe(true);
+    expect(cmdline).toContain('app:app');
+
+    // The secrets file, through the container's own mount namespace: on tmpfs, 0400, the app's.
+    const mounts = readFileSync(`/proc/${pid}/mounts`, 'utf8');
+    expect(mounts).toContain(`tmpfs ${mountPoint} tmpfs `);
+    const file = statSync(`/proc/${pid}/root${join(mountPoint, 'app.cfg')}`);
+    expect({ mode: file.mode & 0o7777, uid: file.uid, gid: file.gid }).toEqual({
+      mode: 0o400,
+      uid: APP_UID,
+      gid: APP_UID,
+    });
+
+    process.kill(pid, 'SIGTERM');
+    const timer = setTimeout(() => spawned.kill('SIGKILL'), 10_000);
+    const result = await exited;
+    clearTimeout(timer);
+    expect(result, output).toEqual({ code: 0, signal: null });
+    expect(output).toMatch(/Handling signal: term/);
+    expect(output).not.toContain(CANARY);
+  }, 30_000);
+});

