@@ -259,7 +259,7 @@ function chart(figures: Figures[]): string {
     const y = 30 + i * (barHeight + 8);
     const color = f.name.startsWith('secret-fetch') ? '#1a73e8' : '#9aa0a6';
     return [
-      `<text x="${left - 8}" y="${y + 15}" text-anchor="end">${escape(f.name)}</text>`,
+      `<text x="${left - 8}" y="${y + 15}" text-anchor="end">${escapeXml(f.name)}</text>`,
       `<rect x="${left}" y="${y}" width="${(f.medianMs * scale).toFixed(1)}" height="${barHeight}" fill="${color}"/>`,
       `<line x1="${left + f.p90Ms * scale}" x2="${left + f.p90Ms * scale}" y1="${y}" y2="${y + barHeight}" stroke="#202124"/>`,
       `<text x="${left + f.p90Ms * scale + 6}" y="${y + 15}">${f.medianMs.toFixed(1)} ms</text>`,
@@ -274,6 +274,6 @@ ${rows.join('\n')}
 `;
 }
 
-function escape(text: string): string {
+function escapeXml(text: string): string {
   return text.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;');
 }

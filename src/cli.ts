@@ -74,6 +74,10 @@ function guessLogFormat(argv: readonly string[], environ: NodeJS.ProcessEnv): 't
 }
 
 process.on('uncaughtException', (error) => fail(log, error));
+// Node prints process warnings (e.g. a library's MaxListenersExceededWarning on a truncated
+// download) straight to stderr, which would break the one-line contract: they go to --verbose.
+process.removeAllListeners('warning');
+process.on('warning', (warning) => log.debug(`node warning: ${warning.name}: ${warning.message}`));
 main(process.argv.slice(2), process.env).then(
   (code) => process.exit(code),
   (error) => fail(log, error),

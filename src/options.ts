@@ -29,6 +29,8 @@ export interface Options {
   readonly command: readonly string[] | undefined;
   readonly chdir: string | undefined;
   readonly timeoutMs: number;
+  /** The largest secret accepted from any source (--max-size), in bytes. */
+  readonly maxBytes: number;
   readonly log: { readonly format: LogFormat; readonly verbose: boolean };
   readonly endpoints: { readonly storage: string | undefined; readonly kms: string | undefined };
 }
@@ -99,6 +101,13 @@ export const FLAGS: readonly FlagSpec[] = [
     value: 'DURATION',
     env: true,
     help: 'deadline for all fetching and decrypting, e.g. 30s, 2m (default 30s)',
+  },
+  {
+    name: 'max-size',
+    type: 'string',
+    value: 'SIZE',
+    env: true,
+    help: 'refuse a secret larger than this, e.g. 64KiB, 1MiB (default 64MiB)',
   },
   {
     name: 'log-format',
@@ -270,6 +279,7 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     command: command === undefined ? undefined : Object.freeze([...command]),
     chdir: optionalString(values.chdir),
     timeoutMs: parseDuration('timeout', optionalString(values.timeout) ?? '30s'),
+    maxBytes: parseSize('max-size', optionalString(values['max-size']) ?? '64MiB'),
     log: Object.freeze({ format: logFormat, verbose: values.verbose === true }),
     endpoints: Object.freeze({ storage: storageEndpoint, kms: kmsEndpoint }),
   });
@@ -324,6 +334,18 @@ export function parseDuration(flag: string, text: string): number {
     );
   }
   return Math.round(ms);
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 };
+
+/** A byte count: a whole number, optionally with B, KiB, MiB or GiB (at most 1GiB). */
+export function parseSize(flag: string, text: string): number {
+  const match = /^([0-9]{1,10})(B|KiB|MiB|GiB)?$/.exec(text);
+  const bytes = match ? Number(match[1]) * (SIZE_UNITS[match[2] ?? ''] ?? Number.NaN) : Number.NaN;
+  if (!(bytes > 0) || bytes > 1024 ** 3) {
+    throw new UsageError(`--${flag} ${text} is not a size`, 'write e.g. 64KiB, 1MiB or 65536 (bytes), at most 1GiB');
+  }
+  return bytes;
 }
 
 function strings(value: Values[string]): string[] {

@@ -50,16 +50,41 @@ export function createRetry(options: {
         const failure = classify(error) ?? networkFailure(error, what);
         // Not recognised: a bug rather than weather, so it is not retried (the CLI reports it).
         if (failure === undefined) throw error;
-        const delay = Math.floor(random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (n - 1)));
+        const backoff = Math.floor(random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (n - 1)));
+        // The server's Retry-After is a floor on the wait, bounded only by the deadline.
+        const after = retryAfterMs(error);
+        const delay = after === undefined ? backoff : Math.max(backoff, after);
         const retryable = failure instanceof UnavailableError;
         if (!retryable || n >= policy.maxAttempts || delay >= options.deadline.remainingMs()) throw failure;
-        options.log.warn(`attempt ${n} to ${what} failed (${failure.message}); retrying in ${delay} ms`);
+        options.log.warn(
+          `attempt ${n} to ${what} failed (${failure.message}); retrying in ${delay} ms${after === undefined ? '' : ' (Retry-After)'}`,
+        );
         await new Promise((resolve) => setTimeout(resolve, delay));
       } finally {
         options.deadline.active.delete(what);
       }
     }
   };
+}
+
+/**
+ * The Retry-After header of a failed HTTP response, in ms: delta-seconds or an HTTP-date.
+ * @google-cloud/storage's ApiError carries the response (`response.headers`); google-gax's
+ * errors (Cloud KMS) carry no response headers, so for them this is always undefined.
+ */
+export function retryAfterMs(error: unknown, now = Date.now()): number | undefined {
+  const headers = (error as { response?: { headers?: unknown } } | null)?.response?.headers;
+  let value: unknown;
+  if (headers instanceof Headers) value = headers.get('retry-after');
+  else if (typeof headers === 'object' && headers !== null) {
+    value = Object.entries(headers).find(([name]) => name.toLowerCase() === 'retry-after')?.[1];
+  }
+  if (Array.isArray(value)) value = value[0];
+  if (typeof value !== 'string') return undefined;
+  const text = value.trim();
+  if (/^[0-9]{1,9}$/.test(text)) return Number(text) * 1000;
+  const at = /[a-z]/i.test(text) ? Date.parse(text) : Number.NaN;
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 function networkFailure(error: unknown, what: string): UnavailableError | undefined {

@@ -160,10 +160,10 @@ describe('resolveCommand', () => {
     ],
     [
       'not on the default PATH: 127',
-      'gunicorn',
+      'secret-fetch-no-such-command',
       () => ({ path: undefined, cwd: '/' }),
       127,
-      `command not found: gunicorn (PATH is unset; searched ${DEFAULT_PATH})`,
+      `command not found: secret-fetch-no-such-command (PATH is unset; searched ${DEFAULT_PATH})`,
       'install it in the image or give its absolute path',
     ],
     [

@@ -1,0 +1,38 @@
+// The built binary honours Cloud Storage's Retry-After: it waits at least that long, says so, and
+// gives up at once when the wait would pass the --timeout deadline.
+
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { EXIT } from '../../src/errors.ts';
+import { startTestServers } from '../servers/start.ts';
+import { runBinary } from './harness.ts';
+
+let servers: Awaited<ReturnType<typeof startTestServers>>;
+
+beforeAll(async () => {
+  servers = await startTestServers();
+  servers.gcs.putObject('vault', 'ra.env', 'A=1\n');
+});
+afterAll(async () => servers?.close());
+
+const args = ['--source', 'gs://vault/ra.env', '--env', '--', 'sh', '-c', 'echo "A=$A"'];
+
+it('waits the Retry-After of a 429, then succeeds', async () => {
+  servers.gcs.failNext({ method: 'GET' }, [{ status: 429, headers: { 'Retry-After': '1' } }]);
+  const started = Date.now();
+  const result = await runBinary(args, { env: servers.env });
+  expect(result.code, result.stderr).toBe(0);
+  expect(result.stdout).toBe('A=1\n');
+  expect(result.stderr).toMatch(
+    /attempt 1 to read the metadata of gs:\/\/vault\/ra\.env failed .*429.*; retrying in 1000 ms \(Retry-After\)\n$/,
+  );
+  expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
+});
+
+it('fails at once when Retry-After reaches past --timeout', async () => {
+  servers.gcs.failNext({ method: 'GET' }, [{ status: 503, headers: { 'Retry-After': '30' } }]);
+  const started = Date.now();
+  const result = await runBinary(['--timeout', '5s', ...args], { env: servers.env });
+  expect(result.code).toBe(EXIT.unavailable);
+  expect(result.stderr).toMatch(/^secret-fetch: error: Cloud Storage answered 503 for gs:\/\/vault\/ra\.env .*\n$/);
+  expect(Date.now() - started).toBeLessThan(4_000);
+});

@@ -1,0 +1,184 @@
+// The retry policy with a fake deadline, a fixed `random` and fake timers: full-jitter backoff,
+// Retry-After as a floor on the wait, the deadline as the only bound on it.
+
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createKmsClient } from '../src/decrypt/kms.ts';
+import { PermissionError, UnavailableError } from '../src/errors.ts';
+import type { Logger } from '../src/log.ts';
+import { type Classify, createRetry, type Deadline, retryAfterMs } from '../src/retry.ts';
+import { createStorageClient } from '../src/sources/gcs.ts';
+import { startTestServers } from './servers/start.ts';
+
+/** An error shaped like @google-cloud/storage's ApiError: the HTTP response rides along. */
+function apiError(code: number, headers: Record<string, string> | Headers = {}) {
+  return Object.assign(new Error(`HTTP ${code}`), { code, response: { headers } });
+}
+
+const classify: Classify = (error) => {
+  const code = (error as { code?: number }).code;
+  if (code === 403) return new PermissionError('denied');
+  if (code === 429 || code === 503) return new UnavailableError(`answered ${code}`);
+  return undefined;
+};
+
+function fakeDeadline(remaining: () => number): Deadline {
+  return {
+    active: new Set<string>(),
+    check: () => {},
+    remainingMs: remaining,
+  } as unknown as Deadline;
+}
+
+function setup(options: { random?: number; remaining?: number; base?: number } = {}) {
+  const warnings: string[] = [];
+  const log: Logger = { debug: () => {}, info: () => {}, warn: (m) => warnings.push(m), error: () => {} };
+  const retry = createRetry({
+    log,
+    deadline: fakeDeadline(() => options.remaining ?? 60_000),
+    policy: { maxAttempts: 5, baseDelayMs: options.base ?? 100, maxDelayMs: 5_000 },
+    random: () => options.random ?? 0,
+  });
+  return { retry, warnings };
+}
+
+/** An attempt that fails with these errors in turn, then succeeds. */
+function failing(...errors: unknown[]) {
+  const calls: number[] = [];
+  const attempt = async () => {
+    calls.push(Date.now());
+    const next = errors.shift();
+    if (next !== undefined) throw next;
+    return 'ok';
+  };
+  return { attempt, calls };
+}
+
+const delays = (warnings: string[]) => warnings.map((w) => Number(/retrying in (\d+) ms/.exec(w)?.[1]));
+
+beforeEach(() => {
+  vi.useFakeTimers({ now: 1_000_000 });
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('backoff', () => {
+  it('waits a full-jitter exponential delay between attempts', async () => {
+    const { retry, warnings } = setup({ random: 0.5 });
+    const { attempt, calls } = failing(apiError(503), apiError(503), apiError(503));
+    const done = retry('read it', attempt, classify);
+    await vi.runAllTimersAsync();
+    await expect(done).resolves.toBe('ok');
+    expect(delays(warnings)).toEqual([50, 100, 200]);
+    expect(calls.map((t) => t - 1_000_000)).toEqual([0, 50, 150, 350]);
+    expect(warnings[0]).toBe('attempt 1 to read it failed (answered 503); retrying in 50 ms');
+  });
+
+  it('gives up after maxAttempts with the last failure', async () => {
+    const { retry, warnings } = setup({ random: 0.1 });
+    const { attempt, calls } = failing(...Array.from({ length: 6 }, () => apiError(429)));
+    const done = retry('read it', attempt, classify);
+    const settled = expect(done).rejects.toThrow(UnavailableError);
+    await vi.runAllTimersAsync();
+    await settled;
+    expect(calls).toHaveLength(5);
+    expect(warnings).toHaveLength(4);
+  });
+
+  it('never retries a failure that is not transient, even with Retry-After', async () => {
+    const { retry, warnings } = setup();
+    const { attempt, calls } = failing(apiError(403, { 'retry-after': '1' }));
+    await expect(retry('read it', attempt, classify)).rejects.toThrow(PermissionError);
+    expect(calls).toHaveLength(1);
+    expect(warnings).toEqual([]);
+  });
+});
+
+describe('Retry-After', () => {
+  it('waits at least the seconds the server asks for', async () => {
+    const { retry, warnings } = setup({ random: 0 });
+    const { attempt, calls } = failing(apiError(429, { 'Retry-After': '3' }));
+    const done = retry('read it', attempt, classify);
+    await vi.advanceTimersByTimeAsync(2_999);
+    expect(calls).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    await expect(done).resolves.toBe('ok');
+    expect(calls).toHaveLength(2);
+    expect(warnings).toEqual(['attempt 1 to read it failed (answered 429); retrying in 3000 ms (Retry-After)']);
+  });
+
+  it('keeps the backoff when it is longer than Retry-After', async () => {
+    const { retry, warnings } = setup({ random: 0.9, base: 4_000 });
+    const { attempt } = failing(apiError(503, { 'retry-after': '1' }));
+    const done = retry('read it', attempt, classify);
+    await vi.runAllTimersAsync();
+    await expect(done).resolves.toBe('ok');
+    expect(delays(warnings)).toEqual([3_600]);
+  });
+
+  it('reads an HTTP-date and a Headers object', async () => {
+    const { retry, warnings } = setup();
+    const when = new Date(Date.now() + 2_000).toUTCString();
+    const { attempt } = failing(apiError(503, new Headers({ 'Retry-After': when })));
+    const done = retry('read it', attempt, classify);
+    await vi.runAllTimersAsync();
+    await expect(done).resolves.toBe('ok');
+    expect(delays(warnings)).toEqual([2_000]);
+  });
+
+  it('gives up at once when Retry-After reaches past the deadline', async () => {
+    const { retry, warnings } = setup({ remaining: 5_000 });
+    const { attempt, calls } = failing(apiError(429, { 'retry-after': '10' }));
+    await expect(retry('read it', attempt, classify)).rejects.toThrow('answered 429');
+    expect(calls).toHaveLength(1);
+    expect(warnings).toEqual([]);
+  });
+
+  it('parses what it can and ignores the rest', () => {
+    const now = Date.parse('2030-01-01T00:00:00Z');
+    const at = (headers: unknown) => retryAfterMs({ response: { headers } }, now);
+    expect(at({ 'retry-after': '0' })).toBe(0);
+    expect(at({ 'retry-after': ' 7 ' })).toBe(7_000);
+    expect(at({ 'retry-after': ['2'] })).toBe(2_000);
+    expect(at({ 'retry-after': 'Tue, 01 Jan 2030 00:00:04 GMT' })).toBe(4_000);
+    expect(at({ 'retry-after': 'Mon, 31 Dec 2029 00:00:00 GMT' })).toBe(0);
+    for (const bad of ['-1', '1.5', 'soon', '', '12345678901']) expect(at({ 'retry-after': bad })).toBeUndefined();
+    expect(at({})).toBeUndefined();
+    // google-gax errors (Cloud KMS) carry a code and details, but no HTTP response headers.
+    expect(retryAfterMs({ code: 8, metadata: undefined })).toBeUndefined();
+    expect(retryAfterMs(null)).toBeUndefined();
+    expect(retryAfterMs('x')).toBeUndefined();
+  });
+});
+
+describe('what the client libraries expose', () => {
+  it('Cloud Storage errors carry Retry-After; Cloud KMS (google-gax) errors do not', async () => {
+    vi.useRealTimers();
+    const servers = await startTestServers();
+    try {
+      servers.gcs.putObject('b', 'o', 'x');
+      const storage = await createStorageClient(servers.gcs.url);
+      const caught = async (promise: Promise<unknown>) =>
+        promise.then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+      servers.gcs.failNext({ method: 'GET' }, [{ status: 429, headers: { 'Retry-After': '3' } }]);
+      expect(retryAfterMs(await caught(storage.bucket('b').file('o').getMetadata()))).toBe(3_000);
+      servers.gcs.failNext({ method: 'GET', query: { alt: 'media' } }, [
+        { status: 503, headers: { 'Retry-After': '2' } },
+      ]);
+      expect(retryAfterMs(await caught(storage.bucket('b').file('o').download()))).toBe(2_000);
+
+      const key = 'projects/p/locations/global/keyRings/r/cryptoKeys/k';
+      servers.kms.createKey(key);
+      const kms = await createKmsClient(servers.kms.url);
+      servers.kms.failNext({ method: 'POST' }, [{ status: 429, headers: { 'Retry-After': '3' } }]);
+      const error = await caught(kms.decrypt({ name: key, ciphertext: Buffer.from('x') }, { maxRetries: 0 }));
+      expect((error as { code?: unknown }).code).toBe(8);
+      expect(retryAfterMs(error)).toBeUndefined();
+    } finally {
+      await servers.close();
+    }
+  });
+});
