@@ -340,7 +340,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       pathForms(rawPath, ['/storage/v1', '/upload/storage/v1', '/download/storage/v1']),
       query,
     );
-    if (fault !== undefined && fault !== 'truncate') {
+    if (fault !== undefined && fault !== 'truncate' && fault !== 'pass') {
       return serveFault(req, res, fault, (status) => gcsErrorBody(status), listening.stalled);
     }
     const sendOpts: SendOptions = { truncate: fault === 'truncate' };

@@ -23,7 +23,9 @@ export type FaultResponse =
   | { status: number; body?: unknown; headers?: Record<string, string> }
   | 'reset'
   | 'stall'
-  | 'truncate';
+  | 'truncate'
+  // Serve the real answer: a place-holder in a sequence, e.g. [503, 'pass', 503].
+  | 'pass';
 
 /**
  * Which requests a fault applies to. All given fields must match.
@@ -160,13 +162,13 @@ export function sendJson(
 }
 
 /**
- * Serve a fault that replaces the real response (everything but 'truncate', which the caller handles
+ * Serve a fault that replaces the real response (everything but 'pass' and 'truncate', which the caller handles
  * by producing the real response with SendOptions.truncate).
  */
 export async function serveFault(
   req: IncomingMessage,
   res: ServerResponse,
-  fault: Exclude<FaultResponse, 'truncate'>,
+  fault: Exclude<FaultResponse, 'truncate' | 'pass'>,
   errorBody: (status: number) => unknown,
   stalled: Set<ServerResponse>,
 ): Promise<void> {

@@ -331,7 +331,7 @@ export async function startKmsServer(): Promise<KmsServer> {
     requests.push({ method, path: rawPath, query, headers: req.headers, body });
 
     const fault = faults.take(method, pathForms(rawPath, ['/v1']), query);
-    if (fault !== undefined && fault !== 'truncate') {
+    if (fault !== undefined && fault !== 'truncate' && fault !== 'pass') {
       // The body has been read already; serveFault's read resolves at once.
       return serveFault(req, res, fault, (status) => kmsErrorBody(status), listening.stalled);
     }
