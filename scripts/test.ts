@@ -46,8 +46,9 @@ function summarize(): void {
   }
 }
 
-// test/e2e runs real gunicorn + Flask from Debian's packages; a fresh machine installs them here,
-// so the README's one test command works anywhere we run as root (CI does).
+// test/e2e runs real gunicorn + Flask from Debian's packages, and test/integration/supervise.test.ts
+// runs tini as PID 1; a fresh machine installs them here, so the README's one test command works
+// anywhere we run as root (CI does).
 function ensureSystemPackages(): void {
   const has = (command: string, args: string[]) => {
     try {
@@ -57,13 +58,19 @@ function ensureSystemPackages(): void {
       return false;
     }
   };
-  if (has('sh', ['-c', 'command -v gunicorn']) && has('/usr/bin/python3', ['-c', 'import flask'])) return;
+  if (
+    has('sh', ['-c', 'command -v gunicorn']) &&
+    has('/usr/bin/python3', ['-c', 'import flask']) &&
+    has('sh', ['-c', 'test -x /usr/bin/tini'])
+  ) {
+    return;
+  }
   if (process.getuid?.() !== 0) {
     console.error(
-      'npm test needs the Debian packages gunicorn and python3-flask: apt-get install gunicorn python3-flask',
+      'npm test needs the Debian packages gunicorn, python3-flask and tini: apt-get install gunicorn python3-flask tini',
     );
     process.exit(1);
   }
   step('system packages', 'apt-get', ['update']);
-  step('system packages', 'apt-get', ['install', '-y', '--no-install-recommends', 'gunicorn', 'python3-flask']);
+  step('system packages', 'apt-get', ['install', '-y', '--no-install-recommends', 'gunicorn', 'python3-flask', 'tini']);
 }

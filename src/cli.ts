@@ -24,20 +24,35 @@ async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number>
     if (invocation.kind === 'version') return print(`${pkg.version}\n`);
     const { options } = invocation;
     log = createLogger(options.log);
-    onInterrupt((signal) => fail(log, new InterruptedError(signal, constants.signals[signal])));
+    const release = onInterrupt((signal) => fail(log, new InterruptedError(signal, constants.signals[signal])));
     const deadline = new Deadline(options.timeoutMs);
+    let supervising = false;
+    const onSupervise = (): void => {
+      // With --supervise the fetch is over and the command runs: no more --timeout, and the
+      // supervisor forwards signals instead of exiting on them.
+      supervising = true;
+      release();
+    };
     return await Promise.race([
-      run(options, { environ, cwd: process.cwd(), log, deadline, staged }),
-      deadline.expire(),
+      run(options, { environ, cwd: process.cwd(), log, deadline, staged, onSupervise }),
+      deadline.expire().catch((error: unknown) => {
+        if (supervising) return new Promise<never>(() => {});
+        throw error;
+      }),
     ]);
   } catch (error) {
     return fail(log, error);
   }
 }
 
-function onInterrupt(handler: (signal: (typeof INTERRUPTS)[number]) => void): void {
+/** Installs `handler` for each interrupt; returns a function that removes them again. */
+function onInterrupt(handler: (signal: (typeof INTERRUPTS)[number]) => void): () => void {
   // Handled (not ignored) signals reset to their defaults on exec, so the command gets them clean.
-  for (const signal of INTERRUPTS) process.on(signal, () => handler(signal));
+  const listeners = INTERRUPTS.map((signal) => [signal, () => handler(signal)] as const);
+  for (const [signal, listener] of listeners) process.on(signal, listener);
+  return () => {
+    for (const [signal, listener] of listeners) process.off(signal, listener);
+  };
 }
 
 function fail(log: Logger, error: unknown): never {

@@ -21,7 +21,7 @@ export const EXIT = {
 
 export const EXIT_CODES: readonly ExitCodeRow[] = [
   { code: '0', meaning: 'outputs written (no command), or the command ran and exited 0' },
-  { code: 'other', meaning: "after exec, the command's own exit status" },
+  { code: 'other', meaning: "the command's own exit status (after exec, or when it exits under --supervise)" },
   { code: String(EXIT.usage), meaning: 'usage: a bad flag, value or combination of flags' },
   { code: String(EXIT.format), meaning: 'format: the secret is malformed for its format (no value is shown)' },
   { code: String(EXIT.notFound), meaning: 'not found: the object, generation, file or key does not exist' },
@@ -32,7 +32,11 @@ export const EXIT_CODES: readonly ExitCodeRow[] = [
   { code: String(EXIT.permission), meaning: 'permission: no credentials, or access denied to the object or key' },
   { code: String(EXIT.notExecutable), meaning: 'the command exists but cannot be executed' },
   { code: String(EXIT.commandNotFound), meaning: 'the command was not found (on PATH, or at the path given)' },
-  { code: '128+n', meaning: 'stopped by signal n (e.g. 143 for SIGTERM) before the command started' },
+  {
+    code: '128+n',
+    meaning:
+      'stopped by signal n (e.g. 143 for SIGTERM) before the command started; under --supervise, the command died of signal n',
+  },
 ];
 
 /** Base class: a one-line message naming the resource, and a hint that says what to do. */

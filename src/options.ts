@@ -4,6 +4,7 @@
 // We use node:util parseArgs rather than yargs: in the single executable, yargs alone costs
 // ~30 ms of startup on a path whose whole budget is ~38 ms (see README, "Why not yargs").
 
+import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 import { UsageError } from './errors.ts';
 import { detectFormat, FORMATS, type Format } from './formats/index.ts';
@@ -33,7 +34,23 @@ export interface Options {
   readonly maxBytes: number;
   readonly log: { readonly format: LogFormat; readonly verbose: boolean };
   readonly endpoints: { readonly storage: string | undefined; readonly kms: string | undefined };
+  /** Run the command as a child and stay (--supervise) instead of exec'ing it. */
+  readonly supervise: boolean;
+  /** After forwarding SIGTERM/SIGINT, how long the child has before SIGKILL (--grace). */
+  readonly graceMs: number;
+  /** Remove the --out files when the supervised command exits (--cleanup). */
+  readonly cleanup: boolean;
+  /** Poll the sources this often for a new version (--refresh); undefined: never. */
+  readonly refreshMs: number | undefined;
+  /** What a refresh that changed a secret does to the command (--on-change). */
+  readonly onChange: OnChange;
 }
+
+/** --on-change: send a signal, restart the command (new environment), or exit. */
+export type OnChange =
+  | { readonly kind: 'signal'; readonly signal: NodeJS.Signals }
+  | { readonly kind: 'restart' }
+  | { readonly kind: 'exit' };
 
 export type Invocation =
   | { readonly kind: 'help' }
@@ -130,6 +147,39 @@ export const FLAGS: readonly FlagSpec[] = [
     value: 'URL',
     env: true,
     help: 'Cloud KMS endpoint; http:// uses no credentials',
+  },
+  {
+    name: 'supervise',
+    type: 'boolean',
+    env: true,
+    help: 'run the command as a child and stay: forward signals, exit with its status',
+  },
+  {
+    name: 'grace',
+    type: 'string',
+    value: 'DURATION',
+    env: true,
+    help: 'with --supervise: SIGKILL the command this long after forwarding TERM/INT (default 10s)',
+  },
+  {
+    name: 'cleanup',
+    type: 'boolean',
+    env: true,
+    help: 'with --supervise: remove the --out files when the command exits',
+  },
+  {
+    name: 'refresh',
+    type: 'string',
+    value: 'DURATION',
+    env: true,
+    help: 'with --supervise: poll the sources this often; on a new version, rewrite --out and apply --on-change',
+  },
+  {
+    name: 'on-change',
+    type: 'string',
+    value: 'ACTION',
+    env: true,
+    help: 'after a refresh: a signal name to send the command (default SIGHUP), restart or exit',
   },
   { name: 'help', type: 'boolean', short: 'h', help: 'show this help' },
   { name: 'version', type: 'boolean', help: 'print the version' },
@@ -263,6 +313,25 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
   if (logFormat !== 'text' && logFormat !== 'json') {
     throw new UsageError(`--log-format ${logFormat} is not known`, 'use text or json');
   }
+  const supervise = values.supervise === true;
+  if (supervise && command === undefined) {
+    throw new UsageError('--supervise without a command', 'give the command to supervise after --');
+  }
+  for (const flag of ['grace', 'cleanup', 'refresh'] as const) {
+    if (values[flag] !== undefined && values[flag] !== false && !supervise) {
+      throw new UsageError(`--${flag} needs --supervise`, `add --supervise, or drop --${flag}`);
+    }
+  }
+  if (values.cleanup === true && outs.length === 0) {
+    throw new UsageError('--cleanup without --out: there is no file to remove', 'drop --cleanup, or add --out PATH');
+  }
+  const refresh = optionalString(values.refresh);
+  if (values['on-change'] !== undefined && refresh === undefined) {
+    throw new UsageError('--on-change needs --refresh', 'add --refresh DURATION, or drop --on-change');
+  }
+  if (refresh !== undefined && uris.length === 0) {
+    throw new UsageError('--refresh without --source: there is nothing to refresh', 'add --source, or drop --refresh');
+  }
   if (command === undefined && values.chdir !== undefined) {
     throw new UsageError('--chdir without a command', 'give the command after --, or drop --chdir');
   }
@@ -282,6 +351,11 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     maxBytes: parseSize('max-size', optionalString(values['max-size']) ?? '64MiB'),
     log: Object.freeze({ format: logFormat, verbose: values.verbose === true }),
     endpoints: Object.freeze({ storage: storageEndpoint, kms: kmsEndpoint }),
+    supervise,
+    graceMs: parseDuration('grace', optionalString(values.grace) ?? '10s'),
+    cleanup: values.cleanup === true,
+    refreshMs: refresh === undefined ? undefined : parseDuration('refresh', refresh),
+    onChange: parseOnChange(optionalString(values['on-change']) ?? 'SIGHUP'),
   });
 }
 
@@ -289,6 +363,18 @@ function resolveFormat(given: string, ref: SourceRef): Format {
   if (given === 'auto') return detectFormat(sourceFileName(ref));
   if ((FORMATS as readonly string[]).includes(given)) return given as Format;
   throw new UsageError(`--format ${given} is not known`, `use one of auto, ${FORMATS.join(', ')}`);
+}
+
+export function parseOnChange(text: string): OnChange {
+  if (text === 'restart' || text === 'exit') return Object.freeze({ kind: text });
+  const name = text.toUpperCase().startsWith('SIG') ? text.toUpperCase() : `SIG${text.toUpperCase()}`;
+  if (!Object.hasOwn(constants.signals, name) || name === 'SIGKILL' || name === 'SIGSTOP') {
+    throw new UsageError(
+      `--on-change ${text} is not a signal, restart or exit`,
+      'write e.g. SIGHUP, SIGUSR1, restart or exit',
+    );
+  }
+  return Object.freeze({ kind: 'signal', signal: name as NodeJS.Signals });
 }
 
 const KMS_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;

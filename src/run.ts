@@ -10,13 +10,17 @@ import { UsageError } from './errors.ts';
 import { parseEntries } from './formats/index.ts';
 import { execCommand } from './launch/exec.ts';
 import { planExec, resolveCommand } from './launch/resolve.ts';
+import { Supervisor } from './launch/supervise.ts';
 import type { Logger } from './log.ts';
 import type { Options, SourcePlan } from './options.ts';
-import { createRetry, type Deadline } from './retry.ts';
+import { startRefresh } from './refresh.ts';
+import { createRetry, Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { commandEnvironment } from './sinks/env.ts';
 import type { StagedFiles } from './sinks/file.ts';
+import { fileVersion } from './sources/file.ts';
 import { type FetchContext, fetchSource } from './sources/index.ts';
+import type { SourceRef } from './sources/reference.ts';
 
 export interface RunContext {
   /** The environment the command inherits (secrets overlay it). */
@@ -26,6 +30,11 @@ export interface RunContext {
   readonly deadline: Deadline;
   readonly staged: StagedFiles;
   readonly clients?: Clients;
+  /**
+   * Called with --supervise just before the command starts: the fetch is over, so the caller
+   * stops its --timeout and its interrupt handlers (signals are forwarded to the command now).
+   */
+  readonly onSupervise?: () => void;
 }
 
 /** Runs the whole pipeline; resolves to the exit code when there is no command to exec. */
@@ -38,15 +47,31 @@ export async function run(options: Options, context: RunContext): Promise<number
     maxBytes: options.maxBytes,
   };
 
-  const secrets = await Promise.all(options.sources.map((plan) => fetchPlaintext(plan, fetchContext)));
+  // With --refresh, the version each source is read at (a file's is taken before reading it, so
+  // a change during the read is seen by the first poll).
+  const versions: (string | undefined)[] = options.sources.map((plan) =>
+    options.refreshMs !== undefined && plan.ref.scheme === 'file' ? tryFileVersion(plan.ref.path) : undefined,
+  );
+  const secrets = await Promise.all(
+    options.sources.map(async (plan, i) => {
+      const { secret, version } = await fetchPlaintext(plan, plan.ref, fetchContext);
+      if (version !== undefined) versions[i] = version;
+      return secret;
+    }),
+  );
   try {
     const entries: SecretEntries[] = [];
+    // Per source, for a restart after --refresh with --env.
+    const bySource: (SecretEntries | undefined)[] = options.sources.map(() => undefined);
     for (const [i, plan] of options.sources.entries()) {
       if (plan.format === 'raw') continue;
       // Parse even when only writing a file: a malformed secret should stop the start, not the app.
       const parsed = await parseEntries(plan.format, (secrets[i] as Secret).text(plan.uri), plan.uri);
       log.debug(`${plan.uri}: ${plan.format} with ${parsed.size} entries (${parsed.names().join(', ')})`);
-      if (options.injectEnv) entries.push(parsed);
+      if (options.injectEnv) {
+        entries.push(parsed);
+        bySource[i] = parsed;
+      }
     }
 
     const env = commandEnvironment(context.environ, entries);
@@ -61,32 +86,72 @@ export async function run(options: Options, context: RunContext): Promise<number
         gid: options.owner.gid,
       });
     });
-    for (const path of context.staged.commit())
-      log.debug(`wrote ${path} (mode ${options.fileMode.toString(8).padStart(4, '0')})`);
+    const written = context.staged.commit();
+    for (const path of written) log.debug(`wrote ${path} (mode ${options.fileMode.toString(8).padStart(4, '0')})`);
 
     if (launch === undefined) return 0;
     log.debug(
-      `exec ${launch.file}${entries.length ? ` with ${entries.reduce((n, e) => n + e.size, 0)} secret variables` : ''}`,
+      `${options.supervise ? 'supervise' : 'exec'} ${launch.file}${entries.length ? ` with ${entries.reduce((n, e) => n + e.size, 0)} secret variables` : ''}`,
     );
+    if (options.supervise) {
+      for (const secret of secrets) secret.wipe(); // the supervisor stays: keep no plaintext
+      const supervise = { graceMs: options.graceMs, cleanup: options.cleanup ? written : [], log };
+      const supervisor = new Supervisor(
+        context.onSupervise ? { ...supervise, onStart: context.onSupervise } : supervise,
+      );
+      supervisor.start({ ...launch, env });
+      if (options.refreshMs !== undefined) {
+        const keepEntries = options.injectEnv && options.onChange.kind === 'restart';
+        startRefresh({
+          options,
+          cwd: context.cwd,
+          log,
+          supervisor,
+          versions,
+          entries: keepEntries ? bySource : undefined,
+          attempt: () => {
+            const deadline = new Deadline(options.timeoutMs);
+            return {
+              fetch: { ...fetchContext, retry: createRetry({ log, deadline }) },
+              expire: () => deadline.expire(),
+            };
+          },
+          fetchPlaintext: async (plan, ref, refreshContext) => (await fetchPlaintext(plan, ref, refreshContext)).secret,
+          relaunch: (current) => ({
+            ...launch,
+            env: commandEnvironment(
+              context.environ,
+              current.filter((e): e is SecretEntries => e !== undefined),
+            ),
+          }),
+        });
+      }
+      return await supervisor.done;
+    }
     return await execCommand({ ...launch, env });
   } finally {
     for (const secret of secrets) secret.wipe();
   }
 }
 
-async function fetchPlaintext(plan: SourcePlan, context: FetchContext): Promise<Secret> {
-  const fetched = await fetchSource(plan.ref, context);
+async function fetchPlaintext(
+  plan: SourcePlan,
+  ref: SourceRef,
+  context: FetchContext,
+): Promise<{ secret: Secret; version: string | undefined }> {
+  const fetched = await fetchSource(ref, context);
   context.log.debug(
     `fetched ${plan.uri}${fetched.version ? ` at generation ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
   );
-  if (plan.kmsKey === undefined) return fetched.data;
+  if (plan.kmsKey === undefined) return { secret: fetched.data, version: fetched.version };
   const client = await context.clients.kms();
   try {
-    return await decryptWithKms(
+    const secret = await decryptWithKms(
       client,
       { keyName: plan.kmsKey, ciphertext: fetched.data.reveal(), what: plan.uri },
       context.retry,
     );
+    return { secret, version: fetched.version };
   } finally {
     fetched.data.wipe();
   }
@@ -103,6 +168,14 @@ function planLaunch(command: readonly string[], chdir: string | undefined, env: 
   }
   const { file, argv } = planExec(resolveCommand(name, { path: env.PATH, cwd: dir }), [name, ...args], { cwd: dir });
   return { file, argv, cwd: chdir === undefined ? undefined : dir };
+}
+
+function tryFileVersion(path: string): string | undefined {
+  try {
+    return fileVersion(path);
+  } catch {
+    return undefined; // the read reports it
+  }
 }
 
 function isDirectory(path: string): boolean {

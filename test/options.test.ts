@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { EXIT, UsageError } from '../src/errors.ts';
-import { parseDuration, parseInvocation, parseMode } from '../src/options.ts';
+import { parseDuration, parseInvocation, parseMode, parseOnChange } from '../src/options.ts';
 
 const KEY = 'projects/p/locations/global/keyRings/r/cryptoKeys/k';
 
@@ -169,4 +169,54 @@ describe('parseDuration and parseMode', () => {
     ['0440', 0o440],
     ['0600', 0o600],
   ])('mode %s', (text, mode) => expect(parseMode(text)).toBe(mode));
+});
+
+describe('--supervise, --grace, --cleanup, --refresh, --on-change', () => {
+  const base = ['--source', '/run/app.env', '--out', '/dev/shm/app.env'];
+
+  it('defaults to exec, and to a 10s grace and SIGHUP when supervising', () => {
+    const exec = options([...base, '--', 'app']);
+    expect(exec).toMatchObject({ supervise: false, cleanup: false, refreshMs: undefined });
+    const supervised = options([...base, '--supervise', '--cleanup', '--refresh', '5m', '--', 'app']);
+    expect(supervised).toMatchObject({
+      supervise: true,
+      cleanup: true,
+      graceMs: 10_000,
+      refreshMs: 300_000,
+      onChange: { kind: 'signal', signal: 'SIGHUP' },
+    });
+  });
+
+  it('reads the variables, and on-change actions and signal names', () => {
+    const o = options([...base, '--', 'app'], {
+      SECRET_FETCH_SUPERVISE: '1',
+      SECRET_FETCH_GRACE: '2s',
+      SECRET_FETCH_REFRESH: '30s',
+      SECRET_FETCH_ON_CHANGE: 'usr1',
+    });
+    expect(o).toMatchObject({ supervise: true, graceMs: 2000, refreshMs: 30_000 });
+    expect(o.onChange).toEqual({ kind: 'signal', signal: 'SIGUSR1' });
+    expect(parseOnChange('restart')).toEqual({ kind: 'restart' });
+    expect(parseOnChange('exit')).toEqual({ kind: 'exit' });
+    expect(parseOnChange('SIGTERM')).toEqual({ kind: 'signal', signal: 'SIGTERM' });
+  });
+
+  it.each([
+    [['--supervise'], /--supervise without a command/],
+    [['--grace', '1s', '--', 'app'], /--grace needs --supervise/],
+    [['--cleanup', '--', 'app'], /--cleanup needs --supervise/],
+    [['--refresh', '1s', '--', 'app'], /--refresh needs --supervise/],
+    [['--supervise', '--on-change', 'exit', '--', 'app'], /--on-change needs --refresh/],
+    [['--supervise', '--refresh', 'soon', '--', 'app'], /--refresh soon is not a duration/],
+    [['--supervise', '--refresh', '1s', '--on-change', 'reload', '--', 'app'], /--on-change reload is not/],
+    [['--supervise', '--refresh', '1s', '--on-change', 'SIGKILL', '--', 'app'], /--on-change SIGKILL is not/],
+  ])('refuses %j', (extra, message) => {
+    expect(usageError([...base, ...extra]).message).toMatch(message);
+  });
+
+  it('refuses --cleanup without --out', () => {
+    expect(usageError(['--source', '/run/app.env', '--env', '--supervise', '--cleanup', '--', 'app']).message).toMatch(
+      /--cleanup without --out/,
+    );
+  });
 });

@@ -67,7 +67,7 @@ export async function execCommand(plan: LaunchPlan): Promise<never> {
 
 function ignore(): void {}
 
-function checkArguments(file: string, argv: readonly string[]): string[] {
+export function checkArguments(file: string, argv: readonly string[]): string[] {
   if (file.includes('\0')) throw new UsageError('the path of the command contains a NUL byte');
   if (argv.length === 0) throw new UsageError('the command has no argv[0]');
   argv.forEach((arg, i) => {
@@ -81,7 +81,7 @@ function checkArguments(file: string, argv: readonly string[]): string[] {
 }
 
 /** A fresh copy of `env`, checked entry by entry. Values are never put in a message. */
-function checkEnvironment(env: Readonly<Record<string, string>>): Record<string, string> {
+export function checkEnvironment(env: Readonly<Record<string, string>>): Record<string, string> {
   const entries = Object.entries(env);
   for (const [name, value] of entries) {
     if (name === '') throw new FormatError('an environment variable for the command has an empty name');

@@ -1,6 +1,6 @@
 // A secrets file that is already on disk: a mounted Kubernetes Secret, a Cloud Run secret volume.
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { IntegrityError, NotFoundError, PermissionError, UsageError } from '../errors.ts';
 import { Secret } from '../secret.ts';
 import type { FetchedSecret } from './index.ts';
@@ -47,5 +47,18 @@ export function readSecretFile(path: string, maxBytes: number): FetchedSecret {
     return { data: new Secret(data), name: path };
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Device, inode, size and mtime of the file `path` names now (following symlinks). */
+export function fileVersion(path: string): string {
+  try {
+    const stat = statSync(path, { bigint: true });
+    return `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeNs}`;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new NotFoundError(`${path} does not exist`);
+    if (code === 'EACCES' || code === 'EPERM') throw new PermissionError(`cannot stat ${path}: permission denied`);
+    throw new NotFoundError(`cannot stat ${path}: ${code}`);
   }
 }

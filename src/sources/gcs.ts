@@ -107,3 +107,15 @@ export function mapStorageError(error: unknown, where: string, permission: strin
   }
   return undefined;
 }
+
+/** The generation of the live object: one metadata read, no download (for --refresh). */
+export async function objectGeneration(ref: GsRef, context: FetchContext): Promise<string> {
+  const where = describeSource(ref);
+  const storage = await context.clients.storage();
+  const [metadata] = await context.retry(
+    `read the metadata of ${where}`,
+    () => storage.bucket(ref.bucket).file(ref.object).getMetadata(),
+    (e) => mapStorageError(e, where, 'storage.objects.get'),
+  );
+  return String(metadata.generation ?? '');
+}

@@ -4,7 +4,7 @@ import type { Clients } from '../clients.ts';
 import type { Logger } from '../log.ts';
 import type { Retry } from '../retry.ts';
 import type { Secret } from '../secret.ts';
-import { readSecretFile } from './file.ts';
+import { fileVersion, readSecretFile } from './file.ts';
 import type { SourceRef } from './reference.ts';
 
 export interface FetchContext {
@@ -29,5 +29,19 @@ export async function fetchSource(ref: SourceRef, context: FetchContext): Promis
       return (await import('./gcs.ts')).fetchObject(ref, context);
     case 'file':
       return readSecretFile(ref.path, context.maxBytes);
+  }
+}
+
+/**
+ * What identifies the current content of a source, read cheaply (--refresh): the generation of
+ * a gs:// object (metadata only), or device, inode, size and mtime of a file (a Kubernetes
+ * secret volume swaps a symlink, which changes the inode).
+ */
+export async function sourceVersion(ref: SourceRef, context: FetchContext): Promise<string> {
+  switch (ref.scheme) {
+    case 'gs':
+      return (await import('./gcs.ts')).objectGeneration(ref, context);
+    case 'file':
+      return fileVersion(ref.path);
   }
 }

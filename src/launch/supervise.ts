@@ -1,0 +1,235 @@
+// --supervise: instead of becoming the command, start it as a child and stay, as tini does:
+//
+// - signals the command may care about are forwarded to it (not SIGCHLD, and not SIGKILL or
+//   SIGSTOP, which cannot be caught);
+// - after SIGTERM or SIGINT was forwarded, the command has --grace to exit before SIGKILL;
+// - secret-fetch exits when the command exits, with its status, or 128+n when signal n killed it;
+// - --cleanup removes the --out files once the command has exited, however it ended (so the app
+//   can still read them during a graceful shutdown).
+//
+// libuv resets every signal disposition and the signal mask in the child before its exec, so
+// the command does not inherit Node's ignored SIGPIPE/SIGXFSZ. What Node cannot do is reap
+// orphaned grandchildren (it has no waitpid(-1)): as PID 1 it says so once, on stderr.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { constants } from 'node:os';
+import { CommandError, EXIT } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { checkArguments, checkEnvironment, type LaunchPlan } from './exec.ts';
+import { show } from './resolve.ts';
+
+/** Forwarded to the command; SIGTERM and SIGINT also start the --grace countdown. */
+export const FORWARDED_SIGNALS = [
+  'SIGTERM',
+  'SIGINT',
+  'SIGHUP',
+  'SIGQUIT',
+  'SIGUSR1',
+  'SIGUSR2',
+  'SIGWINCH',
+  'SIGTTIN',
+  'SIGTTOU',
+] as const;
+
+type ForwardedSignal = (typeof FORWARDED_SIGNALS)[number];
+
+export const PID1_HINT =
+  'running as PID 1: Node cannot reap orphaned grandchildren, which then stay zombies; add an init: ' +
+  'ENTRYPOINT ["tini", "--", "secret-fetch", ...], docker run --init, or shareProcessNamespace: true in the Kubernetes pod spec';
+
+export interface SuperviseOptions {
+  /** After a forwarded SIGTERM/SIGINT, SIGKILL the command if it is still running this much later. */
+  readonly graceMs: number;
+  /** Files to remove once the command has exited (--cleanup). */
+  readonly cleanup: readonly string[];
+  readonly log: Logger;
+  /** Called just before the command starts: from then on, signals go to the command. */
+  readonly onStart?: () => void;
+}
+
+/** Starts `plan` as a child and resolves to the status secret-fetch should exit with. */
+export function superviseCommand(plan: LaunchPlan, options: SuperviseOptions): Promise<number> {
+  const supervisor = new Supervisor(options);
+  supervisor.start(plan);
+  return supervisor.done;
+}
+
+/**
+ * One supervised command at a time. `done` resolves to the status to exit with once the command
+ * has exited for good (not when restart() replaces it), or rejects when it cannot be started.
+ */
+export class Supervisor {
+  readonly done: Promise<number>;
+  readonly #options: SuperviseOptions;
+  #resolve!: (status: number) => void;
+  #reject!: (error: unknown) => void;
+  #child: ChildProcess | undefined;
+  #command = '';
+  #graceTimer: NodeJS.Timeout | undefined;
+  /** The plan to start once the current child has exited (restart). */
+  #next: LaunchPlan | undefined;
+  /** A stop was asked for (TERM/INT received, or stop()): never start again. */
+  #stopping = false;
+  #finished = false;
+  #listening = false;
+
+  constructor(options: SuperviseOptions) {
+    this.#options = options;
+    this.done = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+  }
+
+  get running(): boolean {
+    return this.#child?.pid !== undefined && this.#child.exitCode === null && this.#child.signalCode === null;
+  }
+
+  /** Starts the command (the first time, also the signal forwarding). */
+  start(plan: LaunchPlan): void {
+    const { log } = this.#options;
+    this.#command = plan.argv[0] ?? plan.file;
+    const argv = checkArguments(plan.file, plan.argv);
+    const env = checkEnvironment(plan.env);
+    if (!this.#listening) {
+      if (process.pid === 1) log.warn(PID1_HINT);
+      // The interrupt handlers of the fetch stage are swapped for forwarders in one tick: a
+      // signal is dispatched from the event loop, so none can fall between the two.
+      this.#options.onStart?.();
+      for (const signal of FORWARDED_SIGNALS) process.on(signal, () => this.#forward(signal));
+      this.#listening = true;
+    }
+    let child: ChildProcess;
+    try {
+      child = spawn(plan.file, argv.slice(1), { argv0: argv[0], env, cwd: plan.cwd, stdio: 'inherit' });
+    } catch (error) {
+      this.#fail(spawnFailure(this.#command, error));
+      return;
+    }
+    this.#child = child;
+    log.debug(`started ${plan.file} as pid ${child.pid}; supervising`);
+    child.once('error', (error) => {
+      if (child.pid === undefined) this.#fail(spawnFailure(this.#command, error));
+    });
+    child.once('exit', (code, signal) => this.#exited(child, code, signal));
+  }
+
+  /** Sends `signal` to the command, if it runs. */
+  signal(signal: NodeJS.Signals): void {
+    if (this.#child?.pid !== undefined && this.running) signalChild(this.#child.pid, signal);
+  }
+
+  /** Stops the command as a forwarded SIGTERM would (with --grace), then starts `plan` instead. */
+  restart(plan: LaunchPlan): void {
+    if (this.#stopping || this.#finished) return;
+    this.#next = plan;
+    this.#options.log.info(`restarting ${show(this.#command)}`);
+    if (this.running) this.#stop('SIGTERM');
+    else this.#startNext();
+  }
+
+  /** Stops the command as a forwarded SIGTERM would; `done` resolves with its status. */
+  stop(): void {
+    this.#stopping = true;
+    this.#next = undefined;
+    if (this.running) this.#stop('SIGTERM');
+  }
+
+  #forward(signal: ForwardedSignal): void {
+    const stopping = signal === 'SIGTERM' || signal === 'SIGINT';
+    if (stopping) {
+      this.#stopping = true;
+      this.#next = undefined;
+    }
+    const child = this.#child;
+    if (child?.pid === undefined || !this.running) return;
+    this.#options.log.debug(`forwarding ${signal} to ${this.#command} (pid ${child.pid})`);
+    if (stopping) this.#stop(signal);
+    else signalChild(child.pid, signal);
+  }
+
+  /** Sends `signal`, and SIGKILL if the same child is still running after --grace. */
+  #stop(signal: 'SIGTERM' | 'SIGINT'): void {
+    const child = this.#child;
+    if (child?.pid === undefined) return;
+    signalChild(child.pid, signal);
+    if (this.#graceTimer !== undefined) return;
+    const { graceMs, log } = this.#options;
+    this.#graceTimer = setTimeout(() => {
+      this.#graceTimer = undefined;
+      if (child !== this.#child || !this.running || child.pid === undefined) return;
+      log.warn(`${show(this.#command)} did not exit within --grace ${formatMs(graceMs)} of ${signal}: sending SIGKILL`);
+      signalChild(child.pid, 'SIGKILL');
+    }, graceMs);
+  }
+
+  #exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (child !== this.#child) return;
+    if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
+    this.#graceTimer = undefined;
+    const { log } = this.#options;
+    const status = signal === null ? (code ?? 0) : 128 + (constants.signals[signal] ?? 0);
+    log.debug(`${this.#command} ${signal === null ? `exited ${status}` : `was killed by ${signal} (${status})`}`);
+    if (this.#next !== undefined && !this.#stopping) {
+      this.#startNext();
+      return;
+    }
+    this.#finish();
+    this.#resolve(status);
+  }
+
+  #startNext(): void {
+    const next = this.#next as LaunchPlan;
+    this.#next = undefined;
+    try {
+      this.start(next);
+    } catch (error) {
+      this.#fail(error);
+    }
+  }
+
+  #fail(error: unknown): void {
+    this.#finish();
+    this.#reject(error);
+  }
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    removeFiles(this.#options.cleanup, this.#options.log);
+  }
+}
+
+function signalChild(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // ESRCH: it exited in the meantime; its 'exit' event is on its way.
+  }
+}
+
+function removeFiles(paths: readonly string[], log: Logger): void {
+  for (const path of paths) {
+    try {
+      rmSync(path, { force: true });
+      log.debug(`removed ${path}`);
+    } catch (error) {
+      log.warn(`could not remove ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    }
+  }
+}
+
+function spawnFailure(command: string, error: unknown): CommandError {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  const notFound = code === 'ENOENT';
+  return new CommandError(
+    command,
+    `cannot start ${show(command)}: ${code ?? String(error)}`,
+    notFound ? EXIT.commandNotFound : EXIT.notExecutable,
+  );
+}
+
+function formatMs(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}

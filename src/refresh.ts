@@ -1,0 +1,148 @@
+// --refresh: while the command runs under --supervise, poll every source's version cheaply (a
+// gs:// object's generation from its metadata, a file's inode and mtime); when one changes,
+// fetch, decrypt and parse the new version exactly as at start, rename the new --out files into
+// place, then apply --on-change. A refresh that fails anywhere writes nothing, leaves the command
+// alone, logs one warning and is retried with backoff: it never takes the app down.
+
+import { resolve } from 'node:path';
+import { SecretFetchError } from './errors.ts';
+import { parseEntries } from './formats/index.ts';
+import type { Supervisor } from './launch/supervise.ts';
+import type { Logger } from './log.ts';
+import type { Options, SourcePlan } from './options.ts';
+import type { Secret, SecretEntries } from './secret.ts';
+import { StagedFiles } from './sinks/file.ts';
+import { type FetchContext, sourceVersion } from './sources/index.ts';
+import type { SourceRef } from './sources/reference.ts';
+
+/** Backoff after failed refreshes doubles the interval up to this (or the interval, if longer). */
+const MAX_BACKOFF_MS = 5 * 60_000;
+
+export interface RefreshContext {
+  readonly options: Options;
+  readonly cwd: string;
+  readonly log: Logger;
+  readonly supervisor: Supervisor;
+  /** A fresh fetch context for one refresh, with its own --timeout deadline. */
+  readonly attempt: () => { readonly fetch: FetchContext; readonly expire: () => Promise<never> };
+  /** Fetches and decrypts `ref` (a pinned version of `plan`'s source). */
+  readonly fetchPlaintext: (plan: SourcePlan, ref: SourceRef, context: FetchContext) => Promise<Secret>;
+  /** The version each source was read at (undefined: unknown, the first poll only records it). */
+  readonly versions: (string | undefined)[];
+  /** The parsed entries per source (for --on-change restart with --env), or undefined. */
+  readonly entries: (SecretEntries | undefined)[] | undefined;
+  /** The command's plan with a new environment, built from `entries` (restart). */
+  readonly relaunch: (entries: readonly (SecretEntries | undefined)[]) => Parameters<Supervisor['restart']>[0];
+}
+
+/** Polls until `supervisor.done` settles. */
+export function startRefresh(context: RefreshContext): void {
+  const { options, log, supervisor } = context;
+  const interval = options.refreshMs as number;
+  let failures = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let over = false;
+  /** The temp files of a refresh in flight, removed if the command exits meanwhile. */
+  const staged = new StagedFiles();
+  const schedule = (): void => {
+    if (over) return;
+    const delay = failures === 0 ? interval : Math.min(interval * 2 ** failures, Math.max(interval, MAX_BACKOFF_MS));
+    timer = setTimeout(tick, delay);
+    timer.unref();
+  };
+  const tick = async (): Promise<void> => {
+    try {
+      const attempt = context.attempt();
+      await Promise.race([refreshOnce(context, attempt.fetch, staged), attempt.expire()]);
+      failures = 0;
+    } catch (error) {
+      failures++;
+      const reason = error instanceof SecretFetchError ? error.message : `internal error: ${describe(error)}`;
+      log.warn(`refresh failed, keeping the current secrets and command: ${reason}; next try in ${nextTry(failures)}`);
+    }
+    schedule();
+  };
+  const nextTry = (n: number) => formatMs(Math.min(interval * 2 ** n, Math.max(interval, MAX_BACKOFF_MS)));
+  const stop = (): void => {
+    over = true;
+    if (timer !== undefined) clearTimeout(timer);
+    staged.discard();
+  };
+  supervisor.done.then(stop, stop);
+  schedule();
+}
+
+async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, staged: StagedFiles): Promise<void> {
+  const { options, log, versions } = context;
+  const changed: { index: number; version: string }[] = [];
+  for (const [index, plan] of options.sources.entries()) {
+    if (plan.ref.scheme === 'gs' && plan.ref.generation !== undefined) continue; // pinned: never changes
+    const version = await sourceVersion(plan.ref, fetchContext);
+    if (versions[index] === undefined) versions[index] = version;
+    else if (version !== versions[index]) changed.push({ index, version });
+  }
+  if (changed.length === 0) return;
+
+  // All or nothing: every changed source is fetched, decrypted and parsed before any file moves.
+  const secrets: Secret[] = [];
+  const newEntries = context.entries ? [...context.entries] : undefined;
+  try {
+    for (const { index, version } of changed) {
+      const plan = options.sources[index] as SourcePlan;
+      const ref: SourceRef = plan.ref.scheme === 'gs' ? { ...plan.ref, generation: version } : plan.ref;
+      const secret = await context.fetchPlaintext(plan, ref, fetchContext);
+      secrets.push(secret);
+      if (plan.format !== 'raw') {
+        const parsed = await parseEntries(plan.format, secret.text(plan.uri), plan.uri);
+        if (newEntries) newEntries[index] = parsed;
+      }
+      if (plan.out !== undefined) {
+        staged.stage(resolve(context.cwd, plan.out), secret.reveal(), {
+          mode: options.fileMode,
+          allowDisk: options.allowDisk,
+          uid: options.owner.uid,
+          gid: options.owner.gid,
+        });
+      }
+    }
+    const written = staged.commit();
+    for (const { index, version } of changed) versions[index] = version;
+    if (newEntries && context.entries) context.entries.splice(0, newEntries.length, ...newEntries);
+    const what = changed
+      .map(({ index, version }) => {
+        const plan = options.sources[index] as SourcePlan;
+        return plan.ref.scheme === 'gs' ? `${plan.uri} (now generation ${version})` : plan.uri;
+      })
+      .join(', ');
+    log.info(
+      `${what} changed${written.length ? `: rewrote ${written.join(', ')}` : ''}; ${applyChange(context, newEntries)}`,
+    );
+  } finally {
+    staged.discard();
+    for (const secret of secrets) secret.wipe();
+  }
+}
+
+function applyChange(context: RefreshContext, entries: (SecretEntries | undefined)[] | undefined): string {
+  const { options, supervisor } = context;
+  const action = options.onChange;
+  switch (action.kind) {
+    case 'signal':
+      supervisor.signal(action.signal);
+      return `sent ${action.signal} to the command`;
+    case 'restart':
+      supervisor.restart(context.relaunch(entries ?? []));
+      return 'restarting the command';
+    case 'exit':
+      supervisor.stop();
+      return 'stopping the command and exiting (--on-change exit)';
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.name : typeof error;
+}
+
+function formatMs(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}

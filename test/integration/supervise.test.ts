@@ -1,0 +1,368 @@
+// --supervise with the built binary and real processes: the supervised command is
+// test/fixtures/signals.py (or a shell), which prints every signal it receives.
+
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { EXIT } from '../../src/errors.ts';
+import { FORWARDED_SIGNALS } from '../../src/launch/supervise.ts';
+import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
+import { startTestServers } from '../servers/start.ts';
+import { BASE_ENV, BINARY, KEY, ROOT, runBinary, tmpfsDir } from './harness.ts';
+
+const FIXTURE = join(ROOT, 'test', 'fixtures', 'signals.py');
+const TINI = '/usr/bin/tini';
+
+let dir: string;
+let cleanup: () => void;
+let secret: string;
+beforeEach(() => {
+  ({ dir, cleanup } = tmpfsDir());
+  secret = join(dir, 'app.env');
+  writeFileSync(secret, 'GREETING=hello\n');
+});
+afterEach(() => cleanup());
+
+interface Running {
+  readonly pid: number;
+  /** Resolves with the stdout line matching `pattern` (waiting for it if need be). */
+  line(pattern: RegExp): Promise<string>;
+  readonly done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+}
+
+function start(args: string[], options: { command?: string; env?: Record<string, string> } = {}): Running {
+  const child: ChildProcessByStdio<null, Readable, Readable> = spawn(options.command ?? BINARY, args, {
+    cwd: ROOT,
+    env: { ...BASE_ENV, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  const waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
+  const check = () => {
+    for (const waiter of [...waiters]) {
+      const line = stdout.split('\n').find((l) => waiter.pattern.test(l));
+      if (line !== undefined) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve(line);
+      }
+    }
+  };
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+    check();
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const done = new Promise<Awaited<Running['done']>>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return {
+    pid: child.pid as number,
+    line: (pattern) =>
+      new Promise((resolve, reject) => {
+        waiters.push({ pattern, resolve });
+        check();
+        done.then((r) => reject(new Error(`exited (${r.code}) before ${pattern}: ${r.stdout} ${r.stderr}`)));
+      }),
+    done,
+  };
+}
+
+const supervise = (...extra: string[]) => ['--source', secret, '--env', '--supervise', ...extra, '--'];
+
+/** The first child of `pid` (unshare's child is PID 1 of the new namespace). */
+function firstChild(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(' ')[0]);
+}
+
+describe('--supervise', () => {
+  it('runs the command as a child with the secrets in its environment and clean signal dispositions', async () => {
+    const result = await runBinary([
+      ...supervise(),
+      'sh',
+      '-c',
+      'echo "greeting=$GREETING parent=$(readlink /proc/$PPID/exe)"; grep -E "^Sig(Ign|Blk)" /proc/self/status',
+    ]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toBe('');
+    const [first, ...status] = result.stdout.trimEnd().split('\n');
+    expect(first).toBe(`greeting=hello parent=${BINARY}`);
+    // Node ignores SIGPIPE and SIGXFSZ; the command must not inherit that.
+    expect(status).toEqual(['SigBlk:\t0000000000000000', 'SigIgn:\t0000000000000000']);
+  });
+
+  it('forwards each of TERM, INT, HUP, QUIT, USR1, USR2, WINCH, TTIN, TTOU', async () => {
+    const lastFirst = [...FORWARDED_SIGNALS.filter((s) => s !== 'SIGTERM'), 'SIGTERM'] as const;
+    const run = start([...supervise('--grace', '20s'), FIXTURE], { env: { STOP_ON: 'SIGTERM' } });
+    await run.line(/^ready/);
+    for (const signal of lastFirst.filter((s) => s !== 'SIGTERM')) {
+      process.kill(run.pid, signal);
+      await run.line(new RegExp(`^got ${signal}$`));
+    }
+    process.kill(run.pid, 'SIGTERM');
+    const result = await run.done;
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toBe('');
+    expect(result.stdout.trimEnd().split('\n').slice(1)).toEqual(lastFirst.map((s) => `got ${s}`));
+  });
+
+  it('forwards SIGINT, and exits with the status the command chose', async () => {
+    const run = start([...supervise(), FIXTURE], { env: { EXIT_ON_STOP: '3' } });
+    await run.line(/^ready/);
+    process.kill(run.pid, 'SIGINT');
+    const result = await run.done;
+    expect(result.stdout).toContain('got SIGINT\n');
+    expect(result.code, result.stderr).toBe(3);
+  });
+
+  it('exits with the status of a command that exits on its own', async () => {
+    const result = await runBinary([...supervise(), 'sh', '-c', 'exit 7']);
+    expect(result.code, result.stderr).toBe(7);
+    expect(result.stderr).toBe('');
+  });
+
+  it('exits 128+n when the command dies of signal n', async () => {
+    const killed = await runBinary([...supervise(), 'sh', '-c', 'kill -KILL $$']);
+    expect(killed.code).toBe(137);
+    // A command with the default disposition dies of the forwarded SIGTERM: 143.
+    const run = start([...supervise(), 'sh', '-c', 'echo ready; exec sleep 30']);
+    await run.line(/^ready/);
+    await new Promise((r) => setTimeout(r, 100)); // let sh become sleep
+    process.kill(run.pid, 'SIGTERM');
+    const result = await run.done;
+    expect(result.code, result.stderr).toBe(143);
+    expect(result.signal).toBeNull();
+  });
+
+  it('sends SIGKILL when the command outlives --grace after SIGTERM', async () => {
+    const run = start([...supervise('--grace', '600ms'), FIXTURE, 'stubborn']);
+    await run.line(/^ready/);
+    const sent = Date.now();
+    process.kill(run.pid, 'SIGTERM');
+    await run.line(/^got SIGTERM$/);
+    const result = await run.done;
+    const elapsed = Date.now() - sent;
+    expect(result.code).toBe(137);
+    expect(elapsed).toBeGreaterThanOrEqual(550);
+    expect(elapsed).toBeLessThan(5000);
+    const lines = result.stderr.trimEnd().split('\n');
+    expect(lines).toEqual([
+      expect.stringMatching(/^secret-fetch: warning: .*signals\.py.* did not exit within --grace 600ms of SIGTERM/),
+    ]);
+  });
+
+  it('--cleanup removes the --out file when the command exits, and after a SIGTERM', async () => {
+    const out = join(dir, 'app.cfg');
+    const args = ['--source', secret, '--out', out, '--supervise', '--cleanup', '--'];
+    const normal = await runBinary([...args, 'sh', '-c', `cat ${out}`]);
+    expect(normal.code, normal.stderr).toBe(0);
+    expect(normal.stdout).toBe('GREETING=hello\n');
+    expect(existsSync(out)).toBe(false);
+
+    const run = start([...args, FIXTURE]);
+    await run.line(/^ready/);
+    expect(readFileSync(out, 'utf8')).toBe('GREETING=hello\n');
+    process.kill(run.pid, 'SIGTERM');
+    const result = await run.done;
+    expect(result.code, result.stderr).toBe(0);
+    expect(existsSync(out)).toBe(false);
+
+    // Without --cleanup the file stays.
+    const kept = await runBinary(['--source', secret, '--out', out, '--supervise', '--', 'true']);
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(existsSync(out)).toBe(true);
+  });
+
+  it('refuses --grace and --cleanup without --supervise, and --supervise without a command', async () => {
+    for (const args of [
+      ['--source', secret, '--env', '--grace', '5s', '--', 'true'],
+      ['--source', secret, '--out', join(dir, 'x'), '--cleanup', '--', 'true'],
+      ['--source', secret, '--out', join(dir, 'x'), '--supervise'],
+    ]) {
+      const result = await runBinary(args);
+      expect(result.code, args.join(' ')).toBe(EXIT.usage);
+      expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
+    }
+  });
+
+  it('as PID 1, says in one stderr line how to add an init, and still supervises', async () => {
+    const result = await runBinary(
+      ['--pid', '--fork', '--mount-proc', BINARY, ...supervise(), 'sh', '-c', 'echo "ppid=$PPID greeting=$GREETING"'],
+      { command: 'unshare' },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toEqual(expect.stringMatching(/^ppid=1 greeting=hello\n$/));
+    const lines = result.stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      /^secret-fetch: warning: running as PID 1: Node cannot reap orphaned grandchildren.*tini.*docker run --init.*shareProcessNamespace: true/,
+    );
+  });
+
+  it('as PID 1, forwards SIGTERM from outside the namespace and exits with the status', async () => {
+    const run = start(['--pid', '--fork', '--mount-proc', BINARY, ...supervise(), FIXTURE], {
+      command: 'unshare',
+      env: { EXIT_ON_STOP: '5' },
+    });
+    await run.line(/^ready pid=\d+$/);
+    process.kill(firstChild(run.pid), 'SIGTERM');
+    const result = await run.done;
+    expect(result.stdout).toContain('got SIGTERM\n');
+    expect(result.code, result.stderr).toBe(5);
+  });
+
+  it.runIf(existsSync(TINI))(
+    'under tini as PID 1: no hint, signals reach the command, statuses come back',
+    async () => {
+      const run = start(['--pid', '--fork', '--mount-proc', TINI, '--', BINARY, ...supervise(), FIXTURE], {
+        command: 'unshare',
+        env: { EXIT_ON_STOP: '4' },
+      });
+      await run.line(/^ready pid=\d+$/);
+      const tini = firstChild(run.pid);
+      process.kill(tini, 'SIGHUP');
+      await run.line(/^got SIGHUP$/);
+      process.kill(tini, 'SIGTERM');
+      const result = await run.done;
+      expect(result.stdout.trimEnd().split('\n').slice(1)).toEqual(['got SIGHUP', 'got SIGTERM']);
+      expect(result.code, result.stderr).toBe(4);
+      expect(result.stderr).toBe('');
+
+      // A command killed by a signal: secret-fetch exits 128+n, and tini passes that on.
+      const killed = await runBinary(
+        ['--pid', '--fork', '--mount-proc', TINI, '--', BINARY, ...supervise(), 'sh', '-c', 'kill -USR2 $$'],
+        { command: 'unshare' },
+      );
+      expect(killed.code, killed.stderr).toBe(140);
+      expect(killed.stderr).toBe('');
+    },
+  );
+});
+
+describe('--refresh', () => {
+  let servers: Awaited<ReturnType<typeof startTestServers>>;
+  let n = 0;
+  beforeAll(async () => {
+    servers = await startTestServers();
+    servers.kms.createKey(KEY);
+  });
+  afterAll(async () => servers?.close());
+
+  /** A fresh object per test, KMS-encrypted like the real thing. */
+  const upload = async (name: string, text: string) =>
+    uploadObject(servers.gcs.url, 'vault', name, await encryptWithKms(servers.kms.url, KEY, Buffer.from(text)));
+  const fresh = async (text: string) => {
+    const name = `rotating/${++n}.env.enc`;
+    await upload(name, text);
+    return { name, args: ['--source', `gs://vault/${name}`, '--kms-key', KEY] };
+  };
+  const metadataReads = () => servers.gcs.requests.filter((r) => r.method === 'GET' && r.query.alt !== 'media').length;
+  const downloads = () => servers.gcs.requests.filter((r) => r.method === 'GET' && r.query.alt === 'media').length;
+
+  it('rotates: new generation, the file is replaced atomically, then the command gets SIGHUP', async () => {
+    const { name, args } = await fresh('GREETING=one\n');
+    const out = join(dir, 'out.env');
+    const run = start([...args, '--out', out, '--supervise', '--refresh', '200ms', '--', FIXTURE], {
+      env: { ...servers.env, READ_ON_HUP: out },
+    });
+    await run.line(/^ready/);
+    const before = statSync(out).ino;
+    servers.gcs.requests.length = 0;
+    await new Promise((r) => setTimeout(r, 500));
+    // Polling reads metadata only; nothing changed, so nothing is downloaded.
+    expect(metadataReads()).toBeGreaterThanOrEqual(1);
+    expect(downloads()).toBe(0);
+
+    const generation = await upload(name, 'GREETING=two\n');
+    await run.line(/^file GREETING=two$/);
+    expect(readFileSync(out, 'utf8')).toBe('GREETING=two\n');
+    expect(statSync(out).ino).not.toBe(before); // renamed into place, not rewritten
+    expect(statSync(out).mode & 0o777).toBe(0o400);
+    expect(readdirSync(dir).sort()).toEqual(['app.env', 'out.env']);
+    process.kill(run.pid, 'SIGTERM');
+    const result = await run.done;
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout.trimEnd().split('\n').slice(1)).toEqual(['got SIGHUP', 'file GREETING=two', 'got SIGTERM']);
+    expect(result.stderr).toContain(`(now generation ${generation}) changed: rewrote ${out}; sent SIGHUP`);
+    expect(result.stderr).not.toContain('two');
+  });
+
+  it('with --on-change restart, the command starts again with the new environment', async () => {
+    const { name, args } = await fresh('GREETING=one\n');
+    const run = start(
+      [...args, '--env', '--supervise', '--refresh', '200ms', '--on-change', 'restart', '--', FIXTURE],
+      {
+        env: { ...servers.env, SHOW_ENV: 'GREETING', EXIT_ON_STOP: '0' },
+      },
+    );
+    await run.line(/^ready pid=\d+ GREETING=one$/);
+    await upload(name, 'GREETING=two\n');
+    await run.line(/^ready pid=\d+ GREETING=two$/);
+    process.kill(run.pid, 'SIGTERM');
+    const result = await run.done;
+    expect(result.code, result.stderr).toBe(0);
+    const lines = result.stdout.trimEnd().split('\n');
+    expect(lines.map((l) => l.replace(/pid=\d+ /, ''))).toEqual([
+      'ready GREETING=one',
+      'got SIGTERM',
+      'ready GREETING=two',
+      'got SIGTERM',
+    ]);
+    expect(lines[0]).not.toBe(lines[2]); // a new process
+  });
+
+  it('with --on-change exit, stops the command and exits with its status', async () => {
+    const { name, args } = await fresh('GREETING=one\n');
+    const run = start([...args, '--env', '--supervise', '--refresh', '200ms', '--on-change', 'exit', '--', FIXTURE], {
+      env: { ...servers.env, EXIT_ON_STOP: '9' },
+    });
+    await run.line(/^ready/);
+    await upload(name, 'GREETING=two\n');
+    const result = await run.done;
+    expect(result.stdout).toContain('got SIGTERM');
+    expect(result.code, result.stderr).toBe(9);
+  });
+
+  it('a failing refresh keeps the old file and the command, warns, and retries', async () => {
+    const { name, args } = await fresh('GREETING=one\n');
+    const out = join(dir, 'out.env');
+    const run = start([...args, '--out', out, '--supervise', '--refresh', '200ms', '--', FIXTURE], {
+      env: { ...servers.env, READ_ON_HUP: out },
+    });
+    await run.line(/^ready/);
+    // A new generation that is not valid dotenv: fetched, decrypted, refused by the parser.
+    await upload(name, "GREETING='unterminated\n");
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(readFileSync(out, 'utf8')).toBe('GREETING=one\n');
+    expect(readdirSync(dir).sort()).toEqual(['app.env', 'out.env']);
+    // Then the operator fixes it: the next retry picks it up.
+    await upload(name, 'GREETING=three\n');
+    await run.line(/^file GREETING=three$/);
+    process.kill(run.pid, 'SIGTERM');
+    const result = await run.done;
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout.trimEnd().split('\n').slice(1)).toEqual(['got SIGHUP', 'file GREETING=three', 'got SIGTERM']);
+    const warnings = result.stderr.split('\n').filter((l) => l.includes('warning'));
+    expect(warnings.length).toBeGreaterThanOrEqual(1);
+    expect(warnings[0]).toMatch(
+      /^secret-fetch: warning: refresh failed, keeping the current secrets and command: .*unterminated/,
+    );
+    expect(result.stderr).not.toContain('three');
+  });
+
+  it('refuses --refresh without --supervise, and --on-change without --refresh', async () => {
+    for (const extra of [
+      ['--refresh', '1s', '--', 'true'],
+      ['--supervise', '--on-change', 'restart', '--', 'true'],
+      ['--supervise', '--refresh', '1s', '--on-change', 'SIGNOPE', '--', 'true'],
+    ]) {
+      const result = await runBinary(['--source', secret, '--env', ...extra]);
+      expect(result.code, extra.join(' ')).toBe(EXIT.usage);
+    }
+  });
+});
