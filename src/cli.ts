@@ -7,6 +7,7 @@ import { InterruptedError, SecretFetchError } from './errors.ts';
 import { renderHelp } from './help.ts';
 import { createLogger, type Logger } from './log.ts';
 import { parseInvocation } from './options.ts';
+import { probe } from './probe.ts';
 import { Deadline } from './retry.ts';
 import { run } from './run.ts';
 import { StagedFiles } from './sinks/file.ts';
@@ -19,6 +20,7 @@ let log = createLogger({ format: guessLogFormat(process.argv.slice(2), process.e
 
 async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number> {
   try {
+    if (argv[0] === 'probe') return probe(argv.slice(1), environ);
     const invocation = parseInvocation(argv, environ);
     if (invocation.kind === 'help') return print(renderHelp(pkg.version));
     if (invocation.kind === 'version') return print(`${pkg.version}\n`);

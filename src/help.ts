@@ -15,6 +15,7 @@ export function renderHelp(version: string): string {
     `secret-fetch ${version}: fetch a secret, decrypt it, write it to tmpfs and/or the environment, then exec a command.`,
     '',
     'Usage: secret-fetch [options] [-- COMMAND [ARG...]]',
+    '       secret-fetch probe --ready-file PATH   (exit 0 once --ready-file was written; for exec probes)',
     '',
     'Example:',
     '  secret-fetch --source gs://vault/app.cfg.enc --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k \\',

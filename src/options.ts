@@ -44,6 +44,8 @@ export interface Options {
   readonly refreshMs: number | undefined;
   /** What a refresh that changed a secret does to the command (--on-change). */
   readonly onChange: OnChange;
+  /** Written atomically once the first outputs are in place (--ready-file); undefined: none. */
+  readonly readyFile: string | undefined;
 }
 
 /** --on-change: send a signal, restart the command (new environment), or exit. */
@@ -172,7 +174,7 @@ export const FLAGS: readonly FlagSpec[] = [
     type: 'string',
     value: 'DURATION',
     env: true,
-    help: 'with --supervise: poll the sources this often; on a new version, rewrite --out and apply --on-change',
+    help: 'with --supervise (or without a command: sidecar): poll the sources this often; on a new version, rewrite --out and apply --on-change',
   },
   {
     name: 'on-change',
@@ -180,6 +182,13 @@ export const FLAGS: readonly FlagSpec[] = [
     value: 'ACTION',
     env: true,
     help: 'after a refresh: a signal name to send the command (default SIGHUP), restart or exit',
+  },
+  {
+    name: 'ready-file',
+    type: 'string',
+    value: 'PATH',
+    env: true,
+    help: 'once the first outputs are in place, write this file (atomically); see secret-fetch probe',
   },
   { name: 'help', type: 'boolean', short: 'h', help: 'show this help' },
   { name: 'version', type: 'boolean', help: 'print the version' },
@@ -317,7 +326,10 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
   if (supervise && command === undefined) {
     throw new UsageError('--supervise without a command', 'give the command to supervise after --');
   }
+  // Sidecar: --refresh without a command keeps the files fresh for another container.
+  const sidecar = command === undefined && values.refresh !== undefined;
   for (const flag of ['grace', 'cleanup', 'refresh'] as const) {
+    if (flag === 'refresh' && sidecar) continue;
     if (values[flag] !== undefined && values[flag] !== false && !supervise) {
       throw new UsageError(`--${flag} needs --supervise`, `add --supervise, or drop --${flag}`);
     }
@@ -329,6 +341,14 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
   if (values['on-change'] !== undefined && refresh === undefined) {
     throw new UsageError('--on-change needs --refresh', 'add --refresh DURATION, or drop --on-change');
   }
+  if (sidecar && values['on-change'] !== undefined) {
+    throw new UsageError('--on-change without a command: a sidecar has nothing to notify', 'drop --on-change');
+  }
+  if (sidecar && outs.length === 0) {
+    throw new UsageError('--refresh without a command needs --out: the sidecar shares files', 'add --out PATH');
+  }
+  const readyFile = optionalString(values['ready-file']);
+  if (readyFile === '') throw new UsageError('--ready-file is empty', 'give a path, e.g. on the shared volume');
   if (refresh !== undefined && uris.length === 0) {
     throw new UsageError('--refresh without --source: there is nothing to refresh', 'add --source, or drop --refresh');
   }
@@ -356,6 +376,7 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     cleanup: values.cleanup === true,
     refreshMs: refresh === undefined ? undefined : parseDuration('refresh', refresh),
     onChange: parseOnChange(optionalString(values['on-change']) ?? 'SIGHUP'),
+    readyFile,
   });
 }
 

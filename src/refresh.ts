@@ -1,4 +1,4 @@
-// --refresh: while the command runs under --supervise, poll every source's version cheaply (a
+// --refresh: while the command runs under --supervise (or, without a command, as a sidecar), poll every source's version cheaply (a
 // gs:// object's generation from its metadata, a file's inode and mtime); when one changes,
 // fetch, decrypt and parse the new version exactly as at start, rename the new --out files into
 // place, then apply --on-change. A refresh that fails anywhere writes nothing, leaves the command
@@ -22,7 +22,8 @@ export interface RefreshContext {
   readonly options: Options;
   readonly cwd: string;
   readonly log: Logger;
-  readonly supervisor: Supervisor;
+  /** The supervised command, or a Sidecar (no command) whose done settles on TERM/INT. */
+  readonly supervisor: Pick<Supervisor, 'done' | 'signal' | 'restart' | 'stop'>;
   /** A fresh fetch context for one refresh, with its own --timeout deadline. */
   readonly attempt: () => { readonly fetch: FetchContext; readonly expire: () => Promise<never> };
   /** Fetches and decrypts `ref` (a pinned version of `plan`'s source). */
@@ -126,6 +127,7 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
 function applyChange(context: RefreshContext, entries: (SecretEntries | undefined)[] | undefined): string {
   const { options, supervisor } = context;
   const action = options.onChange;
+  if (options.command === undefined) return 'sidecar: the sharing containers read the new files';
   switch (action.kind) {
     case 'signal':
       supervisor.signal(action.signal);

@@ -10,14 +10,15 @@ import { UsageError } from './errors.ts';
 import { parseEntries } from './formats/index.ts';
 import { execCommand } from './launch/exec.ts';
 import { planExec, resolveCommand } from './launch/resolve.ts';
+import { Sidecar } from './launch/sidecar.ts';
 import { Supervisor } from './launch/supervise.ts';
 import type { Logger } from './log.ts';
 import type { Options, SourcePlan } from './options.ts';
-import { startRefresh } from './refresh.ts';
+import { type RefreshContext, startRefresh } from './refresh.ts';
 import { createRetry, Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { commandEnvironment } from './sinks/env.ts';
-import type { StagedFiles } from './sinks/file.ts';
+import { StagedFiles } from './sinks/file.ts';
 import { fileVersion } from './sources/file.ts';
 import { type FetchContext, fetchSource } from './sources/index.ts';
 import type { SourceRef } from './sources/reference.ts';
@@ -88,7 +89,22 @@ export async function run(options: Options, context: RunContext): Promise<number
     });
     const written = context.staged.commit();
     for (const path of written) log.debug(`wrote ${path} (mode ${options.fileMode.toString(8).padStart(4, '0')})`);
+    if (options.readyFile !== undefined) writeReadyFile(resolve(context.cwd, options.readyFile), options, log);
 
+    if (launch === undefined && options.refreshMs !== undefined) {
+      // Sidecar: keep the files fresh for another container sharing the volume.
+      for (const secret of secrets) secret.wipe();
+      const sidecar = new Sidecar(log, context.onSupervise);
+      startRefresh({
+        ...refreshContext(options, context, fetchContext, versions),
+        supervisor: sidecar,
+        entries: undefined,
+        relaunch: () => {
+          throw new Error('a sidecar has no command to restart');
+        },
+      });
+      return await sidecar.done;
+    }
     if (launch === undefined) return 0;
     log.debug(
       `${options.supervise ? 'supervise' : 'exec'} ${launch.file}${entries.length ? ` with ${entries.reduce((n, e) => n + e.size, 0)} secret variables` : ''}`,
@@ -103,20 +119,9 @@ export async function run(options: Options, context: RunContext): Promise<number
       if (options.refreshMs !== undefined) {
         const keepEntries = options.injectEnv && options.onChange.kind === 'restart';
         startRefresh({
-          options,
-          cwd: context.cwd,
-          log,
+          ...refreshContext(options, context, fetchContext, versions),
           supervisor,
-          versions,
           entries: keepEntries ? bySource : undefined,
-          attempt: () => {
-            const deadline = new Deadline(options.timeoutMs);
-            return {
-              fetch: { ...fetchContext, retry: createRetry({ log, deadline }) },
-              expire: () => deadline.expire(),
-            };
-          },
-          fetchPlaintext: async (plan, ref, refreshContext) => (await fetchPlaintext(plan, ref, refreshContext)).secret,
           relaunch: (current) => ({
             ...launch,
             env: commandEnvironment(
@@ -132,6 +137,46 @@ export async function run(options: Options, context: RunContext): Promise<number
   } finally {
     for (const secret of secrets) secret.wipe();
   }
+}
+
+function refreshContext(
+  options: Options,
+  context: RunContext,
+  fetchContext: FetchContext,
+  versions: (string | undefined)[],
+): Pick<RefreshContext, 'options' | 'cwd' | 'log' | 'versions' | 'attempt' | 'fetchPlaintext'> {
+  const { log } = context;
+  return {
+    options,
+    cwd: context.cwd,
+    log,
+    versions,
+    attempt: () => {
+      const deadline = new Deadline(options.timeoutMs);
+      return {
+        fetch: { ...fetchContext, retry: createRetry({ log, deadline }) },
+        expire: () => deadline.expire(),
+      };
+    },
+    fetchPlaintext: async (plan, ref, refreshContext) => (await fetchPlaintext(plan, ref, refreshContext)).secret,
+  };
+}
+
+/** --ready-file: written atomically (temp file, rename) beside its target, no secret in it. */
+function writeReadyFile(path: string, options: Options, log: Logger): void {
+  const ready = new StagedFiles();
+  try {
+    ready.stage(path, new TextEncoder().encode(`ready ${new Date().toISOString()}\n`), {
+      mode: 0o444,
+      allowDisk: true,
+      uid: options.owner.uid,
+      gid: options.owner.gid,
+    });
+    ready.commit();
+  } finally {
+    ready.discard();
+  }
+  log.debug(`wrote the ready file ${path}`);
 }
 
 async function fetchPlaintext(

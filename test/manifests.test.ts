@@ -59,8 +59,10 @@ describe('manifests in docker/', () => {
   it('finds the manifests the README names', () => {
     expect(new Set(all.map(({ file }) => file))).toEqual(
       new Set([
+        'docker/cloudrun/service-sidecar.yaml',
         'docker/cloudrun/service.yaml',
         'docker/k8s/deployment-init.yaml',
+        'docker/k8s/deployment-sidecar.yaml',
         'docker/k8s/deployment-wrapper.yaml',
         'docker/k8s/serviceaccount.yaml',
       ]),
@@ -139,13 +141,52 @@ describe('manifests in docker/', () => {
   it('the init container writes the path the app container reads, and exits (no command after --)', () => {
     const init = all.find(({ file }) => file === 'docker/k8s/deployment-init.yaml')?.doc as Doc;
     const spec = init.spec.template.spec as Doc;
-    const [fetcher] = spec.initContainers as Doc[];
-    expect(fetcher?.restartPolicy).toBeUndefined();
-    expect(fetcher?.args).not.toContain('--');
-    const out = fetcher?.args[fetcher.args.indexOf('--out') + 1] as string;
+    const fetcher = (spec.initContainers as Doc[])[0] as Doc;
+    expect(fetcher.restartPolicy).toBeUndefined();
+    expect(fetcher.args).not.toContain('--');
+    const out = fetcher.args[fetcher.args.indexOf('--out') + 1] as string;
     const app = spec.containers[0] as Doc;
     const mount = (app.volumeMounts as Doc[]).find((m) => m.name === 'secrets');
     expect(out.startsWith(`${mount?.mountPath}/`)).toBe(true);
     expect(mount?.readOnly).toBe(true);
+  });
+
+  /** The value after `flag` in `args`. */
+  const argAfter = (args: string[], flag: string) => args[args.indexOf(flag) + 1] as string;
+
+  it('the native sidecar refreshes without a command, and its startupProbe runs secret-fetch probe', () => {
+    const sidecar = all.find(({ file }) => file === 'docker/k8s/deployment-sidecar.yaml')?.doc as Doc;
+    const spec = sidecar.spec.template.spec as Doc;
+    const fetcher = (spec.initContainers as Doc[])[0] as Doc;
+    expect(fetcher.restartPolicy).toBe('Always');
+    expect(fetcher.args).not.toContain('--');
+    expect(argAfter(fetcher.args, '--refresh')).toMatch(/^\d+(ms|s|m|h)$/);
+    const ready = argAfter(fetcher.args, '--ready-file');
+    expect(fetcher.startupProbe.exec.command).toEqual(['/secret-fetch', 'probe', '--ready-file', ready]);
+    const mounts = (fetcher.volumeMounts as Doc[]).filter((m) => m.name === 'secrets');
+    const out = argAfter(fetcher.args, '--out');
+    for (const path of [out, ready]) expect(path.startsWith(`${mounts[0]?.mountPath}/`), path).toBe(true);
+    const app = (spec.containers as Doc[])[0] as Doc;
+    expect((app.volumeMounts as Doc[]).find((m) => m.name === 'secrets')).toMatchObject({ readOnly: true });
+    // The validator knows the field: a bad restartPolicy value type is refused.
+    const copy = structuredClone(sidecar);
+    copy.spec.template.spec.initContainers[0].restartPolicy = 1;
+    expect(() => validate(copy)).toThrow(/restartPolicy/);
+  });
+
+  it('the Cloud Run sidecar starts before the app (container dependencies) and the app waits on the probe', () => {
+    const service = all.find(({ file }) => file === 'docker/cloudrun/service-sidecar.yaml')?.doc as Doc;
+    const containers = service.spec.template.spec.containers as Doc[];
+    const app = containers.find((c) => c.ports !== undefined) as Doc;
+    const fetcher = containers.find((c) => c.name === 'secret-fetch') as Doc;
+    expect(containers.filter((c) => c.ports !== undefined)).toHaveLength(1); // one ingress container
+    const dependencies = JSON.parse(
+      service.spec.template.metadata.annotations['run.googleapis.com/container-dependencies'],
+    );
+    expect(dependencies).toEqual({ [app.name]: [fetcher.name] });
+    expect(fetcher.args).not.toContain('--');
+    const ready = argAfter(fetcher.args, '--ready-file');
+    expect(app.args.join(' ')).toContain(`secret-fetch probe --ready-file ${ready}`);
+    expect(argAfter(fetcher.args, '--refresh')).toMatch(/^\d+(ms|s|m|h)$/);
   });
 });

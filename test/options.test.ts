@@ -201,6 +201,20 @@ describe('--supervise, --grace, --cleanup, --refresh, --on-change', () => {
     expect(parseOnChange('SIGTERM')).toEqual({ kind: 'signal', signal: 'SIGTERM' });
   });
 
+  it('runs as a sidecar with --refresh and no command, and takes --ready-file in any mode', () => {
+    expect(options([...base, '--refresh', '1m', '--ready-file', '/dev/shm/ready'])).toMatchObject({
+      command: undefined,
+      supervise: false,
+      refreshMs: 60_000,
+      readyFile: '/dev/shm/ready',
+    });
+    expect(options([...base], { SECRET_FETCH_READY_FILE: '/dev/shm/r' }).readyFile).toBe('/dev/shm/r');
+    expect(options([...base, '--', 'app']).readyFile).toBeUndefined();
+    expect(usageError([...base, '--refresh', '1s', '--on-change', 'exit']).message).toMatch(/sidecar has nothing/);
+    expect(usageError(['--source', '/run/app.env', '--env', '--refresh', '1s']).message).toMatch(/needs --out/);
+    expect(usageError([...base, '--refresh', '1s', '--cleanup']).message).toMatch(/--cleanup needs --supervise/);
+  });
+
   it.each([
     [['--supervise'], /--supervise without a command/],
     [['--grace', '1s', '--', 'app'], /--grace needs --supervise/],

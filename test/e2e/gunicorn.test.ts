@@ -69,6 +69,75 @@ afterAll(async () => {
   if (mountPoint) rmSync(mountPoint, { recursive: true, force: true });
 });
 
+/** The image's ENTRYPOINT args mapped to this machine: the tmpfs path and the app directory. */
+function entrypointArgs(): { args: string[]; user: string } {
+  const { entrypoint, user } = imageConfig();
+  const rest = entrypoint.slice(1);
+  const args = rest.map((arg, i) =>
+    arg === '/run/secrets/app.cfg' ? join(mountPoint, 'app.cfg') : rest[i - 1] === '--chdir' ? EXAMPLE : arg,
+  );
+  return { args, user };
+}
+
+/** Runs the binary with `args` as PID 1 of fresh namespaces, as `user`, with a tmpfs; waits for /healthz. */
+async function launch(args: string[], user: string, port: number, extraEnv: Record<string, string> = {}) {
+  const [uid, gid] = user.split(':');
+  const script = [
+    `mount -t tmpfs -o size=1m,mode=0700,uid=${uid},gid=${gid} tmpfs "$MNT"`,
+    `exec setpriv --reuid=${uid} --regid=${gid} --clear-groups "$@"`,
+  ].join(' && ');
+  const spawned = spawn(
+    'unshare',
+    ['--pid', '--fork', '--mount-proc', '-m', 'sh', '-c', script, 'sh', BINARY, ...args],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: {
+        ...BASE_ENV,
+        ...servers.env,
+        MNT: mountPoint,
+        // What `docker run -e` and the image's ENV give the container.
+        SECRET_FETCH_SOURCE: 'gs://vault/app/secrets.cfg.enc',
+        SECRET_FETCH_KMS_KEY: KEY,
+        SECRETS_FILE: join(mountPoint, 'app.cfg'),
+        GREETING: 'hello from the image',
+        DATABASE_URL: 'image-default',
+        GUNICORN_CMD_ARGS: `--bind 127.0.0.1:${port} --workers 1 --graceful-timeout 5`,
+        PYTHONDONTWRITEBYTECODE: '1',
+        ...extraEnv,
+      },
+    },
+  );
+  child = spawned;
+  let output = '';
+  spawned.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    output += chunk;
+  });
+  spawned.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    output += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    spawned.on('close', (code, signal) => resolve({ code, signal })),
+  );
+
+  // Ready when /healthz answers; bounded, and given up as soon as the process is gone.
+  let ready = false;
+  for (let attempt = 0; attempt < 150 && !ready && spawned.exitCode === null; attempt++) {
+    try {
+      ready = (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  expect(ready, output).toBe(true);
+  return { spawned, exited, output: () => output, ready };
+}
+
+/** PID 1 of the namespace, seen from here: the one child of unshare. */
+function namespacePid1(spawned: ChildProcess): number {
+  return Number(readFileSync(`/proc/${spawned.pid}/task/${spawned.pid}/children`, 'utf8').trim().split(' ')[0]);
+}
+
 describe('docker/example: gunicorn + Flask behind secret-fetch, as PID 1', () => {
   it('serves a secret-derived value, keeps PID 1, owns the 0400 file and stops with 0 on SIGTERM', async () => {
     const { entrypoint, user } = imageConfig();
@@ -83,54 +152,8 @@ describe('docker/example: gunicorn + Flask behind secret-fetch, as PID 1', () =>
     expect(args).toContain(EXAMPLE);
     const port = await freePort();
 
-    const [uid, gid] = user.split(':');
-    const script = [
-      `mount -t tmpfs -o size=1m,mode=0700,uid=${uid},gid=${gid} tmpfs "$MNT"`,
-      `exec setpriv --reuid=${uid} --regid=${gid} --clear-groups "$@"`,
-    ].join(' && ');
-    const spawned = spawn(
-      'unshare',
-      ['--pid', '--fork', '--mount-proc', '-m', 'sh', '-c', script, 'sh', BINARY, ...args],
-      {
-        cwd: ROOT,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: {
-          ...BASE_ENV,
-          ...servers.env,
-          MNT: mountPoint,
-          // What `docker run -e` and the image's ENV give the container.
-          SECRET_FETCH_SOURCE: 'gs://vault/app/secrets.cfg.enc',
-          SECRET_FETCH_KMS_KEY: KEY,
-          SECRETS_FILE: join(mountPoint, 'app.cfg'),
-          GREETING: 'hello from the image',
-          DATABASE_URL: 'image-default',
-          GUNICORN_CMD_ARGS: `--bind 127.0.0.1:${port} --workers 1 --graceful-timeout 5`,
-          PYTHONDONTWRITEBYTECODE: '1',
-        },
-      },
-    );
-    child = spawned;
-    let output = '';
-    spawned.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      output += chunk;
-    });
-    spawned.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      output += chunk;
-    });
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      spawned.on('close', (code, signal) => resolve({ code, signal })),
-    );
-
-    // Ready when /healthz answers; bounded, and given up as soon as the process is gone.
-    let ready = false;
-    for (let attempt = 0; attempt < 150 && !ready && spawned.exitCode === null; attempt++) {
-      try {
-        ready = (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    }
-    expect(ready, output).toBe(true);
+    const { spawned, exited, output, ready } = await launch(args, user, port);
+    expect(ready, output()).toBe(true);
 
     const response = await fetch(`http://127.0.0.1:${port}/`);
     const text = await response.text();
@@ -145,8 +168,7 @@ describe('docker/example: gunicorn + Flask behind secret-fetch, as PID 1', () =>
       uid: APP_UID,
     });
 
-    // PID 1 of the namespace, seen from here: the one child of unshare.
-    const pid = Number(readFileSync(`/proc/${spawned.pid}/task/${spawned.pid}/children`, 'utf8').trim().split(' ')[0]);
+    const pid = namespacePid1(spawned);
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     expect(
       status
@@ -173,8 +195,87 @@ describe('docker/example: gunicorn + Flask behind secret-fetch, as PID 1', () =>
     const timer = setTimeout(() => spawned.kill('SIGKILL'), 10_000);
     const result = await exited;
     clearTimeout(timer);
-    expect(result, output).toEqual({ code: 0, signal: null });
-    expect(output).toMatch(/Handling signal: term/);
-    expect(output).not.toContain(CANARY);
+    expect(result, output()).toEqual({ code: 0, signal: null });
+    expect(output()).toMatch(/Handling signal: term/);
+    expect(output()).not.toContain(CANARY);
+  }, 30_000);
+
+  it('with --supervise --refresh 500ms, serves a new object generation after the SIGHUP reload, no failed request', async () => {
+    const { args, user } = entrypointArgs();
+    const port = await freePort();
+    const cfg = (key: string) => `SECRET_KEY = "${key}"\nDATABASE_URL = "${DATABASE_URL}"\n`;
+    const upload = async (key: string) =>
+      uploadObject(
+        servers.gcs.url,
+        'vault',
+        'app/rotating.cfg.enc',
+        await encryptWithKms(servers.kms.url, KEY, Buffer.from(cfg(key))),
+      );
+    const first = `first-${randomBytes(8).toString('hex')}`;
+    const second = `second-${randomBytes(8).toString('hex')}`;
+    await upload(first);
+    // The same ENTRYPOINT; supervise and refresh from the environment, as `docker run -e` would.
+    const { spawned, exited, output, ready } = await launch(args, user, port, {
+      SECRET_FETCH_SOURCE: 'gs://vault/app/rotating.cfg.enc',
+      SECRET_FETCH_SUPERVISE: '1',
+      SECRET_FETCH_REFRESH: '500ms',
+    });
+    expect(ready, output()).toBe(true);
+    const served = async () => {
+      const response = await fetch(`http://127.0.0.1:${port}/`);
+      return { status: response.status, body: (await response.json()) as { secret_key_sha256: string } };
+    };
+    expect((await served()).body.secret_key_sha256).toBe(fingerprint(first));
+
+    // A client polls throughout: before, during and after the rotation and the reload.
+    const seen: string[] = [];
+    const failures: string[] = [];
+    let polling = true;
+    const client = (async () => {
+      while (polling) {
+        try {
+          const { status, body } = await served();
+          if (status === 200) seen.push(body.secret_key_sha256);
+          else failures.push(`HTTP ${status}`);
+        } catch (error) {
+          failures.push(String((error as Error).cause ?? error));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const generation = await upload(second);
+    const deadline = Date.now() + 15_000;
+    while (seen.at(-1) !== fingerprint(second) && Date.now() < deadline && spawned.exitCode === null) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const switched = seen.length;
+    await new Promise((resolve) => setTimeout(resolve, 500)); // and it stays on the new one
+    polling = false;
+    await client;
+
+    expect(failures, output()).toEqual([]);
+    expect(seen.at(-1), output()).toBe(fingerprint(second));
+    expect(seen[0]).toBe(fingerprint(first));
+    // Old, then new: once the new value is served, the old one never comes back.
+    const firstNew = seen.indexOf(fingerprint(second));
+    expect(seen.slice(firstNew).every((f) => f === fingerprint(second))).toBe(true);
+    expect(seen.slice(0, firstNew).every((f) => f === fingerprint(first))).toBe(true);
+    expect(seen.length).toBeGreaterThan(switched);
+    expect(output()).toContain(
+      `(now generation ${generation}) changed: rewrote ${join(mountPoint, 'app.cfg')}; sent SIGHUP`,
+    );
+    expect(output()).toMatch(/Handling signal: hup/);
+
+    // secret-fetch is PID 1 now, gunicorn its child; SIGTERM goes through and comes back as 0.
+    const pid = namespacePid1(spawned);
+    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toContain('--');
+    process.kill(pid, 'SIGTERM');
+    const timer = setTimeout(() => spawned.kill('SIGKILL'), 10_000);
+    const result = await exited;
+    clearTimeout(timer);
+    expect(result, output()).toEqual({ code: 0, signal: null });
+    expect(output()).not.toContain(first);
+    expect(output()).not.toContain(second);
   }, 30_000);
 });

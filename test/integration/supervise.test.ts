@@ -355,6 +355,62 @@ describe('--refresh', () => {
     expect(result.stderr).not.toContain('three');
   });
 
+  it('sidecar: no command, --refresh keeps the file fresh, writes --ready-file, exits 0 on TERM', async () => {
+    const { name, args } = await fresh('GREETING=one\n');
+    const out = join(dir, 'out.env');
+    const ready = join(dir, 'ready');
+    const probe = () => runBinary(['probe', '--ready-file', ready]);
+    const before = await probe();
+    expect(before.code).toBe(1);
+    expect(before.stderr).toBe(`secret-fetch: probe: not ready: ${ready} does not exist yet\n`);
+    const run = start([...args, '--out', out, '--refresh', '200ms', '--ready-file', ready, '--verbose'], {
+      env: servers.env,
+    });
+    const deadline = Date.now() + 10_000;
+    while (!existsSync(ready) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(readFileSync(out, 'utf8')).toBe('GREETING=one\n'); // in place before the ready file
+    expect(readFileSync(ready, 'utf8')).toMatch(/^ready \d{4}-/);
+    expect(await probe()).toMatchObject({ code: 0, stderr: '' });
+    const inode = statSync(out).ino;
+
+    const generation = await upload(name, 'GREETING=two\n');
+    while (readFileSync(out, 'utf8') !== 'GREETING=two\n' && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(readFileSync(out, 'utf8')).toBe('GREETING=two\n');
+    expect(statSync(out).ino).not.toBe(inode); // renamed into place
+    expect(statSync(out).mode & 0o777).toBe(0o400);
+    expect(readdirSync(dir).sort()).toEqual(['app.env', 'out.env', 'ready']);
+    process.kill(run.pid, 'SIGHUP'); // ignored: no command to forward it to
+    await new Promise((r) => setTimeout(r, 100));
+    process.kill(run.pid, 'SIGTERM');
+    const result = await run.done;
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.signal).toBeNull();
+    expect(result.stderr).toContain(`(now generation ${generation}) changed: rewrote ${out}; sidecar`);
+    expect(result.stderr).not.toContain('two\n');
+    expect(result.stderr).not.toMatch(/warning|error/);
+  });
+
+  it('sidecar: SIGINT exits 0 too; --on-change and a missing --out are refused', async () => {
+    const { args } = await fresh('GREETING=one\n');
+    const out = join(dir, 'out.env');
+    const ready = join(dir, 'ready');
+    const run = start([...args, '--out', out, '--refresh', '1s', '--ready-file', ready], { env: servers.env });
+    const deadline = Date.now() + 10_000;
+    while (!existsSync(ready) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    process.kill(run.pid, 'SIGINT');
+    expect((await run.done).code).toBe(0);
+    for (const extra of [
+      ['--out', out, '--refresh', '1s', '--on-change', 'exit'],
+      ['--env', '--refresh', '1s'],
+    ]) {
+      const result = await runBinary([...args, ...extra], { env: servers.env });
+      expect(result.code, extra.join(' ')).toBe(EXIT.usage);
+    }
+    expect((await runBinary(['probe'])).code).toBe(EXIT.usage);
+  });
+
   it('refuses --refresh without --supervise, and --on-change without --refresh', async () => {
     for (const extra of [
       ['--refresh', '1s', '--', 'true'],
