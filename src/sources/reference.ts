@@ -4,16 +4,33 @@ import { UsageError } from '../errors.ts';
 
 export type SourceRef =
   | { readonly scheme: 'gs'; readonly bucket: string; readonly object: string; readonly generation?: string }
+  | { readonly scheme: 'berglas'; readonly bucket: string; readonly object: string; readonly generation?: string }
+  | { readonly scheme: 'sm'; readonly project: string; readonly secret: string; readonly version: string }
   | { readonly scheme: 'file'; readonly path: string };
+
+export type ObjectRef = Extract<SourceRef, { scheme: 'gs' | 'berglas' }>;
+export type SecretManagerRef = Extract<SourceRef, { scheme: 'sm' }>;
 
 // Cloud Storage bucket names: 3-63 (or up to 222 with dots) of lowercase letters, digits, -, _ and .
 const BUCKET = /^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$/;
 const GENERATION = /^[1-9][0-9]{0,19}$/;
 const SCHEME = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//;
+// A project ID (6-30 of a-z, 0-9, -) or a project number.
+const PROJECT = /^([a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{1,20})$/;
+// Secret IDs: letters, digits, - and _, at most 255.
+const SECRET_ID = /^[A-Za-z0-9_-]{1,255}$/;
+// A version number, latest, or an alias (letters, digits, - and _).
+const SECRET_VERSION = /^([1-9][0-9]{0,19}|latest|[A-Za-z][A-Za-z0-9_-]{0,62})$/;
+const FULL_SECRET_NAME = /^projects\/([^/]+)\/secrets\/([^/]+)(?:\/versions\/([^/]+))?$/;
+
+const FORMS = 'gs://BUCKET/OBJECT, sm://PROJECT/SECRET, berglas://BUCKET/OBJECT, file:PATH or a path';
 
 export function parseSourceRef(uri: string): SourceRef {
-  if (uri === '') throw new UsageError('--source is empty', 'give gs://BUCKET/OBJECT, file:PATH or a path');
-  if (uri.startsWith('gs://')) return parseGs(uri);
+  if (uri === '') throw new UsageError('--source is empty', `give ${FORMS}`);
+  if (uri.startsWith('gs://')) return parseObject(uri, 'gs');
+  if (uri.startsWith('berglas://')) return parseObject(uri, 'berglas');
+  if (uri.startsWith('sm://')) return parseSecretManager(uri, uri.slice('sm://'.length));
+  if (FULL_SECRET_NAME.test(uri) && uri.includes('/versions/')) return parseSecretManager(uri, uri);
   if (uri.startsWith('file://')) {
     const path = uri.slice('file://'.length);
     if (!path.startsWith('/')) {
@@ -27,16 +44,14 @@ export function parseSourceRef(uri: string): SourceRef {
   if (uri.startsWith('file:')) return { scheme: 'file', path: nonEmptyPath(uri, uri.slice('file:'.length)) };
   const scheme = SCHEME.exec(uri);
   if (scheme) {
-    throw new UsageError(
-      `--source ${uri}: the scheme ${scheme[1]}:// is not supported`,
-      'use gs://BUCKET/OBJECT, file:PATH or a plain path',
-    );
+    throw new UsageError(`--source ${uri}: the scheme ${scheme[1]}:// is not supported`, `use ${FORMS}`);
   }
   return { scheme: 'file', path: uri };
 }
 
-function parseGs(uri: string): SourceRef {
-  const rest = uri.slice('gs://'.length);
+function parseObject(uri: string, scheme: 'gs' | 'berglas'): ObjectRef {
+  const form = `${scheme}://BUCKET/OBJECT`;
+  const rest = uri.slice(`${scheme}://`.length);
   const hash = rest.lastIndexOf('#');
   const location = hash === -1 ? rest : rest.slice(0, hash);
   const generation = hash === -1 ? undefined : rest.slice(hash + 1);
@@ -44,10 +59,10 @@ function parseGs(uri: string): SourceRef {
   const bucket = slash === -1 ? location : location.slice(0, slash);
   const object = slash === -1 ? '' : location.slice(slash + 1);
   if (!BUCKET.test(bucket) || bucket.includes('..')) {
-    throw new UsageError(`--source ${uri}: "${bucket}" is not a valid bucket name`, 'write gs://BUCKET/OBJECT');
+    throw new UsageError(`--source ${uri}: "${bucket}" is not a valid bucket name`, `write ${form}`);
   }
   if (object === '') {
-    throw new UsageError(`--source ${uri}: no object name after the bucket`, 'write gs://BUCKET/OBJECT');
+    throw new UsageError(`--source ${uri}: no object name after the bucket`, `write ${form}`);
   }
   if (generation !== undefined && !GENERATION.test(generation)) {
     throw new UsageError(
@@ -55,7 +70,41 @@ function parseGs(uri: string): SourceRef {
       'a generation is the decimal number gcloud storage objects describe prints',
     );
   }
-  return generation === undefined ? { scheme: 'gs', bucket, object } : { scheme: 'gs', bucket, object, generation };
+  return generation === undefined ? { scheme, bucket, object } : { scheme, bucket, object, generation };
+}
+
+/** sm://PROJECT/SECRET[#VERSION], sm://projects/P/secrets/S[/versions/V] or projects/P/secrets/S/versions/V. */
+function parseSecretManager(uri: string, rest: string): SecretManagerRef {
+  const form = 'write sm://PROJECT/SECRET[#VERSION] or projects/PROJECT/secrets/SECRET/versions/VERSION';
+  let project: string | undefined;
+  let secret: string | undefined;
+  let version: string | undefined;
+  const full = FULL_SECRET_NAME.exec(rest);
+  if (full) {
+    [, project, secret, version] = full;
+  } else {
+    const hash = rest.lastIndexOf('#');
+    const location = hash === -1 ? rest : rest.slice(0, hash);
+    version = hash === -1 ? undefined : rest.slice(hash + 1);
+    const parts = location.split('/');
+    if (parts.length !== 2) {
+      throw new UsageError(`--source ${uri}: not a Secret Manager secret name`, form);
+    }
+    [project, secret] = parts;
+  }
+  if (project === undefined || !PROJECT.test(project)) {
+    throw new UsageError(`--source ${uri}: "${project ?? ''}" is not a project ID or number`, form);
+  }
+  if (secret === undefined || !SECRET_ID.test(secret)) {
+    throw new UsageError(`--source ${uri}: "${secret ?? ''}" is not a secret ID`, form);
+  }
+  if (version !== undefined && !SECRET_VERSION.test(version)) {
+    throw new UsageError(
+      `--source ${uri}: "${version}" is not a secret version`,
+      'a version is a number, latest, or an alias',
+    );
+  }
+  return { scheme: 'sm', project, secret, version: version ?? 'latest' };
 }
 
 function nonEmptyPath(uri: string, path: string): string {
@@ -63,12 +112,32 @@ function nonEmptyPath(uri: string, path: string): string {
   return path;
 }
 
-/** The name a format is detected from: the object name or the file path. */
+/** The full resource name of a secret version, as the Secret Manager API takes it. */
+export function secretVersionName(ref: SecretManagerRef): string {
+  return `projects/${ref.project}/secrets/${ref.secret}/versions/${ref.version}`;
+}
+
+/** The name a format is detected from: the object name, the secret ID or the file path. */
 export function sourceFileName(ref: SourceRef): string {
-  return ref.scheme === 'gs' ? ref.object : ref.path;
+  switch (ref.scheme) {
+    case 'gs':
+    case 'berglas':
+      return ref.object;
+    case 'sm':
+      return ref.secret;
+    case 'file':
+      return ref.path;
+  }
 }
 
 export function describeSource(ref: SourceRef): string {
-  if (ref.scheme === 'gs') return `gs://${ref.bucket}/${ref.object}${ref.generation ? `#${ref.generation}` : ''}`;
-  return ref.path;
+  switch (ref.scheme) {
+    case 'gs':
+    case 'berglas':
+      return `${ref.scheme}://${ref.bucket}/${ref.object}${ref.generation ? `#${ref.generation}` : ''}`;
+    case 'sm':
+      return `sm://${ref.project}/${ref.secret}#${ref.version}`;
+    case 'file':
+      return ref.path;
+  }
 }

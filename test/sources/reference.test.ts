@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.ts';
-import { describeSource, parseSourceRef, sourceFileName } from '../../src/sources/reference.ts';
+import {
+  describeSource,
+  parseSourceRef,
+  type SecretManagerRef,
+  secretVersionName,
+  sourceFileName,
+} from '../../src/sources/reference.ts';
 
 describe('parseSourceRef', () => {
   it.each([
@@ -17,6 +23,21 @@ describe('parseSourceRef', () => {
     ['/var/run/secrets/app.json', { scheme: 'file', path: '/var/run/secrets/app.json' }],
     ['app.env', { scheme: 'file', path: 'app.env' }],
     ['C:odd-but-a-path', { scheme: 'file', path: 'C:odd-but-a-path' }],
+    ['berglas://vault/api-key', { scheme: 'berglas', bucket: 'vault', object: 'api-key' }],
+    ['berglas://vault/d/k#17', { scheme: 'berglas', bucket: 'vault', object: 'd/k', generation: '17' }],
+    ['sm://my-project/db-password', { scheme: 'sm', project: 'my-project', secret: 'db-password', version: 'latest' }],
+    ['sm://my-project/db_password#3', { scheme: 'sm', project: 'my-project', secret: 'db_password', version: '3' }],
+    ['sm://123456789/s#prod', { scheme: 'sm', project: '123456789', secret: 's', version: 'prod' }],
+    ['sm://projects/my-project/secrets/s', { scheme: 'sm', project: 'my-project', secret: 's', version: 'latest' }],
+    [
+      'sm://projects/my-project/secrets/s/versions/7',
+      { scheme: 'sm', project: 'my-project', secret: 's', version: '7' },
+    ],
+    [
+      'projects/my-project/secrets/s/versions/latest',
+      { scheme: 'sm', project: 'my-project', secret: 's', version: 'latest' },
+    ],
+    ['projects/my-project/secrets/s', { scheme: 'file', path: 'projects/my-project/secrets/s' }],
   ])('%s', (uri, ref) => {
     expect(parseSourceRef(uri)).toEqual(ref);
   });
@@ -35,7 +56,17 @@ describe('parseSourceRef', () => {
     ['file:', /no path/],
     ['file://relative', /absolute path/],
     ['https://example.com/x', /https:\/\/ is not supported/],
-    ['sm://p/s', /sm:\/\/ is not supported/],
+    ['vault://p/s', /vault:\/\/ is not supported/],
+    ['berglas://vault', /no object name/],
+    ['berglas://vault/o#x', /not an object generation/],
+    ['sm://my-project', /not a Secret Manager secret name/],
+    ['sm://my-project/a/b', /not a Secret Manager secret name/],
+    ['sm://p/s', /"p" is not a project ID/],
+    ['sm://My-Project/s', /not a project ID/],
+    ['sm://my-project/bad.secret', /not a secret ID/],
+    ['sm://my-project/s#', /not a secret version/],
+    ['sm://my-project/s#0', /not a secret version/],
+    ['sm://projects/my-project/secrets/s/versions/a.b', /not a secret version/],
   ])('refuses %j', (uri, message) => {
     expect(() => parseSourceRef(uri)).toThrow(UsageError);
     expect(() => parseSourceRef(uri)).toThrow(message);
@@ -46,5 +77,12 @@ describe('parseSourceRef', () => {
     expect(sourceFileName(gs)).toBe('dir/app.env.enc');
     expect(describeSource(gs)).toBe('gs://vault/dir/app.env.enc#5');
     expect(sourceFileName(parseSourceRef('file:/x/y.json'))).toBe('/x/y.json');
+    const sm = parseSourceRef('projects/my-project/secrets/app-env/versions/4');
+    expect(sourceFileName(sm)).toBe('app-env');
+    expect(describeSource(sm)).toBe('sm://my-project/app-env#4');
+    expect(secretVersionName(parseSourceRef('sm://my-project/app-env') as SecretManagerRef)).toBe(
+      'projects/my-project/secrets/app-env/versions/latest',
+    );
+    expect(describeSource(parseSourceRef('berglas://vault/k#9'))).toBe('berglas://vault/k#9');
   });
 });
