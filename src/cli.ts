@@ -3,11 +3,11 @@
 import { writeSync } from 'node:fs';
 import { constants } from 'node:os';
 import pkg from '../package.json' with { type: 'json' };
+import { isSubcommand, SUBCOMMANDS, type SubcommandEntry } from './commands/index.ts';
 import { InterruptedError, SecretFetchError } from './errors.ts';
 import { renderHelp } from './help.ts';
 import { createLogger, type Logger } from './log.ts';
 import { parseInvocation } from './options.ts';
-import { probe } from './probe.ts';
 import { Deadline } from './retry.ts';
 import { run } from './run.ts';
 import { StagedFiles } from './sinks/file.ts';
@@ -20,7 +20,23 @@ let log = createLogger({ format: guessLogFormat(process.argv.slice(2), process.e
 
 async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number> {
   try {
-    if (argv[0] === 'probe') return probe(argv.slice(1), environ);
+    if (isSubcommand(argv[0])) {
+      const subcommand = await (SUBCOMMANDS[argv[0]] as SubcommandEntry).load();
+      const release = onInterrupt((signal) => fail(log, new InterruptedError(signal, constants.signals[signal])));
+      try {
+        return await subcommand.run(argv.slice(1), {
+          environ,
+          cwd: process.cwd(),
+          staged,
+          useLogger: (options) => {
+            log = createLogger(options);
+            return log;
+          },
+        });
+      } finally {
+        release();
+      }
+    }
     const invocation = parseInvocation(argv, environ);
     if (invocation.kind === 'help') return print(renderHelp(pkg.version));
     if (invocation.kind === 'version') return print(`${pkg.version}\n`);

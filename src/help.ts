@@ -1,6 +1,7 @@
 // --help and the README's exit-code table are both rendered from the tables in options.ts and
 // errors.ts, so they cannot drift apart.
 
+import { SUBCOMMANDS } from './commands/index.ts';
 import { EXIT_CODES } from './errors.ts';
 import { envNameOf, FLAGS } from './options.ts';
 
@@ -10,12 +11,16 @@ export function renderHelp(version: string): string {
     const env = flag.env ? ` [${envNameOf(flag.name)}]` : '';
     return `  ${name.padEnd(28)} ${flag.help}${env}`;
   });
+  const subcommands = Object.values(SUBCOMMANDS).map(
+    (entry) => `       secret-fetch ${entry.usage.padEnd(36)} ${entry.summary}`,
+  );
   const codes = EXIT_CODES.map((row) => `  ${row.code.padEnd(6)} ${row.meaning}`);
   return [
     `secret-fetch ${version}: fetch a secret, decrypt it, write it to tmpfs and/or the environment, then exec a command.`,
     '',
     'Usage: secret-fetch [options] [-- COMMAND [ARG...]]',
-    '       secret-fetch probe --ready-file PATH   (exit 0 once --ready-file was written; for exec probes)',
+    ...subcommands,
+    '       (each subcommand takes --help)',
     '',
     'Example:',
     '  secret-fetch --source gs://vault/app.cfg.enc --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k \\',

@@ -1,0 +1,37 @@
+// Operator subcommands (secret-fetch NAME ...): each lives in its own module, imported only when
+// it is the one asked for, so the entrypoint path never loads them.
+
+import type { LogFormat, Logger } from '../log.ts';
+import type { StagedFiles } from '../sinks/file.ts';
+
+export interface CommandContext {
+  readonly environ: Readonly<Record<string, string | undefined>>;
+  readonly cwd: string;
+  /** Temp files that the CLI removes on every failure and on an interrupt. */
+  readonly staged: StagedFiles;
+  /** Replaces the CLI's logger once the subcommand knows --log-format and --verbose. */
+  useLogger(options: { format: LogFormat; verbose: boolean }): Logger;
+}
+
+export interface Subcommand {
+  run(argv: readonly string[], context: CommandContext): Promise<number>;
+}
+
+export interface SubcommandEntry {
+  /** The synopsis and one line of what it does, for secret-fetch --help. */
+  readonly usage: string;
+  readonly summary: string;
+  readonly load: () => Promise<Subcommand>;
+}
+
+export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
+  probe: {
+    usage: 'probe --ready-file PATH',
+    summary: 'exit 0 once --ready-file was written (for exec probes)',
+    load: async () => (await import('./probe.ts')).probeCommand,
+  },
+};
+
+export function isSubcommand(name: string | undefined): name is string {
+  return name !== undefined && Object.hasOwn(SUBCOMMANDS, name);
+}
