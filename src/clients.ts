@@ -12,6 +12,7 @@ export interface Clients {
 export interface Endpoints {
   readonly storage: string | undefined;
   readonly kms: string | undefined;
+  readonly secretManager: string | undefined;
 }
 
 export function createClients(endpoints: Endpoints): Clients {

@@ -6,6 +6,7 @@
 
 import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
+import type { Endpoints } from './clients.ts';
 import { UsageError } from './errors.ts';
 import { detectFormat, FORMATS, type Format } from './formats/index.ts';
 import type { LogFormat } from './log.ts';
@@ -33,7 +34,7 @@ export interface Options {
   /** The largest secret accepted from any source (--max-size), in bytes. */
   readonly maxBytes: number;
   readonly log: { readonly format: LogFormat; readonly verbose: boolean };
-  readonly endpoints: { readonly storage: string | undefined; readonly kms: string | undefined };
+  readonly endpoints: Endpoints;
   /** Run the command as a child and stay (--supervise) instead of exec'ing it. */
   readonly supervise: boolean;
   /** After forwarding SIGTERM/SIGINT, how long the child has before SIGKILL (--grace). */
@@ -149,6 +150,13 @@ export const FLAGS: readonly FlagSpec[] = [
     value: 'URL',
     env: true,
     help: 'Cloud KMS endpoint; http:// uses no credentials',
+  },
+  {
+    name: 'secret-manager-endpoint',
+    type: 'string',
+    value: 'URL',
+    env: true,
+    help: 'Secret Manager endpoint; http:// uses no credentials',
   },
   {
     name: 'supervise',
@@ -307,16 +315,11 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     return Object.freeze({ uri, ref, kmsKey, format, out });
   });
 
-  const storageEndpoint = optionalString(values['storage-endpoint']) ?? nonEmpty(environ.STORAGE_EMULATOR_HOST);
-  const kmsEndpoint = optionalString(values['kms-endpoint']);
-  for (const [flag, url] of [
-    ['storage-endpoint', storageEndpoint],
-    ['kms-endpoint', kmsEndpoint],
-  ] as const) {
-    if (url !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(url)) {
-      throw new UsageError(`--${flag} ${url} is not an endpoint URL`, 'write http://HOST:PORT or https://HOST');
-    }
-  }
+  const endpoints = parseEndpoints({
+    storage: optionalString(values['storage-endpoint']) ?? nonEmpty(environ.STORAGE_EMULATOR_HOST),
+    kms: optionalString(values['kms-endpoint']),
+    secretManager: optionalString(values['secret-manager-endpoint']),
+  });
 
   const logFormat = optionalString(values['log-format']) ?? 'text';
   if (logFormat !== 'text' && logFormat !== 'json') {
@@ -370,7 +373,7 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     timeoutMs: parseDuration('timeout', optionalString(values.timeout) ?? '30s'),
     maxBytes: parseSize('max-size', optionalString(values['max-size']) ?? '64MiB'),
     log: Object.freeze({ format: logFormat, verbose: values.verbose === true }),
-    endpoints: Object.freeze({ storage: storageEndpoint, kms: kmsEndpoint }),
+    endpoints,
     supervise,
     graceMs: parseDuration('grace', optionalString(values.grace) ?? '10s'),
     cleanup: values.cleanup === true,
@@ -378,6 +381,25 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     onChange: parseOnChange(optionalString(values['on-change']) ?? 'SIGHUP'),
     readyFile,
   });
+}
+
+const ENDPOINT_FLAGS: Record<keyof Endpoints, string> = {
+  storage: 'storage-endpoint',
+  kms: 'kms-endpoint',
+  secretManager: 'secret-manager-endpoint',
+};
+
+/** Checks each endpoint is a bare http(s)://HOST[:PORT] URL; the result is frozen. */
+export function parseEndpoints(endpoints: Endpoints): Endpoints {
+  for (const [key, url] of Object.entries(endpoints) as [keyof Endpoints, string | undefined][]) {
+    if (url !== undefined && !/^https?:\/\/[^/\s]+\/?$/.test(url)) {
+      throw new UsageError(
+        `--${ENDPOINT_FLAGS[key]} ${url} is not an endpoint URL`,
+        'write http://HOST:PORT or https://HOST',
+      );
+    }
+  }
+  return Object.freeze({ ...endpoints });
 }
 
 function resolveFormat(given: string, ref: SourceRef): Format {
