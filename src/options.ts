@@ -47,6 +47,10 @@ export interface Options {
   readonly onChange: OnChange;
   /** Written atomically once the first outputs are in place (--ready-file); undefined: none. */
   readonly readyFile: string | undefined;
+  /** Resolve secret references in the command's environment (not --ignore-references). */
+  readonly resolveReferences: boolean;
+  /** Where ?destination=tempfile references are written (--tempfile-dir). */
+  readonly tempfileDir: string;
 }
 
 /** --on-change: send a signal, restart the command (new environment), or exit. */
@@ -114,6 +118,19 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'uid', type: 'string', value: 'UID', env: true, help: 'owner of --out files (numeric; needs root)' },
   { name: 'gid', type: 'string', value: 'GID', env: true, help: 'group of --out files (numeric; needs root)' },
   { name: 'allow-disk', type: 'boolean', env: true, help: 'allow an --out target that is not on tmpfs/ramfs' },
+  {
+    name: 'ignore-references',
+    type: 'boolean',
+    env: true,
+    help: 'leave sm://, berglas:// and secret-fetch:gs:// values in the environment unresolved',
+  },
+  {
+    name: 'tempfile-dir',
+    type: 'string',
+    value: 'DIR',
+    env: true,
+    help: 'where ?destination=tempfile references are written (tmpfs; default /dev/shm)',
+  },
   { name: 'chdir', type: 'string', value: 'DIR', env: true, help: "the command's working directory" },
   {
     name: 'timeout',
@@ -380,6 +397,8 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     refreshMs: refresh === undefined ? undefined : parseDuration('refresh', refresh),
     onChange: parseOnChange(optionalString(values['on-change']) ?? 'SIGHUP'),
     readyFile,
+    resolveReferences: values['ignore-references'] !== true,
+    tempfileDir: optionalString(values['tempfile-dir']) || '/dev/shm',
   });
 }
 

@@ -19,6 +19,7 @@ import { createRetry, Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { commandEnvironment } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
+import { findEnvReferences, resolveEnvReferences } from './sources/env-references.ts';
 import { fileVersion } from './sources/file.ts';
 import { type FetchContext, fetchSource } from './sources/index.ts';
 import type { SourceRef } from './sources/reference.ts';
@@ -39,7 +40,8 @@ export interface RunContext {
 }
 
 /** Runs the whole pipeline; resolves to the exit code when there is no command to exec. */
-export async function run(options: Options, context: RunContext): Promise<number> {
+export async function run(options: Options, initial: RunContext): Promise<number> {
+  let context = initial;
   const { log } = context;
   const fetchContext: FetchContext = {
     clients: context.clients ?? createClients(options.endpoints),
@@ -53,13 +55,43 @@ export async function run(options: Options, context: RunContext): Promise<number
   const versions: (string | undefined)[] = options.sources.map((plan) =>
     options.refreshMs !== undefined && plan.ref.scheme === 'file' ? tryFileVersion(plan.ref.path) : undefined,
   );
-  const secrets = await Promise.all(
-    options.sources.map(async (plan, i) => {
-      const { secret, version } = await fetchPlaintext(plan, plan.ref, fetchContext);
-      if (version !== undefined) versions[i] = version;
-      return secret;
-    }),
-  );
+  // References are parsed before anything is fetched: a malformed one stops the run at once.
+  const references = options.resolveReferences ? findEnvReferences(context.environ) : [];
+  const fileOptions = {
+    mode: options.fileMode,
+    allowDisk: options.allowDisk,
+    uid: options.owner.uid,
+    gid: options.owner.gid,
+  };
+  const [secrets, resolved] = await Promise.all([
+    Promise.all(
+      options.sources.map(async (plan, i) => {
+        const { secret, version } = await fetchPlaintext(plan, plan.ref, fetchContext);
+        if (version !== undefined) versions[i] = version;
+        return secret;
+      }),
+    ),
+    references.length === 0
+      ? {}
+      : resolveEnvReferences(references, {
+          fetch: async (reference) =>
+            (
+              await fetchPlaintext(
+                { uri: reference.uri, ref: reference.ref, kmsKey: reference.kmsKey, format: 'raw', out: undefined },
+                reference.ref,
+                fetchContext,
+              )
+            ).secret,
+          stage: (path, data) => context.staged.stage(resolve(context.cwd, path), data, fileOptions),
+          tempfileDir: options.tempfileDir,
+          log,
+        }),
+  ]);
+  if (references.length > 0) {
+    log.debug(`resolved ${references.length} environment references (${references.map((r) => r.variable).join(', ')})`);
+    // From here on the command's environment is the one with the references resolved.
+    context = { ...context, environ: { ...context.environ, ...resolved } };
+  }
   try {
     const entries: SecretEntries[] = [];
     // Per source, for a restart after --refresh with --env.
@@ -80,12 +112,7 @@ export async function run(options: Options, context: RunContext): Promise<number
 
     options.sources.forEach((plan, i) => {
       if (plan.out === undefined) return;
-      context.staged.stage(resolve(context.cwd, plan.out), (secrets[i] as Secret).reveal(), {
-        mode: options.fileMode,
-        allowDisk: options.allowDisk,
-        uid: options.owner.uid,
-        gid: options.owner.gid,
-      });
+      context.staged.stage(resolve(context.cwd, plan.out), (secrets[i] as Secret).reveal(), fileOptions);
     });
     const written = context.staged.commit();
     for (const path of written) log.debug(`wrote ${path} (mode ${options.fileMode.toString(8).padStart(4, '0')})`);

@@ -1,0 +1,233 @@
+// References inside the environment: a variable whose whole value names a secret
+// (`sm://…`, `berglas://…`, or `secret-fetch:gs://…`) is replaced by that secret before the
+// command starts, or by the path of a file holding it (`?destination=`). Parsing here is pure,
+// so every form is table-tested; resolution fetches all references at once and fails closed.
+//
+// Plain `gs://` values are left alone: they are ordinary configuration (bucket paths) far more
+// often than secrets, so a gs:// reference needs the explicit `secret-fetch:` prefix.
+
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { FormatError, NotFoundError, SecretFetchError, UsageError } from '../errors.ts';
+import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
+import type { Logger } from '../log.ts';
+import { Secret } from '../secret.ts';
+import { parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
+
+/** Where a resolved reference goes: into the variable, or into a file whose path the variable gets. */
+export type Destination =
+  | { readonly kind: 'value' }
+  | { readonly kind: 'tempfile' }
+  | { readonly kind: 'path'; readonly path: string };
+
+export interface EnvReference {
+  readonly variable: string;
+  /** The reference without its query, as messages name it (never a secret). */
+  readonly uri: string;
+  readonly ref: SourceRef;
+  readonly kmsKey: string | undefined;
+  /** ?key=NAME: one entry of a JSON, YAML, TOML or dotenv secret instead of the whole secret. */
+  readonly key: string | undefined;
+  /** ?format=: how to parse the secret for ?key (default: by name, else by content). */
+  readonly format: Exclude<Format, 'raw'> | undefined;
+  readonly destination: Destination;
+}
+
+const GS_PREFIX = 'secret-fetch:';
+const SCHEMES = ['sm://', 'berglas://', `${GS_PREFIX}gs://`];
+const PARAMETERS = new Set(['destination', 'key', 'format', 'kms-key']);
+const KMS_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
+
+/** Whether a value is meant as a reference (and must then parse, or the run stops). */
+export function looksLikeReference(value: string): boolean {
+  return SCHEMES.some((scheme) => value.startsWith(scheme));
+}
+
+/**
+ * Every reference in `environ`, in name order. Variables that configure secret-fetch itself
+ * (SECRET_FETCH_*) are options, not references, and are skipped.
+ */
+export function findEnvReferences(environ: Readonly<Record<string, string | undefined>>): EnvReference[] {
+  return Object.keys(environ)
+    .filter((name) => !name.startsWith('SECRET_FETCH_'))
+    .sort()
+    .flatMap((name) => {
+      const value = environ[name];
+      return value !== undefined && looksLikeReference(value) ? [parseEnvReference(name, value)] : [];
+    });
+}
+
+export function parseEnvReference(variable: string, value: string): EnvReference {
+  const fail = (problem: string, hint: string): never => {
+    throw new UsageError(`$${variable}: ${problem}`, hint);
+  };
+  // REF[#VERSION][?QUERY] or, as berglas writes it, REF?QUERY#VERSION.
+  let base = value;
+  let query = '';
+  const q = value.indexOf('?');
+  if (q !== -1) {
+    base = value.slice(0, q);
+    query = value.slice(q + 1);
+    const hash = query.indexOf('#');
+    if (hash !== -1) {
+      if (base.includes('#')) fail('the reference has two #versions', 'give the version once');
+      base = `${base}${query.slice(hash)}`;
+      query = query.slice(0, hash);
+    }
+  }
+  const uri = base.startsWith(GS_PREFIX) ? base.slice(GS_PREFIX.length) : base;
+  let ref: SourceRef;
+  try {
+    ref = parseSourceRef(uri);
+  } catch (error) {
+    if (!(error instanceof SecretFetchError)) throw error;
+    const { message, hint } = error;
+    throw new UsageError(`$${variable}: ${message.replace(/^--source /, '')}`, hint);
+  }
+
+  const params = new Map<string, string>();
+  for (const pair of query === '' ? [] : query.split('&')) {
+    const eq = pair.indexOf('=');
+    const name = eq === -1 ? pair : pair.slice(0, eq);
+    let text: string;
+    try {
+      text = decodeURIComponent(eq === -1 ? '' : pair.slice(eq + 1));
+    } catch {
+      return fail(`the ?${name}= value is not percent-encoded correctly`, 'encode special characters as %XX');
+    }
+    if (!PARAMETERS.has(name)) {
+      fail(`?${name}= is not a reference parameter`, `use ${[...PARAMETERS].map((p) => `${p}=`).join(', ')}`);
+    }
+    if (params.has(name)) fail(`?${name}= is given twice`, 'give each parameter once');
+    if (text === '') fail(`?${name}= is empty`, `give a value, or drop ?${name}=`);
+    params.set(name, text);
+  }
+
+  const kmsKey = params.get('kms-key');
+  if (kmsKey !== undefined) {
+    if (ref.scheme === 'berglas') {
+      fail('berglas:// takes its key from the object metadata', 'drop ?kms-key=');
+    }
+    if (!KMS_KEY.test(kmsKey)) {
+      fail(
+        `?kms-key=${kmsKey} is not a key name`,
+        'write projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY',
+      );
+    }
+  }
+  const format = params.get('format');
+  if (format !== undefined && (format === 'raw' || !(FORMATS as readonly string[]).includes(format))) {
+    fail(
+      `?format=${format} has no entries to pick a key from`,
+      `use one of ${FORMATS.filter((f) => f !== 'raw').join(', ')}`,
+    );
+  }
+  if (format !== undefined && !params.has('key')) fail('?format= without ?key=', 'add ?key=NAME, or drop ?format=');
+  return Object.freeze({
+    variable,
+    uri,
+    ref,
+    kmsKey,
+    key: params.get('key'),
+    format: format as Exclude<Format, 'raw'> | undefined,
+    destination: parseDestination(params.get('destination'), fail),
+  });
+}
+
+function parseDestination(text: string | undefined, fail: (problem: string, hint: string) => never): Destination {
+  if (text === undefined) return { kind: 'value' };
+  if (text === 'tempfile') return { kind: 'tempfile' };
+  if (!text.startsWith('/')) {
+    fail(
+      `?destination=${text} is neither tempfile nor an absolute path`,
+      'write ?destination=tempfile or ?destination=/abs/path',
+    );
+  }
+  return { kind: 'path', path: text };
+}
+
+export interface ResolveContext {
+  /** Fetches and decrypts one reference's secret (the same stages as a --source). */
+  fetch(reference: EnvReference): Promise<Secret>;
+  /** Stages a file under the same tmpfs, permission and atomicity rules as --out. */
+  stage(path: string, data: Uint8Array): void;
+  /** Where ?destination=tempfile files go. */
+  readonly tempfileDir: string;
+  readonly log: Logger;
+}
+
+/**
+ * Resolves every reference concurrently and returns the variables to overlay on the
+ * environment. Fails closed: the first failure stops the launch, named after the variable.
+ */
+export async function resolveEnvReferences(
+  references: readonly EnvReference[],
+  context: ResolveContext,
+): Promise<Record<string, string>> {
+  const values = await Promise.all(
+    references.map(async (reference) => {
+      try {
+        return await resolveOne(reference, context);
+      } catch (error) {
+        if (!(error instanceof SecretFetchError)) throw error;
+        throw new SecretFetchError(`$${reference.variable}: ${error.message}`, error.exitCode, error.hint);
+      }
+    }),
+  );
+  return Object.fromEntries(references.map((reference, i) => [reference.variable, values[i] as string]));
+}
+
+async function resolveOne(reference: EnvReference, context: ResolveContext): Promise<string> {
+  const secret = await context.fetch(reference);
+  try {
+    let bytes: Buffer = secret.reveal();
+    if (reference.key !== undefined) bytes = Buffer.from(await pickEntry(reference, secret, reference.key));
+    const { destination } = reference;
+    if (destination.kind !== 'value') {
+      const path =
+        destination.kind === 'path' ? destination.path : tempfilePath(context.tempfileDir, reference.variable);
+      context.stage(path, bytes);
+      context.log.debug(`$${reference.variable}: ${reference.uri} written to ${path}`);
+      return path;
+    }
+    const text = new Secret(bytes).text(reference.uri);
+    if (text.includes('\0')) {
+      throw new FormatError(
+        `${reference.uri} contains a NUL byte, which no environment variable can hold`,
+        'add ?destination=tempfile to get it as a file',
+      );
+    }
+    context.log.debug(`$${reference.variable}: resolved from ${reference.uri}`);
+    return text;
+  } finally {
+    secret.wipe();
+  }
+}
+
+async function pickEntry(reference: EnvReference, secret: Secret, key: string): Promise<string> {
+  const text = secret.text(reference.uri);
+  const format = reference.format ?? guessFormat(sourceFileName(reference.ref), text);
+  const entries = await parseEntries(format, text, reference.uri);
+  const value = entries.get(key);
+  if (value === undefined) {
+    throw new NotFoundError(
+      `${reference.uri} (read as ${format}) has no entry ${key}`,
+      entries.size > 0 ? `its entries are ${entries.names().join(', ')}` : 'it has no entries at all',
+    );
+  }
+  return value;
+}
+
+const DOTENV_LINE = /^\s*(?:#.*|(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=.*)?$/;
+
+/** By name first; a name without a known extension (most secret IDs) by content. */
+export function guessFormat(name: string, text: string): Exclude<Format, 'raw'> {
+  const byName = detectFormat(name);
+  if (byName !== 'raw') return byName;
+  if (/^\s*[{[]/.test(text)) return 'json';
+  return text.split('\n').every((line) => DOTENV_LINE.test(line)) ? 'dotenv' : 'yaml';
+}
+
+function tempfilePath(dir: string, variable: string): string {
+  return join(dir, `secret-fetch-${variable.replace(/[^A-Za-z0-9_.-]/g, '_')}-${randomBytes(6).toString('hex')}`);
+}
