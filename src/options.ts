@@ -441,7 +441,7 @@ export function parseOnChange(text: string): OnChange {
 
 const KMS_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
 
-function validateKmsKey(name: string): void {
+export function validateKmsKey(name: string): void {
   if (!KMS_KEY.test(name)) {
     throw new UsageError(
       `--kms-key ${name} is not a key name`,

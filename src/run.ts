@@ -206,7 +206,7 @@ function writeReadyFile(path: string, options: Options, log: Logger): void {
   log.debug(`wrote the ready file ${path}`);
 }
 
-async function fetchPlaintext(
+export async function fetchPlaintext(
   plan: SourcePlan,
   ref: SourceRef,
   context: FetchContext,

@@ -129,3 +129,16 @@ export function remoteContext(parsed: ParsedSubcommand<Record<string, Subcommand
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value;
 }
+
+/** Writes all of `bytes` to stdout, the one place plaintext may go; waits out a non-blocking pipe. */
+export function writeStdout(bytes: Uint8Array): void {
+  let offset = 0;
+  while (offset < bytes.byteLength) {
+    try {
+      offset += writeSync(1, bytes, offset);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') throw error;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
+  }
+}

@@ -30,6 +30,16 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
     summary: 'exit 0 once --ready-file was written (for exec probes)',
     load: async () => (await import('./probe.ts')).probeCommand,
   },
+  show: {
+    usage: 'show SOURCE [--kms-key KEY]',
+    summary: 'decrypt a secret to stdout',
+    load: async () => (await import('./show.ts')).showCommand,
+  },
+  get: {
+    usage: 'get SOURCE KEY [--kms-key KEY]',
+    summary: 'one entry of a secret to stdout',
+    load: async () => (await import('./show.ts')).getCommand,
+  },
 };
 
 export function isSubcommand(name: string | undefined): name is string {
