@@ -13,6 +13,7 @@ export const EXIT = {
   unavailable: 69,
   internal: 70,
   output: 73,
+  conflict: 75,
   integrity: 76,
   permission: 77,
   notExecutable: 126,
@@ -28,6 +29,10 @@ export const EXIT_CODES: readonly ExitCodeRow[] = [
   { code: String(EXIT.unavailable), meaning: 'unavailable: a service failed or the --timeout deadline passed' },
   { code: String(EXIT.internal), meaning: 'internal: a bug in secret-fetch; please report it' },
   { code: String(EXIT.output), meaning: 'output: the --out target was refused (not tmpfs, a symlink, missing, full)' },
+  {
+    code: String(EXIT.conflict),
+    meaning: 'conflict (push, edit): the target exists or changed since it was read; nothing was written',
+  },
   { code: String(EXIT.integrity), meaning: 'integrity: decryption failed, wrong key, or a checksum did not match' },
   { code: String(EXIT.permission), meaning: 'permission: no credentials, or access denied to the object or key' },
   { code: String(EXIT.notExecutable), meaning: 'the command exists but cannot be executed' },
@@ -84,6 +89,13 @@ export class UnavailableError extends SecretFetchError {
 export class OutputError extends SecretFetchError {
   constructor(message: string, hint?: string, options?: { cause?: unknown }) {
     super(message, EXIT.output, hint, options);
+  }
+}
+
+/** A conditional write lost: the target exists, or changed since the generation read. */
+export class ConflictError extends SecretFetchError {
+  constructor(message: string, hint?: string) {
+    super(message, EXIT.conflict, hint);
   }
 }
 

@@ -40,6 +40,11 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
     summary: 'one entry of a secret to stdout',
     load: async () => (await import('./show.ts')).getCommand,
   },
+  push: {
+    usage: 'push FILE gs://BUCKET/OBJECT --kms-key KEY',
+    summary: 'check, encrypt and upload a secret (create only, or --if-generation N)',
+    load: async () => (await import('./push.ts')).pushCommand,
+  },
 };
 
 export function isSubcommand(name: string | undefined): name is string {

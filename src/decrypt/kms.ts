@@ -9,7 +9,7 @@ import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, 
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
 
-export type KmsClient = Pick<KeyManagementServiceClient, 'decrypt'>;
+export type KmsClient = Pick<KeyManagementServiceClient, 'decrypt' | 'encrypt'>;
 
 export async function createKmsClient(endpoint: string | undefined): Promise<KmsClient> {
   const [{ KeyManagementServiceClient }, gax] = await Promise.all([
@@ -84,11 +84,24 @@ const FAILED_PRECONDITION = 9;
 const UNAVAILABLE = 14;
 const UNAUTHENTICATED = 16;
 
-export function mapKmsError(error: unknown, what: string, keyName: string): SecretFetchError | undefined {
+export function mapKmsError(
+  error: unknown,
+  what: string,
+  keyName: string,
+  use: 'decrypt' | 'encrypt' = 'decrypt',
+): SecretFetchError | undefined {
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   const text = typeof message === 'string' ? message : '';
   switch (code) {
     case INVALID_ARGUMENT:
+      if (use === 'encrypt') {
+        return new IntegrityError(
+          `KMS refused to encrypt ${what} with ${keyName}`,
+          /checksum|crc32c/i.test(text)
+            ? 'the request was corrupted in transit; run again'
+            : 'is it a symmetric ENCRYPT_DECRYPT key?',
+        );
+      }
       if (/checksum|crc32c/i.test(text)) {
         return new IntegrityError(
           `cannot decrypt ${what}: KMS rejected the ciphertext's CRC32C`,
@@ -106,8 +119,10 @@ export function mapKmsError(error: unknown, what: string, keyName: string): Secr
       );
     case PERMISSION_DENIED:
       return new PermissionError(
-        `permission denied to decrypt with ${keyName}`,
-        'grant roles/cloudkms.cryptoKeyDecrypter on the key to the service account this runs as',
+        `permission denied to ${use} with ${keyName}`,
+        use === 'decrypt'
+          ? 'grant roles/cloudkms.cryptoKeyDecrypter on the key to the service account this runs as'
+          : 'grant roles/cloudkms.cryptoKeyEncrypter on the key to the account you push with',
       );
     case UNAUTHENTICATED:
       return new PermissionError(
@@ -116,7 +131,7 @@ export function mapKmsError(error: unknown, what: string, keyName: string): Secr
       );
     case FAILED_PRECONDITION:
       return new IntegrityError(
-        `cannot decrypt ${what} with ${keyName}: the key version is disabled or destroyed`,
+        `cannot ${use} ${what} with ${keyName}: the key version is disabled or destroyed`,
         'enable the key version, or re-encrypt with an enabled one',
       );
     case RESOURCE_EXHAUSTED:
@@ -125,10 +140,49 @@ export function mapKmsError(error: unknown, what: string, keyName: string): Secr
     case 13: // INTERNAL
     case 2: // UNKNOWN (gax maps unexpected HTTP 5xx here)
       return new UnavailableError(
-        `Cloud KMS failed to decrypt ${what} (status ${String(code)})`,
+        `Cloud KMS failed to ${use} ${what} (status ${String(code)})`,
         'the service is failing; try again later',
       );
     default:
       return undefined;
   }
+}
+
+export interface EncryptRequest {
+  readonly keyName: string;
+  readonly plaintext: Buffer;
+  /** Names the secret in messages. */
+  readonly what: string;
+}
+
+/** KMS plaintext limit for Encrypt: larger secrets go through an envelope. */
+export const KMS_MAX_PLAINTEXT = 64 * 1024;
+
+/**
+ * Cloud KMS symmetric Encrypt (for push and edit), with the data-integrity checks of the KMS
+ * guidelines: the plaintext's CRC32C is sent, KMS must confirm it, and the ciphertext must
+ * arrive with the CRC32C KMS gave it.
+ */
+export async function encryptWithKms(client: KmsClient, request: EncryptRequest, retry: Retry): Promise<Buffer> {
+  const { keyName, plaintext, what } = request;
+  const [response] = await retry(
+    `encrypt ${what} with ${keyName}`,
+    () =>
+      client.encrypt({ name: keyName, plaintext, plaintextCrc32c: { value: crc32c(plaintext) } }, { maxRetries: 0 }),
+    (error) => mapKmsError(error, what, keyName, 'encrypt'),
+  );
+  const ciphertext = toBuffer(response.ciphertext);
+  const expected = response.ciphertextCrc32c?.value;
+  if (
+    response.verifiedPlaintextCrc32c !== true ||
+    expected === undefined ||
+    expected === null ||
+    Number(expected) !== crc32c(ciphertext)
+  ) {
+    throw new IntegrityError(
+      `encrypting ${what} with ${keyName}: the request or response was corrupted in transit`,
+      'nothing was uploaded; run again',
+    );
+  }
+  return ciphertext;
 }

@@ -56,6 +56,8 @@ export interface StoredObject {
   metageneration: string;
   data: Buffer;
   contentType: string;
+  /** Cache-Control given at upload, if any. */
+  cacheControl?: string;
   metadata: Record<string, string>;
   md5Hash: string;
   crc32c: string;
@@ -188,7 +190,14 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     return String(lastGeneration);
   }
 
-  function store(bucket: string, name: string, data: Buffer, contentType: string, metadata: Record<string, string>) {
+  function store(
+    bucket: string,
+    name: string,
+    data: Buffer,
+    contentType: string,
+    metadata: Record<string, string>,
+    cacheControl?: string,
+  ) {
     createBucket(bucket);
     const objects = buckets.get(bucket)?.objects as Map<string, ObjectEntry>;
     let entry = objects.get(name);
@@ -209,6 +218,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       crc32c: crc32cBase64(data),
       timeCreated: now,
       updated: now,
+      ...(cacheControl === undefined ? {} : { cacheControl }),
     };
     entry.versions.push(obj);
     entry.live = obj;
@@ -253,6 +263,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       timeFinalized: o.timeCreated,
     };
     if (Object.keys(o.metadata).length > 0) r.metadata = { ...o.metadata };
+    if (o.cacheControl !== undefined) r.cacheControl = o.cacheControl;
     return r;
   }
 
@@ -310,6 +321,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     metadata: Record<string, string>,
     q: Record<string, string>,
     hashes: SuppliedHashes,
+    cacheControl?: string,
   ): Record<string, unknown> {
     checkDenied(bucket, name, 'storage.objects.create');
     requireBucket(bucket, true);
@@ -322,7 +334,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     if (hashes.md5Hash !== undefined && hashes.md5Hash !== md5) {
       fail(400, `Provided MD5 hash "${hashes.md5Hash}" doesn't match calculated MD5 hash "${md5}".`, 'invalid');
     }
-    return resource(store(bucket, name, data, contentType, metadata));
+    return resource(store(bucket, name, data, contentType, metadata, cacheControl));
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -529,7 +541,16 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       const name = q.name ?? meta.name;
       if (!name) fail(400, 'Required', 'required');
       const contentType = meta.contentType ?? mediaPart.headers['content-type'] ?? 'application/octet-stream';
-      const result = commit(bucket, name, mediaPart.body, contentType, meta.metadata, q, meta.hashes);
+      const result = commit(
+        bucket,
+        name,
+        mediaPart.body,
+        contentType,
+        meta.metadata,
+        q,
+        meta.hashes,
+        meta.cacheControl,
+      );
       return sendJson(res, 200, result, {}, sendOpts);
     }
     if (uploadType === 'media') {
@@ -704,6 +725,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
 interface ParsedResource {
   name?: string;
   contentType?: string;
+  cacheControl?: string;
   metadata: Record<string, string>;
   hashes: SuppliedHashes;
 }
@@ -726,6 +748,8 @@ function parseResource(body: Buffer): ParsedResource {
   if (name !== undefined) r.name = name;
   const contentType = str(json.contentType);
   if (contentType !== undefined) r.contentType = contentType;
+  const cacheControl = str(json.cacheControl);
+  if (cacheControl !== undefined) r.cacheControl = cacheControl;
   const crc = str(json.crc32c);
   if (crc !== undefined) r.hashes.crc32c = crc;
   const md5 = str(json.md5Hash);
