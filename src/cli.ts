@@ -16,13 +16,20 @@ const INTERRUPTS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT'] as const;
 
 // Temp files not yet renamed into place, removed on every way out short of success.
 const staged = new StagedFiles();
+// What subcommands ask to have undone on every way out (e.g. edit's private temp directory).
+const cleanups = new Set<() => void>();
 let log = createLogger({ format: guessLogFormat(process.argv.slice(2), process.env), verbose: false });
 
 async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number> {
   try {
     if (isSubcommand(argv[0])) {
       const subcommand = await (SUBCOMMANDS[argv[0]] as SubcommandEntry).load();
-      const release = onInterrupt((signal) => fail(log, new InterruptedError(signal, constants.signals[signal])));
+      // Like system(3): while an interactive child (an editor) runs, ^C and ^\ belong to it.
+      let interactive = 0;
+      const release = onInterrupt((signal) => {
+        if (interactive > 0 && (signal === 'SIGINT' || signal === 'SIGQUIT')) return;
+        fail(log, new InterruptedError(signal, constants.signals[signal]));
+      });
       try {
         return await subcommand.run(argv.slice(1), {
           environ,
@@ -31,6 +38,16 @@ async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number>
           useLogger: (options) => {
             log = createLogger(options);
             return log;
+          },
+          onExit: (cleanup) => {
+            cleanups.add(cleanup);
+            return () => cleanups.delete(cleanup);
+          },
+          ignoreInterrupts: () => {
+            interactive++;
+            return () => {
+              interactive--;
+            };
           },
         });
       } finally {
@@ -75,6 +92,13 @@ function onInterrupt(handler: (signal: (typeof INTERRUPTS)[number]) => void): ()
 
 function fail(log: Logger, error: unknown): never {
   staged.discard();
+  for (const cleanup of cleanups) {
+    try {
+      cleanup();
+    } catch {
+      // Best effort on the way out; the error being reported matters more.
+    }
+  }
   if (error instanceof SecretFetchError) {
     log.error(error.line);
     process.exit(error.exitCode);

@@ -11,6 +11,10 @@ export interface CommandContext {
   readonly staged: StagedFiles;
   /** Replaces the CLI's logger once the subcommand knows --log-format and --verbose. */
   useLogger(options: { format: LogFormat; verbose: boolean }): Logger;
+  /** Runs `cleanup` on every way out (failure, interrupt) until the returned function is called. */
+  onExit(cleanup: () => void): () => void;
+  /** Stops SIGINT/SIGQUIT from interrupting (while an interactive child runs), until released. */
+  ignoreInterrupts(): () => void;
 }
 
 export interface Subcommand {
@@ -44,6 +48,11 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
     usage: 'push FILE gs://BUCKET/OBJECT --kms-key KEY',
     summary: 'check, encrypt and upload a secret (create only, or --if-generation N)',
     load: async () => (await import('./push.ts')).pushCommand,
+  },
+  edit: {
+    usage: 'edit gs://BUCKET/OBJECT --kms-key KEY',
+    summary: 'decrypt to tmpfs, $EDITOR, re-encrypt and upload if unchanged meanwhile',
+    load: async () => (await import('./edit.ts')).editCommand,
   },
 };
 

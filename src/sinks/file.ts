@@ -86,6 +86,12 @@ export class StagedFiles {
   }
 }
 
+/** Whether `dir` is on tmpfs or ramfs (memory, never disk); throws the statfs error. */
+export function isOnMemoryFilesystem(dir: string): boolean {
+  const { type } = statfsSync(dir);
+  return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+}
+
 function checkTarget(target: string, allowDisk: boolean): void {
   const dir = dirname(target);
   let type: number;

@@ -1,0 +1,179 @@
+// `secret-fetch edit SOURCE`: decrypt into a private file on tmpfs, open $VISUAL/$EDITOR, and
+// upload the result only if it is new, non-empty, parses in its format, and the object is still
+// at the generation that was read. The temp directory is removed on every path, including the
+// editor failing and an interrupt.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { OutputError, UsageError } from '../errors.ts';
+import { validateKmsKey } from '../options.ts';
+import { uploadSecretObject } from '../publish/gcs.ts';
+import { fetchPlaintext } from '../run.ts';
+import { isOnMemoryFilesystem, StagedFiles } from '../sinks/file.ts';
+import { readSecretFile } from '../sources/file.ts';
+import { describeSource, parseSourceRef } from '../sources/reference.ts';
+import { COMMON_HELP, parseSubcommand, remoteContext, writeStdout } from './common.ts';
+import type { Subcommand } from './index.ts';
+import { chooseFormat, validateSecret } from './push.ts';
+import { sealForUpload } from './seal.ts';
+
+const HELP = `Usage: secret-fetch edit gs://BUCKET/OBJECT --kms-key KEY [--format F] [--tempfile-dir DIR]
+
+Decrypts the object into a private file (mode 0600, in a new 0700 directory on tmpfs), opens
+$VISUAL or $EDITOR (default vi) on it, then re-encrypts and uploads the result only if it changed,
+is not empty, parses in its format, and the object is still at the generation that was read
+(exit 75 if someone changed it meanwhile; your edit is not uploaded). Unchanged content uploads
+nothing and exits 0. The temp file is removed on every path. Prints TARGET#NEW_GENERATION.
+
+Flags:
+  --kms-key KEY          the object's key (required unless --plaintext)
+  --plaintext            the object is not encrypted
+  --format FORMAT        how to validate the result (default: by the object's name)
+  --tempfile-dir DIR     where the private temp directory goes (tmpfs; default /dev/shm)
+
+Example:
+  EDITOR=nano secret-fetch edit gs://vault/app.env.enc --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k
+
+${COMMON_HELP}
+`;
+
+const FLAGS = {
+  'kms-key': { type: 'string' },
+  plaintext: { type: 'boolean' },
+  format: { type: 'string' },
+  'tempfile-dir': { type: 'string' },
+} as const;
+
+export const editCommand: Subcommand = {
+  run: async (argv, context) => {
+    const parsed = parseSubcommand(
+      { name: 'edit', help: HELP, flags: FLAGS, positionals: { min: 1, max: 1 } },
+      argv,
+      context,
+    );
+    if (parsed === undefined) return 0;
+    const [uri] = parsed.positionals as [string];
+    const ref = parseSourceRef(uri);
+    if (ref.scheme !== 'gs')
+      throw new UsageError(`edit ${uri}: only gs:// objects can be edited`, 'write gs://BUCKET/OBJECT');
+    if (ref.generation !== undefined) {
+      throw new UsageError(`edit ${uri} names a generation`, 'edit the live object: drop the #generation');
+    }
+    const { values, log } = parsed;
+    const kmsKey = values['kms-key'];
+    if (kmsKey !== undefined) validateKmsKey(kmsKey);
+    if (kmsKey === undefined && values.plaintext !== true) {
+      throw new UsageError(
+        `edit ${uri} without --kms-key`,
+        'add --kms-key KEY, or --plaintext for an unencrypted object',
+      );
+    }
+    const format = chooseFormat(values.format, ref, ref.object);
+    const tempfileDir = values['tempfile-dir'] ?? context.environ.SECRET_FETCH_TEMPFILE_DIR ?? '/dev/shm';
+    checkTmpfs(tempfileDir);
+
+    // The generation read is the one the upload must still find.
+    const reading = remoteContext(parsed);
+    const fetch = { clients: reading.clients, retry: reading.retry, log, maxBytes: 64 * 1024 ** 2 };
+    const { secret: original, version: generation } = await Promise.race([
+      fetchPlaintext({ uri, ref, kmsKey, format, out: undefined }, ref, fetch),
+      reading.deadline.expire(),
+    ]);
+
+    const dir = mkdtempSync(join(tempfileDir, 'secret-fetch-edit-'));
+    const removeDir = () => rmSync(dir, { recursive: true, force: true });
+    const forget = context.onExit(removeDir);
+    try {
+      const path = join(dir, basename(ref.object));
+      const staged = new StagedFiles();
+      staged.stage(path, original.reveal(), { mode: 0o600, allowDisk: true, uid: undefined, gid: undefined });
+      staged.commit();
+
+      const editor = context.environ.VISUAL || context.environ.EDITOR || 'vi';
+      const restore = context.ignoreInterrupts();
+      const child = startEditor(editor, path, context.environ);
+      // A TERM/HUP (or a failure) ends the session: take the editor down with it.
+      const stopEditor = context.onExit(() => child.kill('SIGTERM'));
+      let status: number | string;
+      try {
+        status = await new Promise<number | string>((resolve, reject) => {
+          child.on('error', reject);
+          child.on('exit', (code, signal) => resolve(signal ?? code ?? 1));
+        });
+      } finally {
+        restore();
+        stopEditor();
+      }
+      if (status !== 0) {
+        throw new UsageError(
+          `the editor (${editor}) ${typeof status === 'string' ? `was killed by ${status}` : `exited with status ${status}`}; nothing was uploaded`,
+          'set $VISUAL or $EDITOR to an editor that exits 0 when you save',
+        );
+      }
+      const edited = readSecretFile(path, 64 * 1024 ** 2).data;
+      try {
+        if (edited.byteLength === 0) {
+          throw new UsageError(
+            `the edited ${describeSource(ref)} is empty; nothing was uploaded`,
+            'refusing to upload an empty secret',
+          );
+        }
+        if (edited.reveal().equals(original.reveal())) {
+          log.info(`${describeSource(ref)} unchanged; nothing was uploaded`);
+          return 0;
+        }
+        await validateSecret(edited, format, describeSource(ref));
+        const writing = remoteContext(parsed);
+        const upload = async () => {
+          const data =
+            kmsKey === undefined
+              ? edited.reveal()
+              : await sealForUpload(edited.reveal(), kmsKey, describeSource(ref), writing.clients, writing.retry);
+          return uploadSecretObject(
+            await writing.clients.storage(),
+            { bucket: ref.bucket, object: ref.object, data, ifGenerationMatch: generation as string },
+            writing.retry,
+            log,
+          );
+        };
+        const next = await Promise.race([upload(), writing.deadline.expire()]);
+        writeStdout(Buffer.from(`${describeSource(ref)}#${next}\n`));
+        return 0;
+      } finally {
+        edited.wipe();
+      }
+    } finally {
+      original.wipe();
+      removeDir();
+      forget();
+    }
+  },
+};
+
+/** Starts `$EDITOR path` through sh, as git does, so EDITOR may carry arguments ("code --wait"). */
+function startEditor(
+  editor: string,
+  path: string,
+  environ: Readonly<Record<string, string | undefined>>,
+): ChildProcess {
+  const env = Object.fromEntries(
+    Object.entries(environ).filter((entry): entry is [string, string] => entry[1] !== undefined),
+  );
+  return spawn('/bin/sh', ['-c', `exec ${editor} "$1"`, 'secret-fetch-editor', path], { stdio: 'inherit', env });
+}
+
+function checkTmpfs(dir: string): void {
+  let memory: boolean;
+  try {
+    memory = isOnMemoryFilesystem(dir);
+  } catch {
+    throw new OutputError(`--tempfile-dir ${dir} does not exist`, 'give a directory on tmpfs, e.g. /dev/shm');
+  }
+  if (!memory) {
+    throw new OutputError(
+      `refusing to decrypt into ${dir}: it is not on tmpfs or ramfs, so the secret would reach a disk`,
+      'give --tempfile-dir a tmpfs directory, e.g. /dev/shm',
+    );
+  }
+}
