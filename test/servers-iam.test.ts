@@ -12,7 +12,13 @@ const DECRYPT = 'cloudkms.cryptoKeyVersions.useToDecrypt';
 
 let servers: TestServers;
 let storage: Storage;
-let kms: KeyManagementServiceClient;
+// The generated signature wants a protobuf class instance; the client sends this plain object.
+let kms: Pick<KeyManagementServiceClient, 'close'> & {
+  testIamPermissions(request: {
+    resource: string;
+    permissions: string[];
+  }): Promise<[{ permissions?: string[] | null }]>;
+};
 
 beforeAll(async () => {
   servers = await startTestServers();
