@@ -30,6 +30,11 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
     summary: 'exit 0 once --ready-file was written (for exec probes)',
     load: async () => (await import('./probe.ts')).probeCommand,
   },
+  doctor: {
+    usage: 'doctor [SOURCE...] [flags]',
+    summary: 'check credentials, permissions and --out, with the gcloud fix for each failure',
+    load: async () => (await import('./doctor.ts')).doctorCommand,
+  },
 };
 
 export function isSubcommand(name: string | undefined): name is string {
