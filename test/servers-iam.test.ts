@@ -76,6 +76,16 @@ describe('GCS bucket testPermissions', () => {
     await expect(storage.bucket('vault').file('app.env').getMetadata()).resolves.toBeDefined();
   });
 
+  it('lets an object ACL grant the read a denied bucket does not (fine-grained access)', async () => {
+    servers.gcs.putObject('vault', 'other.env', 'B=2\n');
+    servers.gcs.denyBucket('vault');
+    servers.gcs.grantObjectAcl('vault', 'app.env');
+    const [held] = await storage.bucket('vault').iam.testPermissions(['storage.objects.get']);
+    expect(held).toEqual({ 'storage.objects.get': false });
+    await expect(storage.bucket('vault').file('app.env').getMetadata()).resolves.toBeDefined();
+    await expect(storage.bucket('vault').file('other.env').getMetadata()).rejects.toMatchObject({ code: 403 });
+  });
+
   it('still grants on the bucket when only one object is denied', async () => {
     servers.gcs.denyObject('vault', 'app.env');
     const [held] = await storage.bucket('vault').iam.testPermissions(['storage.objects.get']);

@@ -92,6 +92,8 @@ export interface GcsServer {
    */
   denyBucket(bucket: string): void;
   allowBucket(bucket: string): void;
+  /** An object ACL lets the principal read this object even in a denied bucket (fine-grained access). */
+  grantObjectAcl(bucket: string, name: string): void;
   /** The next matching requests (one per response, in order) get these responses instead. */
   failNext(match: FaultMatch, responses: readonly FaultResponse[]): void;
   /** Faulted responses not yet served. */
@@ -178,6 +180,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
   const buckets = new Map<string, { timeCreated: string; objects: Map<string, ObjectEntry> }>();
   const denied = new Set<string>();
   const deniedBuckets = new Set<string>();
+  const aclGrants = new Set<string>();
   const sessions = new Map<string, UploadSession>();
   const faults = new FaultQueue();
   const requests: LoggedRequest[] = [];
@@ -271,7 +274,9 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       .slice(0, 16);
 
   function checkDenied(bucket: string, name: string, permission: string) {
-    if (denied.has(key(bucket, name)) || deniedBuckets.has(bucket)) {
+    const bucketDenies =
+      deniedBuckets.has(bucket) && !(permission === 'storage.objects.get' && aclGrants.has(key(bucket, name)));
+    if (denied.has(key(bucket, name)) || bucketDenies) {
       fail(
         403,
         `${principal} does not have ${permission} access to the Google Cloud Storage object. Permission '${permission}' denied on resource (or it may not exist).`,
@@ -724,6 +729,9 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     allowBucket(bucket) {
       deniedBuckets.delete(bucket);
     },
+    grantObjectAcl(bucket, name) {
+      aclGrants.add(key(bucket, name));
+    },
     failNext(match, responses) {
       faults.add(match, responses);
     },
@@ -737,6 +745,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       faults.clear();
       denied.clear();
       deniedBuckets.clear();
+      aclGrants.clear();
       corruptMedia = 0;
       requests.length = 0;
     },
