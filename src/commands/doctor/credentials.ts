@@ -50,11 +50,11 @@ export async function findCredentials(
   else if (client instanceof auth.Impersonated) kind = 'impersonated service account';
   else if (client instanceof auth.ExternalAccountAuthorizedUserClient) kind = 'workforce identity user';
   else if (client instanceof auth.BaseExternalAccountClient) kind = 'external account (Workload Identity Federation)';
-  else if (client instanceof auth.Compute) kind = 'metadata server (GKE Workload Identity, Cloud Run, GCE)';
+  else if (client instanceof auth.Compute) kind = 'attached service account';
   else kind = (client as object).constructor.name;
   const source =
     client instanceof auth.Compute
-      ? 'the metadata server'
+      ? 'the metadata server (GKE Workload Identity, Cloud Run, GCE)'
       : keyFile !== undefined
         ? `GOOGLE_APPLICATION_CREDENTIALS=${keyFile}`
         : ADC_FILE;
