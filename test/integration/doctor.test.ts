@@ -61,8 +61,9 @@ function serviceAccountKeyFile(): { path: string; keyLine: string; keyId: string
   return { path, keyLine: pem.split('\n')[5] as string, keyId };
 }
 
+// An empty gcloud configuration directory: a gcloud login of whoever runs the tests is not found.
 const doctor = (args: string[], env: Record<string, string> = {}) =>
-  runBinary(['doctor', ...args], { env: { ...servers.env, ...env } });
+  runBinary(['doctor', ...args], { env: { ...servers.env, CLOUDSDK_CONFIG: join(scratch, 'gcloud'), ...env } });
 
 /** The check lines of a text report (the fix lines and the summary left out). */
 const checkLines = (result: Result) => result.stdout.split('\n').filter((l) => /^(ok|FAIL|warn) /.test(l));
