@@ -270,7 +270,7 @@ function parseFlags(argv: readonly string[]): Values {
   }
 }
 
-function envValue(flag: FlagSpec, raw: string): string | boolean | string[] {
+export function envValue(flag: FlagSpec, raw: string): string | boolean | string[] {
   if (flag.type === 'boolean') {
     if (/^(1|true|yes|on)$/i.test(raw)) return true;
     if (/^(0|false|no|off)$/i.test(raw)) return false;
@@ -295,20 +295,9 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
   if (uris.length > 0 && outs.length === 0 && !injectEnv) {
     throw new UsageError('no --out and no --env: nothing would receive the secret', 'add --out PATH, --env, or both');
   }
-  const perSource = (flag: string, given: string[], allowShared: boolean): (string | undefined)[] => {
-    if (given.length === 0) return uris.map(() => undefined);
-    if (given.length === uris.length) return given;
-    if (given.length === 1 && allowShared) return uris.map(() => given[0]);
-    throw new UsageError(
-      `${given.length} --${flag} for ${uris.length} --source`,
-      allowShared
-        ? `give --${flag} once for all sources, or once per source in order`
-        : `give --${flag} once per source, in order`,
-    );
-  };
-  const outFor = perSource('out', outs, false);
-  const keyFor = perSource('kms-key', kmsKeys, true);
-  const formatFor = perSource('format', formats, true);
+  const outFor = perSource('out', outs, uris.length, false);
+  const keyFor = perSource('kms-key', kmsKeys, uris.length, true);
+  const formatFor = perSource('format', formats, uris.length, true);
 
   const seenOuts = new Set<string>();
   const sources = uris.map((uri, i): SourcePlan => {
@@ -400,6 +389,24 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     resolveReferences: values['ignore-references'] !== true,
     tempfileDir: optionalString(values['tempfile-dir']) || '/dev/shm',
   });
+}
+
+/** A repeatable flag's value for each of `count` sources: none, one per source, or (if allowShared) one for all. */
+export function perSource(
+  flag: string,
+  given: readonly string[],
+  count: number,
+  allowShared: boolean,
+): (string | undefined)[] {
+  if (given.length === 0) return Array.from({ length: count }, () => undefined);
+  if (given.length === count) return [...given];
+  if (given.length === 1 && allowShared) return Array.from({ length: count }, () => given[0]);
+  throw new UsageError(
+    `${given.length} --${flag} for ${count} --source`,
+    allowShared
+      ? `give --${flag} once for all sources, or once per source in order`
+      : `give --${flag} once per source, in order`,
+  );
 }
 
 const ENDPOINT_FLAGS: Record<keyof Endpoints, string> = {

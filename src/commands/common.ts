@@ -6,7 +6,7 @@ import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { type Clients, createClients, type Endpoints } from '../clients.ts';
 import { UsageError } from '../errors.ts';
-import type { Logger } from '../log.ts';
+import type { LogFormat, Logger } from '../log.ts';
 import { envNameOf, parseDuration, parseEndpoints } from '../options.ts';
 import { createRetry, Deadline, type Retry } from '../retry.ts';
 import type { CommandContext } from './index.ts';
@@ -38,6 +38,8 @@ export interface ParsedSubcommand<F extends Record<string, SubcommandFlag>> {
   readonly endpoints: Endpoints;
   readonly timeoutMs: number;
   readonly log: Logger;
+  /** --log-format: a subcommand whose stdout is a report may print it as JSON lines too. */
+  readonly logFormat: LogFormat;
 }
 
 const COMMON = {
@@ -107,6 +109,7 @@ export function parseSubcommand<F extends Record<string, SubcommandFlag>>(
     }),
     timeoutMs: parseDuration('timeout', fromEnv('timeout') ?? '30s'),
     log,
+    logFormat,
   };
 }
 

@@ -54,6 +54,11 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
     summary: 'decrypt to tmpfs, $EDITOR, re-encrypt and upload if unchanged meanwhile',
     load: async () => (await import('./edit.ts')).editCommand,
   },
+  doctor: {
+    usage: 'doctor [SOURCE...] [flags]',
+    summary: 'check credentials, permissions and --out, with the gcloud fix for each failure',
+    load: async () => (await import('./doctor.ts')).doctorCommand,
+  },
 };
 
 export function isSubcommand(name: string | undefined): name is string {

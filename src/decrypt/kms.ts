@@ -9,7 +9,17 @@ import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, 
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
 
-export type KmsClient = Pick<KeyManagementServiceClient, 'decrypt' | 'encrypt'>;
+export interface KmsClient extends Pick<KeyManagementServiceClient, 'decrypt' | 'encrypt'> {
+  /**
+   * The IAMPolicy mixin, for secret-fetch doctor: may the key be used, without decrypting anything.
+   * Typed here because the generated signature wants a protobuf class instance, not the plain
+   * request object the client actually sends.
+   */
+  testIamPermissions(
+    request: { readonly resource: string; readonly permissions: string[] },
+    options?: { readonly maxRetries?: number },
+  ): Promise<[{ permissions?: string[] | null }, ...unknown[]]>;
+}
 
 export async function createKmsClient(endpoint: string | undefined): Promise<KmsClient> {
   const [{ KeyManagementServiceClient }, gax] = await Promise.all([

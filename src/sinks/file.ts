@@ -4,6 +4,7 @@
 
 import { randomBytes } from 'node:crypto';
 import {
+  accessSync,
   closeSync,
   constants,
   fchmodSync,
@@ -92,7 +93,8 @@ export function isOnMemoryFilesystem(dir: string): boolean {
   return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
 }
 
-function checkTarget(target: string, allowDisk: boolean): void {
+/** The memory filesystem `target` would land on (tmpfs or ramfs), or undefined for any other. */
+export function memoryFilesystemOf(target: string): 'tmpfs' | 'ramfs' | undefined {
   const dir = dirname(target);
   let type: number;
   try {
@@ -107,7 +109,14 @@ function checkTarget(target: string, allowDisk: boolean): void {
     }
     throw outputFailure(error, target);
   }
-  if (!allowDisk && type !== TMPFS_MAGIC && type !== RAMFS_MAGIC) {
+  return type === TMPFS_MAGIC ? 'tmpfs' : type === RAMFS_MAGIC ? 'ramfs' : undefined;
+}
+
+function checkTarget(target: string, allowDisk: boolean): void {
+  const dir = dirname(target);
+  // Always called: it also refuses a directory that does not exist, with or without --allow-disk.
+  const memory = memoryFilesystemOf(target);
+  if (!allowDisk && memory === undefined) {
     throw new OutputError(
       `refusing to write ${target}: ${dir} is not on tmpfs or ramfs, so the secret would reach a disk`,
       'mount a memory volume there (emptyDir medium: Memory, --tmpfs, /dev/shm), or pass --allow-disk',
@@ -127,6 +136,16 @@ function checkTarget(target: string, allowDisk: boolean): void {
   }
   if (existing?.isDirectory()) {
     throw new OutputError(`cannot write ${target}: it is a directory`, 'give --out a file path inside it');
+  }
+}
+
+/** Everything stage() checks before writing `target`, plus write access to its directory (doctor). */
+export function checkWritableTarget(target: string, allowDisk: boolean): void {
+  checkTarget(target, allowDisk);
+  try {
+    accessSync(dirname(target), constants.W_OK);
+  } catch (error) {
+    throw outputFailure(error, target);
   }
 }
 

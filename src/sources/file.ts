@@ -6,22 +6,7 @@ import { Secret } from '../secret.ts';
 import type { FetchedSecret } from './index.ts';
 
 export function readSecretFile(path: string, maxBytes: number): FetchedSecret {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') {
-      throw new NotFoundError(`${path} does not exist`, 'check the --source path and that the volume is mounted');
-    }
-    if (code === 'EACCES' || code === 'EPERM') {
-      throw new PermissionError(
-        `cannot read ${path}: permission denied`,
-        'make it readable by the user secret-fetch runs as',
-      );
-    }
-    throw new NotFoundError(`cannot open ${path}: ${code}`, 'check the --source path');
-  }
+  const fd = openSecretFile(path);
   try {
     const stat = fstatSync(fd);
     if (stat.isDirectory()) throw new UsageError(`--source ${path} is a directory`, 'name the secrets file inside it');
@@ -47,6 +32,25 @@ export function readSecretFile(path: string, maxBytes: number): FetchedSecret {
     return { data: new Secret(data), name: path };
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Opens the secrets file for reading (also doctor's check that it can be read), errors mapped. */
+export function openSecretFile(path: string): number {
+  try {
+    return openSync(path, 'r');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      throw new NotFoundError(`${path} does not exist`, 'check the --source path and that the volume is mounted');
+    }
+    if (code === 'EACCES' || code === 'EPERM') {
+      throw new PermissionError(
+        `cannot read ${path}: permission denied`,
+        'make it readable by the user secret-fetch runs as',
+      );
+    }
+    throw new NotFoundError(`cannot open ${path}: ${code}`, 'check the --source path');
   }
 }
 

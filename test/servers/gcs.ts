@@ -6,6 +6,7 @@
 //     metadata  GET  /b/B/o/O                       (O percent-encoded: "a/b c" -> a%2Fb%20c)
 //     media     GET  /b/B/o/O?alt=media[&generation=G]  (Accept-Encoding: gzip, Cache-Control: no-store)
 //     delete    DELETE /b/B/o/O                     (sent by the client itself when it rejects an upload's hashes)
+//     IAM       GET  /b/B/iam/testPermissions?permissions=P[&permissions=P2]  (bucket.iam.testPermissions)
 //   with `apiEndpoint: 'http://127.0.0.1:P'` instead, the same paths carry a /storage/v1 prefix.
 // - Uploads always go to /upload/storage/v1/b/B/o:
 //     multipart  POST ?uploadType=multipart&name=N[&ifGenerationMatch=..]  multipart/related body:
@@ -84,9 +85,17 @@ export interface GcsServer {
   getObject(bucket: string, name: string, generation?: string): StoredObject | undefined;
   /** Delete the live version (older generations stay readable by generation). */
   deleteObject(bucket: string, name: string): boolean;
-  /** Every request touching this object gets 403. */
+  /** Every request touching this object gets 403 (bucket-level testPermissions still grants). */
   denyObject(bucket: string, name: string): void;
   allowObject(bucket: string, name: string): void;
+  /**
+   * The principal holds no role on this bucket: testPermissions grants nothing and every object
+   * request in it gets 403 (as under uniform bucket-level access with no binding).
+   */
+  denyBucket(bucket: string): void;
+  allowBucket(bucket: string): void;
+  /** An object ACL lets the principal read this object even in a denied bucket (fine-grained access). */
+  grantObjectAcl(bucket: string, name: string): void;
   /** The next matching requests (one per response, in order) get these responses instead. */
   failNext(match: FaultMatch, responses: readonly FaultResponse[]): void;
   /** Faulted responses not yet served. */
@@ -172,6 +181,8 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
   const principal = opts.principal ?? 'secret-fetch-test@test-project.iam.gserviceaccount.com';
   const buckets = new Map<string, { timeCreated: string; objects: Map<string, ObjectEntry> }>();
   const denied = new Set<string>();
+  const deniedBuckets = new Set<string>();
+  const aclGrants = new Set<string>();
   const sessions = new Map<string, UploadSession>();
   const faults = new FaultQueue();
   const requests: LoggedRequest[] = [];
@@ -274,7 +285,9 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       .slice(0, 16);
 
   function checkDenied(bucket: string, name: string, permission: string) {
-    if (denied.has(key(bucket, name))) {
+    const bucketDenies =
+      deniedBuckets.has(bucket) && !(permission === 'storage.objects.get' && aclGrants.has(key(bucket, name)));
+    if (denied.has(key(bucket, name)) || bucketDenies) {
       fail(
         403,
         `${principal} does not have ${permission} access to the Google Cloud Storage object. Permission '${permission}' denied on resource (or it may not exist).`,
@@ -389,6 +402,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       }
     }
 
+    const iamMatch = /^\/b\/([^/]+)\/iam\/testPermissions$/.exec(path);
     const objectMatch = /^\/b\/([^/]+)\/o\/(.+)$/.exec(path);
     const listMatch = /^\/b\/([^/]+)\/o\/?$/.exec(path);
     const bucketMatch = /^\/b\/([^/]+)\/?$/.exec(path);
@@ -444,6 +458,14 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       return sendJson(res, 200, { kind: 'storage#objects', items }, {}, sendOpts);
     }
 
+    if (iamMatch && kind === 'json' && method === 'GET') {
+      await readBody(req);
+      const bucket = safeDecode(iamMatch[1] as string);
+      // Repeated ?permissions= parameters: the query object keeps only the last one.
+      const asked = new URL(req.url ?? '/', base).searchParams.getAll('permissions');
+      return sendJson(res, 200, testPermissions(bucket, asked), {}, sendOpts);
+    }
+
     if (bucketMatch && method === 'GET') {
       await readBody(req);
       const bucket = safeDecode(bucketMatch[1] as string);
@@ -470,6 +492,23 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     }
 
     fail(404, 'Not Found', 'notFound');
+  }
+
+  // storage.buckets.testIamPermissions needs no permission itself; it answers the subset of the
+  // asked permissions the caller holds (the field is left out when empty, as proto3 JSON does).
+  function testPermissions(bucket: string, asked: readonly string[]): Record<string, unknown> {
+    if (asked.length === 0) fail(400, 'Required parameter: permissions', 'required');
+    for (const permission of asked) {
+      if (!/^storage\.[a-zA-Z]+\.[a-zA-Z]+$/.test(permission)) {
+        fail(400, `Permission '${permission}' is not valid.`, 'invalid');
+      }
+      if (permission === 'storage.buckets.list' || permission === 'storage.buckets.create') {
+        fail(400, `Permission '${permission}' applies to projects, not to buckets.`, 'invalid');
+      }
+    }
+    requireBucket(bucket, false);
+    const held = deniedBuckets.has(bucket) ? [] : [...asked];
+    return { kind: 'storage#testIamPermissionsResponse', ...(held.length > 0 ? { permissions: held } : {}) };
   }
 
   async function media(
@@ -671,6 +710,10 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       api.denyObject(q.bucket ?? '', q.name ?? '');
       return sendJson(res, 200, {});
     }
+    if (path === '/_emulator/denyBucket' && req.method === 'POST') {
+      api.denyBucket(q.bucket ?? '');
+      return sendJson(res, 200, {});
+    }
     if (path === '/_emulator/corruptNextMedia' && req.method === 'POST') {
       api.corruptNextMedia();
       return sendJson(res, 200, {});
@@ -701,6 +744,15 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     allowObject(bucket, name) {
       denied.delete(key(bucket, name));
     },
+    denyBucket(bucket) {
+      deniedBuckets.add(bucket);
+    },
+    allowBucket(bucket) {
+      deniedBuckets.delete(bucket);
+    },
+    grantObjectAcl(bucket, name) {
+      aclGrants.add(key(bucket, name));
+    },
     failNext(match, responses) {
       faults.add(match, responses);
     },
@@ -713,6 +765,8 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     reset() {
       faults.clear();
       denied.clear();
+      deniedBuckets.clear();
+      aclGrants.clear();
       corruptMedia = 0;
       requests.length = 0;
     },

@@ -4,6 +4,8 @@
 // What @google-cloud/kms 6.3 / google-gax 6.17 send in fallback mode (observed against this server):
 //   POST /v1/projects/P/locations/L/keyRings/R/cryptoKeys/K:encrypt?$alt=json%3Benum-encoding=int
 //   POST /v1/projects/P/locations/L/keyRings/R/cryptoKeys/K:decrypt?$alt=json%3Benum-encoding=int
+//   POST /v1/projects/P/locations/L/keyRings/R/cryptoKeys/K:testIamPermissions?$alt=json%3Benum-encoding=int
+//        body {"permissions":[...]}, sent by the IAMPolicy mixin (client.testIamPermissions)
 //   (slashes in the name are NOT percent-encoded; `x-goog-request-params: name=<encoded name>`;
 //   no Authorization header with PassThroughClient; Content-Type: application/json)
 // - bytes travel as standard base64 strings; empty bytes fields are left out entirely.
@@ -55,7 +57,10 @@ export interface KmsServer {
   createKey(name: string): void;
   /** Add a new version and make it primary; old ciphertexts still decrypt (usedPrimary: false). */
   rotateKey(name: string): string;
-  /** Every request on this key (existing or not) gets 403 PERMISSION_DENIED. */
+  /**
+   * Every request on this key (existing or not) gets 403 PERMISSION_DENIED, and testIamPermissions
+   * on it grants nothing.
+   */
   denyKey(name: string): void;
   allowKey(name: string): void;
   /** Encrypt locally, exactly as :encrypt would (for seeding test data without a client). */
@@ -285,6 +290,29 @@ export async function startKmsServer(): Promise<KmsServer> {
     };
   }
 
+  // IAMPolicy.TestIamPermissions needs no permission itself and answers the subset of the asked
+  // permissions the caller holds; on a resource that does not exist it answers an empty set, not
+  // NOT_FOUND (as the KMS reference documents). The field is left out when empty (proto3 JSON).
+  function doTestIamPermissions(resource: string, body: unknown) {
+    const f = fields(body, { permissions: 'permissions' });
+    const asked = f.permissions;
+    if (!Array.isArray(asked) || asked.length === 0 || !asked.every((p) => typeof p === 'string')) {
+      fail(400, 'Invalid JSON payload received. permissions must be a non-empty list of strings.');
+    }
+    for (const permission of asked as string[]) {
+      if (!/^cloudkms\.[a-zA-Z]+\.[a-zA-Z]+$/.test(permission)) {
+        fail(400, `Permission '${permission}' is not valid for this resource.`);
+      }
+    }
+    const keyRing = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+$/.test(resource);
+    if (!KEY_NAME.test(resource) && !keyRing) {
+      fail(400, `Resource name [${resource}] does not match any known pattern.`);
+    }
+    const exists = keyRing ? [...keys.keys()].some((k) => k.startsWith(`${resource}/`)) : keys.has(resource);
+    const held = exists && !denied.has(resource) ? (asked as string[]) : [];
+    return held.length > 0 ? { permissions: held } : {};
+  }
+
   function doDecrypt(name: string, body: unknown, numericEnums: boolean) {
     const f = fields(body, DECRYPT_FIELDS);
     const { key } = resolve(name, 'decrypt');
@@ -338,7 +366,7 @@ export async function startKmsServer(): Promise<KmsServer> {
     const sendOpts: SendOptions = { truncate: fault === 'truncate' };
 
     try {
-      const m = /^\/v1\/(.+):(encrypt|decrypt)$/.exec(rawPath);
+      const m = /^\/v1\/(.+):(encrypt|decrypt|testIamPermissions)$/.exec(rawPath);
       if (!m) fail(404, `Method not found: ${method} ${rawPath}`);
       if (method !== 'POST') fail(405, `Method ${method} not allowed.`);
       if (parseError) fail(400, 'Invalid JSON payload received.');
@@ -346,7 +374,11 @@ export async function startKmsServer(): Promise<KmsServer> {
       // `$alt=json;enum-encoding=int` asks for enums as numbers.
       const numericEnums = (query.$alt ?? '').includes('enum-encoding=int');
       const result =
-        m[2] === 'encrypt' ? doEncrypt(name, body ?? {}, numericEnums) : doDecrypt(name, body ?? {}, numericEnums);
+        m[2] === 'encrypt'
+          ? doEncrypt(name, body ?? {}, numericEnums)
+          : m[2] === 'decrypt'
+            ? doDecrypt(name, body ?? {}, numericEnums)
+            : doTestIamPermissions(name, body ?? {});
       sendJson(res, 200, result, {}, sendOpts);
     } catch (err) {
       if (!(err instanceof KmsError)) throw err;

@@ -4,7 +4,8 @@
 // As a script (`node test/servers/start.ts`): prints the env as KEY=value lines on stdout and stays up
 // until SIGTERM/SIGINT. Another process can then seed and steer the servers over HTTP:
 //   GCS  POST /_emulator/objects?bucket=B&name=N  (body = object bytes; Content-Type, x-goog-meta-* headers)
-//        POST /_emulator/denyObject?bucket=B&name=N, POST /_emulator/corruptNextMedia,
+//        POST /_emulator/denyObject?bucket=B&name=N, POST /_emulator/denyBucket?bucket=B,
+//        POST /_emulator/corruptNextMedia,
 //        POST /_emulator/failNext {method?, path?, pathRegex?, query?, responses}, GET /_emulator/requests
 //   KMS  POST /_emulator/keys {name}, POST /_emulator/denyKey {name}, POST /_emulator/corruptNextPlaintextCrc,
 //        POST /_emulator/failNext {...}, GET /_emulator/requests

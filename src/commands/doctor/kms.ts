@@ -1,0 +1,68 @@
+// --kms-key: may the caller decrypt with the key (testIamPermissions for
+// cloudkms.cryptoKeyVersions.useToDecrypt)? Nothing is decrypted. KMS answers an empty set for a
+// key that does not exist, so "not granted" also covers a wrong key name.
+
+import { EXIT, NotFoundError, PermissionError, UnavailableError, UsageError } from '../../errors.ts';
+import { type Check, type CheckContext, fail, failFrom, ok } from './checklist.ts';
+import { kmsKeyGrant } from './grants.ts';
+
+const DECRYPT = 'cloudkms.cryptoKeyVersions.useToDecrypt';
+
+export async function checkKmsKey(keyName: string, context: CheckContext): Promise<Check> {
+  const grant = kmsKeyGrant(keyName, context.member);
+  try {
+    const kms = await context.clients.kms();
+    const [response] = await context.retry(
+      `test the permissions on ${keyName}`,
+      // One retry policy, ours, as for decrypt.
+      () => kms.testIamPermissions({ resource: keyName, permissions: [DECRYPT] }, { maxRetries: 0 }),
+      (error) => classify(error, keyName),
+    );
+    if ((response.permissions ?? []).includes(DECRYPT)) return ok('kms-key', keyName, `${keyName}: ${DECRYPT} granted`);
+    return fail(
+      'kms-key',
+      keyName,
+      `${keyName}: ${DECRYPT} is not granted to ${context.member} (or the key does not exist: KMS does not say which)`,
+      EXIT.permission,
+      grant,
+    );
+  } catch (error) {
+    return failFrom('kms-key', keyName, error);
+  }
+}
+
+// google-gax reports gRPC status codes, also in REST mode.
+function classify(error: unknown, keyName: string) {
+  const code = (error as { code?: unknown } | null)?.code;
+  const project = /^projects\/([^/]+)\//.exec(keyName)?.[1] ?? 'PROJECT';
+  switch (code) {
+    case 3: // INVALID_ARGUMENT
+      return new UsageError(`Cloud KMS refused the key name ${keyName}`, 'check --kms-key');
+    case 5: // NOT_FOUND
+      return new NotFoundError(
+        `KMS key ${keyName} does not exist`,
+        'check --kms-key: project, location, key ring and key',
+      );
+    case 7: // PERMISSION_DENIED: testIamPermissions itself needs no permission, so the API or project refused
+      return new PermissionError(
+        `Cloud KMS refused to test the permissions on ${keyName}`,
+        `is the Cloud KMS API enabled in ${project}? (gcloud services enable cloudkms.googleapis.com --project=${project})`,
+      );
+    case 16: // UNAUTHENTICATED
+      return new PermissionError(
+        `no valid credentials to use ${keyName}`,
+        'set up Application Default Credentials or Workload Identity',
+      );
+    case 2: // UNKNOWN (gax maps unexpected HTTP 5xx here)
+    case 4: // DEADLINE_EXCEEDED
+    case 8: // RESOURCE_EXHAUSTED
+    case 13: // INTERNAL
+    case 14: // UNAVAILABLE
+      return new UnavailableError(
+        `Cloud KMS failed to test the permissions on ${keyName} (status ${String(code)})`,
+        'the service is failing; try again later',
+      );
+    default:
+      return undefined;
+  }
+}
