@@ -59,7 +59,7 @@ export function startRefresh(context: RefreshContext): void {
       failures = 0;
     } catch (error) {
       failures++;
-      const reason = error instanceof SecretFetchError ? error.message : `internal error: ${describe(error)}`;
+      const reason = error instanceof SecretFetchError ? error.line : `internal error: ${describe(error)}`;
       log.warn(`refresh failed, keeping the current secrets and command: ${reason}; next try in ${nextTry(failures)}`);
     }
     schedule();
