@@ -87,6 +87,8 @@ describe('sm:// sources', () => {
     expect(sm().requests.map((r) => `${r.method} ${r.path}`)).toEqual([
       `GET /v1/${secretName(id)}/versions/latest:access`,
     ]);
+    // An http:// endpoint is a local server: no credentials are sought or sent.
+    expect(sm().requests[0]?.headers.authorization).toBeUndefined();
   });
 
   it('writes a JSON payload to --out as it is, 0400, and parses it for --env', async () => {
@@ -221,6 +223,13 @@ const stored = (id: string, ...payloads: string[]) => {
 };
 
 const FAILURES: FailureCase[] = [
+  {
+    name: 'a malformed sm:// reference',
+    code: EXIT.usage,
+    message:
+      /^--source sm:\/\/demo-project: not a Secret Manager secret name \(write sm:\/\/PROJECT\/SECRET\[#VERSION\] or projects\/PROJECT\/secrets\/SECRET\/versions\/VERSION\)$/,
+    args: () => ['--source', `sm://${PROJECT}`],
+  },
   {
     name: 'a secret that does not exist',
     code: EXIT.notFound,
