@@ -1,7 +1,7 @@
 // sm://PROJECT/SECRET[#VERSION] through @google-cloud/secret-manager in REST mode (no gRPC), loaded
 // only when an sm:// source is used. One AccessSecretVersion call gives the payload and the version
-// it resolved to (latest or an alias becomes a number); the payload's dataCrc32c is checked, as the
-// Secret Manager data-integrity guidance asks (the client library does not).
+// it resolved to (latest or an alias becomes a number); the payload is checked against the
+// dataCrc32c the service stores for every version (the client library does not check it).
 
 import type { SecretManagerServiceClient } from '@google-cloud/secret-manager/build/src/v1/secret_manager_service_client.js';
 import { crc32c } from '../crc32c.ts';
