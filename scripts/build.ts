@@ -38,6 +38,7 @@ const VENDOR_GROUPS: Record<string, string[]> = {
   google: [
     '@google-cloud/storage',
     '@google-cloud/kms/build/src/v1/key_management_service_client.js',
+    '@google-cloud/secret-manager/build/src/v1/secret_manager_service_client.js',
     'google-gax/fallback',
     'google-auth-library',
   ],

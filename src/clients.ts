@@ -3,10 +3,12 @@
 
 import type { Storage } from '@google-cloud/storage';
 import type { KmsClient } from './decrypt/kms.ts';
+import type { SecretManagerClient } from './sources/secretmanager.ts';
 
 export interface Clients {
   storage(): Promise<Storage>;
   kms(): Promise<KmsClient>;
+  secretManager(): Promise<SecretManagerClient>;
 }
 
 export interface Endpoints {
@@ -19,6 +21,9 @@ export function createClients(endpoints: Endpoints): Clients {
   return {
     storage: once(async () => (await import('./sources/gcs.ts')).createStorageClient(endpoints.storage)),
     kms: once(async () => (await import('./decrypt/kms.ts')).createKmsClient(endpoints.kms)),
+    secretManager: once(async () =>
+      (await import('./sources/secretmanager.ts')).createSecretManagerClient(endpoints.secretManager),
+    ),
   };
 }
 

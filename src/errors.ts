@@ -25,7 +25,11 @@ export const EXIT_CODES: readonly ExitCodeRow[] = [
   { code: 'other', meaning: "the command's own exit status (after exec, or when it exits under --supervise)" },
   { code: String(EXIT.usage), meaning: 'usage: a bad flag, value or combination of flags' },
   { code: String(EXIT.format), meaning: 'format: the secret is malformed for its format (no value is shown)' },
-  { code: String(EXIT.notFound), meaning: 'not found: the object, generation, file or key does not exist' },
+  {
+    code: String(EXIT.notFound),
+    meaning:
+      'not found: the object, generation, secret version, file or key does not exist (or the version is disabled)',
+  },
   { code: String(EXIT.unavailable), meaning: 'unavailable: a service failed or the --timeout deadline passed' },
   { code: String(EXIT.internal), meaning: 'internal: a bug in secret-fetch; please report it' },
   { code: String(EXIT.output), meaning: 'output: the --out target was refused (not tmpfs, a symlink, missing, full)' },
@@ -34,7 +38,10 @@ export const EXIT_CODES: readonly ExitCodeRow[] = [
     meaning: 'conflict (push, edit): the target exists or changed since it was read; nothing was written',
   },
   { code: String(EXIT.integrity), meaning: 'integrity: decryption failed, wrong key, or a checksum did not match' },
-  { code: String(EXIT.permission), meaning: 'permission: no credentials, or access denied to the object or key' },
+  {
+    code: String(EXIT.permission),
+    meaning: 'permission: no credentials, or access denied to the object, secret or key',
+  },
   { code: String(EXIT.notExecutable), meaning: 'the command exists but cannot be executed' },
   { code: String(EXIT.commandNotFound), meaning: 'the command was not found (on PATH, or at the path given)' },
   {

@@ -82,7 +82,7 @@ export const FLAGS: readonly FlagSpec[] = [
     multiple: true,
     value: 'URI',
     env: true,
-    help: 'gs://BUCKET/OBJECT[#GENERATION], file:PATH or PATH; repeatable',
+    help: 'gs://BUCKET/OBJECT[#GENERATION], sm://PROJECT/SECRET[#VERSION], file:PATH or PATH; repeatable',
   },
   {
     name: 'kms-key',

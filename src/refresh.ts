@@ -1,5 +1,6 @@
 // --refresh: while the command runs under --supervise (or, without a command, as a sidecar), poll every source's version cheaply (a
-// gs:// object's generation from its metadata, a file's inode and mtime); when one changes,
+// gs:// object's generation from its metadata, an sm:// secret's version number from the version's
+// metadata, a file's inode and mtime); when one changes,
 // fetch, decrypt and parse the new version exactly as at start, rename the new --out files into
 // place, then apply --on-change. A refresh that fails anywhere writes nothing, leaves the command
 // alone, logs one warning and is retried with backoff: it never takes the app down.
@@ -13,7 +14,7 @@ import type { Options, SourcePlan } from './options.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { StagedFiles } from './sinks/file.ts';
 import { type FetchContext, sourceVersion } from './sources/index.ts';
-import type { SourceRef } from './sources/reference.ts';
+import { atVersion, isPinned, type SourceRef } from './sources/reference.ts';
 
 /** Backoff after failed refreshes doubles the interval up to this (or the interval, if longer). */
 const MAX_BACKOFF_MS = 5 * 60_000;
@@ -58,7 +59,7 @@ export function startRefresh(context: RefreshContext): void {
       failures = 0;
     } catch (error) {
       failures++;
-      const reason = error instanceof SecretFetchError ? error.message : `internal error: ${describe(error)}`;
+      const reason = error instanceof SecretFetchError ? error.line : `internal error: ${describe(error)}`;
       log.warn(`refresh failed, keeping the current secrets and command: ${reason}; next try in ${nextTry(failures)}`);
     }
     schedule();
@@ -77,7 +78,7 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
   const { options, log, versions } = context;
   const changed: { index: number; version: string }[] = [];
   for (const [index, plan] of options.sources.entries()) {
-    if (plan.ref.scheme === 'gs' && plan.ref.generation !== undefined) continue; // pinned: never changes
+    if (isPinned(plan.ref)) continue; // never changes
     const version = await sourceVersion(plan.ref, fetchContext);
     if (versions[index] === undefined) versions[index] = version;
     else if (version !== versions[index]) changed.push({ index, version });
@@ -90,7 +91,8 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
   try {
     for (const { index, version } of changed) {
       const plan = options.sources[index] as SourcePlan;
-      const ref: SourceRef = plan.ref.scheme === 'gs' ? { ...plan.ref, generation: version } : plan.ref;
+      // Exactly the version the poll saw, so a second change meanwhile can't slip in unannounced.
+      const ref: SourceRef = atVersion(plan.ref, version);
       const secret = await context.fetchPlaintext(plan, ref, fetchContext);
       secrets.push(secret);
       if (plan.format !== 'raw') {
@@ -112,7 +114,7 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
     const what = changed
       .map(({ index, version }) => {
         const plan = options.sources[index] as SourcePlan;
-        return plan.ref.scheme === 'gs' ? `${plan.uri} (now generation ${version})` : plan.uri;
+        return `${plan.uri}${describeVersion(plan.ref, version)}`;
       })
       .join(', ');
     log.info(
@@ -138,6 +140,19 @@ function applyChange(context: RefreshContext, entries: (SecretEntries | undefine
     case 'exit':
       supervisor.stop();
       return 'stopping the command and exiting (--on-change exit)';
+  }
+}
+
+/** How a changed version reads in the log line: a generation, a secret version, nothing for a file. */
+function describeVersion(ref: SourceRef, version: string): string {
+  switch (ref.scheme) {
+    case 'gs':
+      return ` (now generation ${version})`;
+    case 'sm':
+      return ` (now version ${version})`;
+    case 'berglas':
+    case 'file':
+      return '';
   }
 }
 

@@ -213,7 +213,7 @@ export async function fetchPlaintext(
 ): Promise<{ secret: Secret; version: string | undefined }> {
   const fetched = await fetchSource(ref, context);
   context.log.debug(
-    `fetched ${plan.uri}${fetched.version ? ` at generation ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
+    `fetched ${plan.uri}${fetched.version ? ` at ${ref.scheme === 'sm' ? 'version' : 'generation'} ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
   );
   if (plan.kmsKey === undefined) return { secret: fetched.data, version: fetched.version };
   const client = await context.clients.kms();

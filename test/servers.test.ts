@@ -14,11 +14,16 @@
 //   429 -> 8 RESOURCE_EXHAUSTED, 500 -> 13 INTERNAL, 503 -> 14 UNAVAILABLE, 504 -> 4 DEADLINE_EXCEEDED;
 //   a connection reset -> 14; a call past its `timeout` -> 4. Encrypt/Decrypt retry 14 and 4 by default
 //   (100 ms, x1.3, for up to 600 s: a KMS that keeps answering 503 is retried for 60 s before failing with 4).
+// - @google-cloud/secret-manager 7.2 REST fallback: the same GoogleError codes. AccessSecretVersion retries 8
+//   and 14 by default; with `maxRetries: 0` alone a 429/503 becomes 4 "Exceeded maximum number of retries" (the
+//   status is lost), with `retry: {retryCodes: []}` it surfaces as 8/14 with httpStatusCode. The payload's
+//   dataCrc32c reaches the caller as a decimal string; version states as names ('ENABLED').
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { KeyManagementServiceClient } from '@google-cloud/kms';
+import { SecretManagerServiceClient } from '@google-cloud/secret-manager';
 import { type File, Storage } from '@google-cloud/storage';
 import { GoogleAuth, PassThroughClient } from 'google-auth-library';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -35,6 +40,7 @@ afterAll(async () => {
 beforeEach(() => {
   servers.gcs.reset();
   servers.kms.reset();
+  servers.secretManager.reset();
 });
 
 const md5 = (data: Buffer) => createHash('md5').update(data).digest('base64');
@@ -581,6 +587,240 @@ describe('KMS server with @google-cloud/kms (REST fallback)', () => {
   });
 });
 
+describe('Secret Manager server with @google-cloud/secret-manager (REST fallback)', () => {
+  let client: SecretManagerServiceClient;
+  const PROJECT = 'test-project';
+  let n = 0;
+  /** A fresh secret per test: "projects/test-project/secrets/sN". */
+  const fresh = () => `projects/${PROJECT}/secrets/s${++n}`;
+  const NONE = { maxRetries: 0, retry: { retryCodes: [] } };
+  const access = (name: string, options = {}) => client.accessSecretVersion({ name }, options).then(([r]) => r);
+  const numbered = (secret: string, version: number | string) =>
+    `projects/${servers.secretManager.projectNumber(PROJECT)}/secrets/${secret.split('/').pop()}/versions/${version}`;
+
+  beforeAll(() => {
+    client = new SecretManagerServiceClient({
+      fallback: true,
+      apiEndpoint: '127.0.0.1',
+      port: servers.secretManager.port,
+      protocol: 'http',
+      auth: new GoogleAuth({ authClient: new PassThroughClient() }),
+    });
+  });
+  afterAll(async () => {
+    await client?.close();
+  });
+
+  it('creates a secret, adds versions and serves latest, a number or an alias, with dataCrc32c', async () => {
+    const secretId = `s${++n}`;
+    const [secret] = await client.createSecret({
+      parent: `projects/${PROJECT}`,
+      secretId,
+      secret: { replication: { automatic: {} } },
+    });
+    const number = servers.secretManager.projectNumber(PROJECT);
+    expect(number).toMatch(/^[0-9]{12}$/);
+    expect(secret.name).toBe(`projects/${number}/secrets/${secretId}`);
+    const name = `projects/${PROJECT}/secrets/${secretId}`;
+    const one = Buffer.from('DB_PASSWORD=one\n');
+    const two = Buffer.from([0, 1, 2, 255]);
+    const [v1] = await client.addSecretVersion({
+      parent: name,
+      payload: { data: one, dataCrc32c: crc32c(one) },
+    });
+    expect(v1).toMatchObject({
+      name: `${secret.name}/versions/1`,
+      state: 'ENABLED',
+      clientSpecifiedPayloadChecksum: true,
+    });
+    const [v2] = await client.addSecretVersion({ parent: name, payload: { data: two } });
+    expect(v2).toMatchObject({ name: `${secret.name}/versions/2`, clientSpecifiedPayloadChecksum: false });
+    servers.secretManager.setAlias(name, 'prod', '1');
+
+    const latest = await access(`${name}/versions/latest`);
+    expect(latest.name).toBe(`${secret.name}/versions/2`);
+    expect(Buffer.from(latest.payload?.data as Uint8Array).equals(two)).toBe(true);
+    // The int64 comes back as a decimal string, computed by the server when the writer sent none.
+    expect(latest.payload?.dataCrc32c).toBe(String(crc32c(two)));
+    const first = await access(`${name}/versions/1`);
+    expect(Buffer.from(first.payload?.data as Uint8Array).toString()).toBe('DB_PASSWORD=one\n');
+    expect(first.payload?.dataCrc32c).toBe(String(crc32c(one)));
+    expect((await access(`${name}/versions/prod`)).name).toBe(`${secret.name}/versions/1`);
+    // The project number is accepted in place of the ID.
+    expect((await access(`projects/${number}/secrets/${secretId}/versions/2`)).name).toBe(`${secret.name}/versions/2`);
+    const [described] = await client.getSecret({ name });
+    expect(described.versionAliases).toEqual({ prod: '1' });
+
+    // On the wire: base64 bytes, the CRC as a decimal string, names with unencoded slashes.
+    const sent = servers.secretManager.requests.filter((r) => r.path.endsWith(':addVersion'));
+    expect(sent[0]?.body).toEqual({ payload: { data: one.toString('base64'), dataCrc32c: String(crc32c(one)) } });
+    expect(servers.secretManager.requests.find((r) => r.path.endsWith(':access'))).toMatchObject({
+      method: 'GET',
+      path: `/v1/${name}/versions/latest:access`,
+      query: { $alt: 'json;enum-encoding=int' },
+    });
+  });
+
+  it('answers version metadata without the payload, states as names', async () => {
+    const name = fresh();
+    servers.secretManager.createSecret(name);
+    servers.secretManager.addVersion(name, 'one');
+    servers.secretManager.addVersion(name, 'two', { state: 'DISABLED' });
+    const [latest] = await client.getSecretVersion({ name: `${name}/versions/latest` });
+    expect(latest).toMatchObject({ name: numbered(name, 2), state: 'DISABLED' });
+    expect(JSON.stringify(servers.secretManager.requests.at(-1))).not.toContain(Buffer.from('two').toString('base64'));
+    servers.secretManager.setVersionState(name, '1', 'DESTROYED');
+    const [destroyed] = await client.getSecretVersion({ name: `${name}/versions/1` });
+    expect(destroyed.state).toBe('DESTROYED');
+    expect(destroyed.destroyTime?.seconds).toBeDefined();
+  });
+
+  it('refuses a disabled or destroyed version with FAILED_PRECONDITION (9); latest does not skip it', async () => {
+    const name = fresh();
+    servers.secretManager.createSecret(name);
+    servers.secretManager.addVersion(name, 'old');
+    servers.secretManager.addVersion(name, 'new');
+    servers.secretManager.setVersionState(name, '2', 'DISABLED');
+    const disabled = await rejection(access(`${name}/versions/latest`, NONE));
+    expect([disabled.code, disabled.httpStatusCode]).toEqual([9, 400]);
+    expect(disabled.message).toBe(`Secret Version [${numbered(name, 2)}] is in DISABLED state.`);
+    servers.secretManager.setVersionState(name, '2', 'DESTROYED');
+    const destroyed = await rejection(access(`${name}/versions/2`, NONE));
+    expect(destroyed.code).toBe(9);
+    expect(destroyed.message).toBe(`Secret Version [${numbered(name, 2)}] is in DESTROYED state.`);
+    expect(() => servers.secretManager.setVersionState(name, '2', 'ENABLED')).toThrow(/stays destroyed/);
+    expect((await access(`${name}/versions/1`)).payload?.data).toEqual(Buffer.from('old'));
+  });
+
+  it('answers NOT_FOUND (5) for a missing secret, version or alias, and for latest with no versions', async () => {
+    const name = fresh();
+    const secret = numbered(name, 1).replace(/\/versions\/1$/, '');
+    const missing = await rejection(access(`${name}/versions/latest`, NONE));
+    expect([missing.code, missing.message]).toEqual([5, `Secret [${secret}] not found or has no versions.`]);
+    servers.secretManager.createSecret(name);
+    expect((await rejection(access(`${name}/versions/latest`, NONE))).code).toBe(5);
+    servers.secretManager.addVersion(name, 'x');
+    const version = await rejection(access(`${name}/versions/2`, NONE));
+    expect([version.code, version.message]).toEqual([5, `Secret Version [${secret}/versions/2] not found.`]);
+    expect((await rejection(access(`${name}/versions/prod`, NONE))).code).toBe(5);
+    expect((await rejection(client.getSecretVersion({ name: `${name}/versions/9` }, NONE))).code).toBe(5);
+  });
+
+  it('answers PERMISSION_DENIED (7) per permission, and testIamPermissions lists what is granted', async () => {
+    const name = fresh();
+    servers.secretManager.createSecret(name);
+    servers.secretManager.addVersion(name, 'x');
+    const ask = ['secretmanager.versions.access', 'secretmanager.versions.get', 'secretmanager.versions.add'];
+    const [all] = await client.testIamPermissions({ resource: name, permissions: [...ask, 'storage.objects.get'] });
+    expect(all.permissions).toEqual(ask);
+
+    servers.secretManager.grant(name, ['secretmanager.versions.access']);
+    expect((await access(`${name}/versions/latest`)).payload?.data).toEqual(Buffer.from('x'));
+    const get = await rejection(client.getSecretVersion({ name: `${name}/versions/latest` }, NONE));
+    expect([get.code, get.httpStatusCode]).toEqual([7, 403]);
+    expect(get.message).toBe(
+      `Permission 'secretmanager.versions.get' denied for resource '${name}/versions/latest' (or it may not exist).`,
+    );
+    const [some] = await client.testIamPermissions({ resource: name, permissions: ask });
+    expect(some.permissions).toEqual(['secretmanager.versions.access']);
+
+    servers.secretManager.denySecret(name);
+    const denied = await rejection(access(`${name}/versions/latest`, NONE));
+    expect(denied.code).toBe(7);
+    expect(denied.message).toMatch(/^Permission 'secretmanager.versions.access' denied for resource/);
+    // A denied secret that does not exist is denied, not missing, as on the real service.
+    servers.secretManager.denySecret(`${name}-missing`);
+    expect((await rejection(access(`${name}-missing/versions/latest`, NONE))).code).toBe(7);
+    const [none] = await client.testIamPermissions({ resource: name, permissions: ask });
+    expect(none.permissions).toEqual([]);
+  });
+
+  it('checks the dataCrc32c it is sent, limits payloads to 64 KiB and refuses a second create (6)', async () => {
+    const name = fresh();
+    servers.secretManager.createSecret(name);
+    const data = Buffer.from('payload');
+    const bad = await rejection(
+      client.addSecretVersion({ parent: name, payload: { data, dataCrc32c: (crc32c(data) + 1) % 2 ** 32 } }),
+    );
+    expect(bad.code).toBe(3);
+    await client.addSecretVersion({ parent: name, payload: { data: Buffer.alloc(65536, 1) } });
+    expect(
+      (await rejection(client.addSecretVersion({ parent: name, payload: { data: Buffer.alloc(65537) } }))).code,
+    ).toBe(3);
+    const [, secretId] = name.split('/secrets/') as [string, string];
+    const again = await rejection(
+      client.createSecret({ parent: `projects/${PROJECT}`, secretId, secret: { replication: { automatic: {} } } }),
+    );
+    expect(again.code).toBe(6);
+    expect((await rejection(client.addSecretVersion({ parent: `${name}-missing`, payload: { data } }))).code).toBe(5);
+  });
+
+  it('corruptNextCrc sends a wrong dataCrc32c once, with the right data', async () => {
+    const name = fresh();
+    servers.secretManager.createSecret(name);
+    servers.secretManager.addVersion(name, 'check me');
+    servers.secretManager.corruptNextCrc();
+    const bad = await access(`${name}/versions/latest`);
+    expect(Buffer.from(bad.payload?.data as Uint8Array).toString()).toBe('check me');
+    expect(bad.payload?.dataCrc32c).not.toBe(String(crc32c(Buffer.from('check me'))));
+    const good = await access(`${name}/versions/latest`);
+    expect(good.payload?.dataCrc32c).toBe(String(crc32c(Buffer.from('check me'))));
+  });
+
+  it('failNext: 429 and 503 keep their codes only without retry codes; maxRetries 0 alone turns them into 4', async () => {
+    const name = fresh();
+    servers.secretManager.createSecret(name);
+    servers.secretManager.addVersion(name, 'x');
+    servers.secretManager.failNext({ path: /:access$/ }, [
+      { status: 429, headers: { 'Retry-After': '3' } },
+      { status: 503 },
+    ]);
+    const quota = await rejection(access(`${name}/versions/latest`, NONE));
+    expect([quota.code, quota.httpStatusCode]).toEqual([8, 429]);
+    const down = await rejection(access(`${name}/versions/latest`, NONE));
+    expect([down.code, down.httpStatusCode]).toEqual([14, 503]);
+
+    servers.secretManager.failNext({ path: /:access$/ }, [{ status: 503 }]);
+    const hidden = await rejection(access(`${name}/versions/latest`, { maxRetries: 0 }));
+    expect(hidden.code).toBe(4);
+    expect(hidden.message).toMatch(/^Exceeded maximum number of retries/);
+    expect(servers.secretManager.pendingFaults).toBe(0);
+
+    // The library's own policy retries a 503 on access.
+    servers.secretManager.requests.length = 0;
+    servers.secretManager.failNext({ path: /:access$/ }, [{ status: 503 }]);
+    expect((await access(`${name}/versions/latest`)).payload?.data).toEqual(Buffer.from('x'));
+    expect(servers.secretManager.requests).toHaveLength(2);
+  });
+
+  it('failNext: a reset is UNAVAILABLE (14), a stall ends at the call timeout (4), other statuses map', async () => {
+    const name = fresh();
+    servers.secretManager.createSecret(name);
+    servers.secretManager.addVersion(name, 'x');
+    servers.secretManager.failNext({ path: /:access$/ }, ['reset']);
+    expect((await rejection(access(`${name}/versions/latest`, NONE))).code).toBe(14);
+    servers.secretManager.failNext({ method: 'GET', path: `/v1/${name}/versions/latest:access` }, ['stall']);
+    const stalled = await rejection(access(`${name}/versions/latest`, { ...NONE, timeout: 200 }));
+    expect(stalled.code).toBe(4);
+    servers.secretManager.releaseStalled();
+    const statuses = [400, 401, 403, 404, 500, 504];
+    const expected = [3, 16, 7, 5, 13, 4];
+    for (const [i, status] of statuses.entries()) {
+      servers.secretManager.failNext({ path: /:access$/ }, [{ status }]);
+      const err = await rejection(access(`${name}/versions/latest`, NONE));
+      expect([status, err.code]).toEqual([status, expected[i]]);
+    }
+  });
+
+  it('sends Retry-After and the Google error body with a faulted status', async () => {
+    servers.secretManager.failNext({ path: /:access$/ }, [{ status: 429, headers: { 'Retry-After': '3' } }]);
+    const res = await fetch(`${servers.secretManager.url}/v1/projects/${PROJECT}/secrets/any/versions/latest:access`);
+    expect(res.status).toBe(429);
+    expect(res.headers.get('retry-after')).toBe('3');
+    expect(await res.json()).toMatchObject({ error: { code: 429, status: 'RESOURCE_EXHAUSTED' } });
+  });
+});
+
 describe('start.ts', () => {
   it('runs as a script, prints the env and exits on SIGTERM', async () => {
     const child = spawn(process.execPath, ['test/servers/start.ts'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -589,7 +829,7 @@ describe('start.ts', () => {
     await new Promise<void>((resolve) => {
       child.stdout.on('data', (chunk: string) => {
         out += chunk;
-        if (out.split('\n').length > 2) resolve();
+        if (out.split('\n').length > 3) resolve();
       });
     });
     const env = Object.fromEntries(
@@ -598,7 +838,11 @@ describe('start.ts', () => {
         .split('\n')
         .map((l) => l.split('=', 2) as [string, string]),
     );
-    expect(Object.keys(env)).toEqual(['STORAGE_EMULATOR_HOST', 'SECRET_FETCH_KMS_ENDPOINT']);
+    expect(Object.keys(env)).toEqual([
+      'STORAGE_EMULATOR_HOST',
+      'SECRET_FETCH_KMS_ENDPOINT',
+      'SECRET_FETCH_SECRET_MANAGER_ENDPOINT',
+    ]);
     // Seed a key over the control API and use it through the real REST endpoint.
     const kmsUrl = env.SECRET_FETCH_KMS_ENDPOINT as string;
     const key = 'projects/p/locations/global/keyRings/r/cryptoKeys/k';
@@ -614,6 +858,17 @@ describe('start.ts', () => {
     const put = await fetch(`${gcsUrl}/_emulator/objects?bucket=b&name=o`, { method: 'POST', body: 'data' });
     expect(put.status).toBe(200);
     expect(await (await fetch(`${gcsUrl}/b/b/o/o?alt=media`)).text()).toBe('data');
+    // Seed a secret and a version over the control API, then access it through the real REST endpoint.
+    const smUrl = env.SECRET_FETCH_SECRET_MANAGER_ENDPOINT as string;
+    const post = (path: string, body: unknown) =>
+      fetch(`${smUrl}${path}`, { method: 'POST', body: JSON.stringify(body) });
+    expect((await post('/_emulator/secrets', { name: 'projects/p-test/secrets/s' })).status).toBe(200);
+    const added = await post('/_emulator/versions', { secret: 'projects/p-test/secrets/s', data: 'aGk=' });
+    expect(await added.json()).toEqual({ version: '1' });
+    const accessed = (await (await fetch(`${smUrl}/v1/projects/p-test/secrets/s/versions/1:access`)).json()) as {
+      payload: { data: string; dataCrc32c: string };
+    };
+    expect(accessed.payload).toEqual({ data: 'aGk=', dataCrc32c: String(crc32c(Buffer.from('hi'))) });
     child.kill('SIGTERM');
     const [code] = await once(child, 'exit');
     expect(code).toBe(0);

@@ -31,6 +31,7 @@ export async function fetchSource(ref: SourceRef, context: FetchContext): Promis
     case 'file':
       return readSecretFile(ref.path, context.maxBytes);
     case 'sm':
+      return (await import('./secretmanager.ts')).accessSecretVersion(ref, context);
     case 'berglas':
       throw notYet(ref);
   }
@@ -38,8 +39,9 @@ export async function fetchSource(ref: SourceRef, context: FetchContext): Promis
 
 /**
  * What identifies the current content of a source, read cheaply (--refresh): the generation of
- * a gs:// object (metadata only), or device, inode, size and mtime of a file (a Kubernetes
- * secret volume swaps a symlink, which changes the inode).
+ * a gs:// object (metadata only), the version number an sm:// version ID resolves to (metadata
+ * only), or device, inode, size and mtime of a file (a Kubernetes secret volume swaps a symlink,
+ * which changes the inode).
  */
 export async function sourceVersion(ref: SourceRef, context: FetchContext): Promise<string> {
   switch (ref.scheme) {
@@ -48,12 +50,13 @@ export async function sourceVersion(ref: SourceRef, context: FetchContext): Prom
     case 'file':
       return fileVersion(ref.path);
     case 'sm':
+      return (await import('./secretmanager.ts')).currentSecretVersion(ref, context);
     case 'berglas':
       throw notYet(ref);
   }
 }
 
-// Interim, while the sm:// and berglas:// readers are built (issue 3): parsed, but not fetched.
+// Interim, while the berglas:// reader is built (issue 3): parsed, but not fetched.
 function notYet(ref: SourceRef): UsageError {
-  return new UsageError(`--source ${ref.scheme}:// cannot be read by this build yet`, 'use gs:// or a file');
+  return new UsageError(`--source ${ref.scheme}:// cannot be read by this build yet`, 'use gs://, sm:// or a file');
 }

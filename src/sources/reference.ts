@@ -117,6 +117,39 @@ export function secretVersionName(ref: SecretManagerRef): string {
   return `projects/${ref.project}/secrets/${ref.secret}/versions/${ref.version}`;
 }
 
+/**
+ * A source that names one immutable version: a gs:// or berglas:// object at a #GENERATION, or an
+ * sm:// secret at a version number (not latest or an alias). --refresh never polls these.
+ */
+export function isPinned(ref: SourceRef): boolean {
+  switch (ref.scheme) {
+    case 'gs':
+    case 'berglas':
+      return ref.generation !== undefined;
+    case 'sm':
+      return /^[1-9][0-9]*$/.test(ref.version);
+    case 'file':
+      return false;
+  }
+}
+
+/**
+ * The source pinned to `version` (a gs:// generation or an sm:// version number, as sourceVersion
+ * reported it), so a refresh fetches exactly what the poll saw. A file has no version to pin: it
+ * is returned as it is.
+ */
+export function atVersion(ref: SourceRef, version: string): SourceRef {
+  switch (ref.scheme) {
+    case 'gs':
+      return { ...ref, generation: version };
+    case 'sm':
+      return { ...ref, version };
+    case 'berglas': // what its poll reports is the berglas reader's to decide (issue 3)
+    case 'file':
+      return ref;
+  }
+}
+
 /** The name a format is detected from: the object name, the secret ID or the file path. */
 export function sourceFileName(ref: SourceRef): string {
   switch (ref.scheme) {

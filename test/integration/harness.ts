@@ -1,9 +1,10 @@
 // Runs the built dist/secret-fetch the way a container runtime would: a fresh process with a
 // chosen environment, stdout and stderr captured through pipes.
 
-import { spawn } from 'node:child_process';
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 
@@ -78,4 +79,55 @@ export function expectNoCanary(result: Result, canaries: string[]): void {
     expect(result.stdout).not.toContain(canary);
     expect(result.stderr).not.toContain(canary);
   }
+}
+
+/** A binary left running (--supervise, sidecar), whose output can be waited for line by line. */
+export interface Running {
+  readonly pid: number;
+  /** Resolves with the stdout line matching `pattern` (waiting for it if need be). */
+  line(pattern: RegExp): Promise<string>;
+  /** Resolves with the stderr line matching `pattern` (waiting for it if need be). */
+  errorLine(pattern: RegExp): Promise<string>;
+  readonly done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+}
+
+export function spawnBinary(args: string[], options: { command?: string; env?: Record<string, string> } = {}): Running {
+  const child: ChildProcessByStdio<null, Readable, Readable> = spawn(options.command ?? BINARY, args, {
+    cwd: ROOT,
+    env: { ...BASE_ENV, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output = { stdout: '', stderr: '' };
+  const waiters: { stream: 'stdout' | 'stderr'; pattern: RegExp; resolve: (line: string) => void }[] = [];
+  const check = () => {
+    for (const waiter of [...waiters]) {
+      const line = output[waiter.stream].split('\n').find((l) => waiter.pattern.test(l));
+      if (line !== undefined) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve(line);
+      }
+    }
+  };
+  for (const stream of ['stdout', 'stderr'] as const) {
+    child[stream].setEncoding('utf8').on('data', (chunk: string) => {
+      output[stream] += chunk;
+      check();
+    });
+  }
+  const done = new Promise<Awaited<Running['done']>>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, ...output }));
+  });
+  const wait = (stream: 'stdout' | 'stderr') => (pattern: RegExp) =>
+    new Promise<string>((resolve, reject) => {
+      waiters.push({ stream, pattern, resolve });
+      check();
+      done.then((r) => reject(new Error(`exited (${r.code}) before ${pattern}: ${r.stdout} ${r.stderr}`)));
+    });
+  return { pid: child.pid as number, line: wait('stdout'), errorLine: wait('stderr'), done };
+}
+
+/** Resolves once `condition` holds, checking every 20 ms (the test's own timeout bounds the wait). */
+export async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 20));
 }

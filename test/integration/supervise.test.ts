@@ -1,16 +1,14 @@
 // --supervise with the built binary and real processes: the supervised command is
 // test/fixtures/signals.py (or a shell), which prints every signal it receives.
 
-import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
 import { FORWARDED_SIGNALS } from '../../src/launch/supervise.ts';
 import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
 import { startTestServers } from '../servers/start.ts';
-import { BASE_ENV, BINARY, KEY, ROOT, runBinary, tmpfsDir } from './harness.ts';
+import { BINARY, KEY, ROOT, runBinary, spawnBinary as start, tmpfsDir } from './harness.ts';
 
 const FIXTURE = join(ROOT, 'test', 'fixtures', 'signals.py');
 const TINI = '/usr/bin/tini';
@@ -24,54 +22,6 @@ beforeEach(() => {
   writeFileSync(secret, 'GREETING=hello\n');
 });
 afterEach(() => cleanup());
-
-interface Running {
-  readonly pid: number;
-  /** Resolves with the stdout line matching `pattern` (waiting for it if need be). */
-  line(pattern: RegExp): Promise<string>;
-  readonly done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
-}
-
-function start(args: string[], options: { command?: string; env?: Record<string, string> } = {}): Running {
-  const child: ChildProcessByStdio<null, Readable, Readable> = spawn(options.command ?? BINARY, args, {
-    cwd: ROOT,
-    env: { ...BASE_ENV, ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  const waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
-  const check = () => {
-    for (const waiter of [...waiters]) {
-      const line = stdout.split('\n').find((l) => waiter.pattern.test(l));
-      if (line !== undefined) {
-        waiters.splice(waiters.indexOf(waiter), 1);
-        waiter.resolve(line);
-      }
-    }
-  };
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    stdout += chunk;
-    check();
-  });
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-    stderr += chunk;
-  });
-  const done = new Promise<Awaited<Running['done']>>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return {
-    pid: child.pid as number,
-    line: (pattern) =>
-      new Promise((resolve, reject) => {
-        waiters.push({ pattern, resolve });
-        check();
-        done.then((r) => reject(new Error(`exited (${r.code}) before ${pattern}: ${r.stdout} ${r.stderr}`)));
-      }),
-    done,
-  };
-}
 
 const supervise = (...extra: string[]) => ['--source', secret, '--env', '--supervise', ...extra, '--'];
 

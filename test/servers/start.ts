@@ -1,4 +1,4 @@
-// Start the GCS and KMS test servers together.
+// Start the GCS, KMS and Secret Manager test servers together.
 //
 // Imported: `const servers = await startTestServers()`; pass `servers.env` to the code under test.
 // As a script (`node test/servers/start.ts`): prints the env as KEY=value lines on stdout and stays up
@@ -10,26 +10,42 @@
 //   KMS  POST /_emulator/keys {name}, POST /_emulator/denyKey {name}, POST /_emulator/corruptNextPlaintextCrc,
 //        POST /_emulator/failNext {...}, GET /_emulator/requests
 //   and encrypt with the real POST /v1/{key}:encrypt.
+//   Secret Manager  POST /_emulator/secrets {name}, POST /_emulator/versions {secret, data (base64), state?}
+//        -> {version}, POST /_emulator/versionState {secret, version, state}, POST /_emulator/alias
+//        {secret, alias, version?}, POST /_emulator/denySecret {name}, POST /_emulator/grant {name, permissions},
+//        POST /_emulator/corruptNextCrc, POST /_emulator/failNext {...}, GET /_emulator/requests
+//   and the real API (POST /v1/projects/P/secrets?secretId=S, POST .../secrets/S:addVersion, ...).
 
 import { type GcsServer, type GcsServerOptions, startGcsServer } from './gcs.ts';
 import { type KmsServer, startKmsServer } from './kms.ts';
+import { type SecretManagerServer, startSecretManagerServer } from './secretmanager.ts';
 
 export interface TestServers {
   gcs: GcsServer;
   kms: KmsServer;
-  /** STORAGE_EMULATOR_HOST and SECRET_FETCH_KMS_ENDPOINT pointing at the servers. */
+  secretManager: SecretManagerServer;
+  /** STORAGE_EMULATOR_HOST, SECRET_FETCH_KMS_ENDPOINT and SECRET_FETCH_SECRET_MANAGER_ENDPOINT pointing at the servers. */
   env: Record<string, string>;
   close(): Promise<void>;
 }
 
 export async function startTestServers(opts: { gcs?: GcsServerOptions } = {}): Promise<TestServers> {
-  const [gcs, kms] = await Promise.all([startGcsServer(opts.gcs), startKmsServer()]);
+  const [gcs, kms, secretManager] = await Promise.all([
+    startGcsServer(opts.gcs),
+    startKmsServer(),
+    startSecretManagerServer(),
+  ]);
   return {
     gcs,
     kms,
-    env: { STORAGE_EMULATOR_HOST: gcs.url, SECRET_FETCH_KMS_ENDPOINT: kms.url },
+    secretManager,
+    env: {
+      STORAGE_EMULATOR_HOST: gcs.url,
+      SECRET_FETCH_KMS_ENDPOINT: kms.url,
+      SECRET_FETCH_SECRET_MANAGER_ENDPOINT: secretManager.url,
+    },
     async close() {
-      await Promise.all([gcs.close(), kms.close()]);
+      await Promise.all([gcs.close(), kms.close(), secretManager.close()]);
     },
   };
 }

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.ts';
 import {
+  atVersion,
   describeSource,
+  isPinned,
   parseSourceRef,
   type SecretManagerRef,
   secretVersionName,
@@ -84,5 +86,37 @@ describe('parseSourceRef', () => {
       'projects/my-project/secrets/app-env/versions/latest',
     );
     expect(describeSource(parseSourceRef('berglas://vault/k#9'))).toBe('berglas://vault/k#9');
+  });
+});
+
+describe('isPinned and atVersion (--refresh)', () => {
+  it.each([
+    ['gs://vault/a.env#12', true],
+    ['gs://vault/a.env', false],
+    ['berglas://vault/k#3', true],
+    ['berglas://vault/k', false],
+    ['sm://my-project/s#7', true],
+    ['projects/my-project/secrets/s/versions/7', true],
+    ['sm://my-project/s', false],
+    ['sm://my-project/s#latest', false],
+    ['sm://my-project/s#prod', false],
+    ['/run/secrets/a.env', false],
+  ])('%s pinned: %s', (uri, pinned) => {
+    expect(isPinned(parseSourceRef(uri))).toBe(pinned);
+  });
+
+  it('pins a gs:// generation or an sm:// version, and leaves a file as it is', () => {
+    expect(atVersion(parseSourceRef('gs://vault/a.env'), '99')).toEqual({
+      scheme: 'gs',
+      bucket: 'vault',
+      object: 'a.env',
+      generation: '99',
+    });
+    const alias = atVersion(parseSourceRef('sm://my-project/s#prod'), '4');
+    expect(alias).toEqual({ scheme: 'sm', project: 'my-project', secret: 's', version: '4' });
+    expect(isPinned(alias)).toBe(true);
+    expect(secretVersionName(alias as SecretManagerRef)).toBe('projects/my-project/secrets/s/versions/4');
+    const file = parseSourceRef('file:/run/a.env');
+    expect(atVersion(file, '1:2:3')).toBe(file);
   });
 });
