@@ -6,7 +6,8 @@
 //   GCS  POST /_emulator/objects?bucket=B&name=N  (body = object bytes; Content-Type, x-goog-meta-* headers)
 //        POST /_emulator/denyObject?bucket=B&name=N, POST /_emulator/corruptNextMedia,
 //        POST /_emulator/failNext {method?, path?, pathRegex?, query?, responses}, GET /_emulator/requests
-//   KMS  POST /_emulator/keys {name}, POST /_emulator/denyKey {name}, POST /_emulator/corruptNextPlaintextCrc,
+//   KMS  POST /_emulator/keys {name} (symmetric), POST /_emulator/keys {name, purpose: "ASYMMETRIC_SIGN"}
+//        (EC_SIGN_P256_SHA256; answers {version, pem}), POST /_emulator/denyKey {name}, POST /_emulator/corruptNextPlaintextCrc,
 //        POST /_emulator/failNext {...}, GET /_emulator/requests
 //   and encrypt with the real POST /v1/{key}:encrypt.
 
