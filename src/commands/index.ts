@@ -30,6 +30,11 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
     summary: 'exit 0 once --ready-file was written (for exec probes)',
     load: async () => (await import('./probe.ts')).probeCommand,
   },
+  sign: {
+    usage: 'sign gs://... --signing-key VERSION',
+    summary: 'sign the object with a Cloud KMS key, for --verify-key',
+    load: async () => (await import('./sign.ts')).signCommand,
+  },
 };
 
 export function isSubcommand(name: string | undefined): name is string {

@@ -9,7 +9,8 @@ import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, 
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
 
-export type KmsClient = Pick<KeyManagementServiceClient, 'decrypt'>;
+// asymmetricSign and getPublicKey serve secret-fetch sign (src/signing/kms-sign.ts).
+export type KmsClient = Pick<KeyManagementServiceClient, 'decrypt' | 'asymmetricSign' | 'getPublicKey'>;
 
 export async function createKmsClient(endpoint: string | undefined): Promise<KmsClient> {
   const [{ KeyManagementServiceClient }, gax] = await Promise.all([
@@ -68,7 +69,7 @@ export async function decryptWithKms(client: KmsClient, request: DecryptRequest,
   return new Secret(plaintext);
 }
 
-function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
+export function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
   if (data === null || data === undefined) return Buffer.alloc(0);
   return typeof data === 'string'
     ? Buffer.from(data, 'base64')
