@@ -59,7 +59,10 @@ describe('loadVerifyKey', () => {
     ['a missing file', () => join(dir, 'missing.pem'), EXIT.notFound, /does not exist/],
     [
       'a directory',
-      () => (mkdirSync(join(dir, 'd.pem'), { recursive: true }), join(dir, 'd.pem')),
+      () => {
+        mkdirSync(join(dir, 'd.pem'), { recursive: true });
+        return join(dir, 'd.pem');
+      },
       EXIT.usage,
       /is not a file/,
     ],
