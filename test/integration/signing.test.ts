@@ -2,7 +2,7 @@
 // servers, then fetches with --verify-key that must refuse every object the signature does not
 // cover (replaced, replayed, copied, tampered, unsigned, another signer) before anything decrypts.
 
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -226,7 +226,7 @@ describe('--verify-key refuses, before any decrypt', () => {
     expect(result).toMatchObject({ code: 0, stdout: 'port=8080\n' });
   });
 
-  it('a refreshed generation that nobody signed', async () => {
+  it('a newer generation uploaded after the signed one, unsigned', async () => {
     await uploadObject(servers.gcs.url, 'vault', 'app/rotating.env', Buffer.from('V=one\n'));
     expect((await sign('gs://vault/app/rotating.env')).code).toBe(0);
     await uploadObject(servers.gcs.url, 'vault', 'app/rotating.env', Buffer.from('V=two\n'));
@@ -263,6 +263,12 @@ describe('--verify-key usage', () => {
       EXIT.notFound,
       /--verify-key .*nope\.pem does not exist/,
     );
+    const secretKey = join(out.dir, 'private.pem');
+    writeFileSync(
+      secretKey,
+      generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    );
+    expectFailure(await runBinary(args(secretKey), { env: env() }), EXIT.usage, /private\.pem holds a private key/);
     expect(servers.gcs.requests).toHaveLength(0);
   });
 
