@@ -22,6 +22,8 @@ let version: string;
 let otherVersion: string;
 let deniedVersion: string;
 let out: { dir: string; cleanup: () => void };
+/** Where the public keys live, for the whole file. */
+let keys: { dir: string; cleanup: () => void };
 /** The signer's PEM, as `sign --print-public-key` wrote it. */
 let pem: string;
 let otherPem: string;
@@ -44,20 +46,23 @@ beforeAll(async () => {
   version = servers.kms.createSigningKey(SIGNER);
   otherVersion = servers.kms.createSigningKey(OTHER_SIGNER);
   deniedVersion = servers.kms.createSigningKey(DENIED_SIGNER);
-  servers.kms.denyKey(DENIED_SIGNER);
+  keys = tmpfsDir();
+  pem = join(keys.dir, 'signer.pem');
+  const printed = await runBinary(['sign', '--signing-key', version, '--print-public-key'], { env: env() });
+  expect(printed).toMatchObject({ code: 0, stderr: '', stdout: servers.kms.publicKeyPem(version) });
+  writeFileSync(pem, printed.stdout);
+  otherPem = join(keys.dir, 'other.pem');
+  writeFileSync(otherPem, servers.kms.publicKeyPem(otherVersion));
 });
-afterAll(async () => servers?.close());
-beforeEach(async () => {
+afterAll(async () => {
+  keys?.cleanup();
+  await servers?.close();
+});
+beforeEach(() => {
   out = tmpfsDir();
   servers.gcs.reset();
   servers.kms.reset();
   servers.kms.denyKey(DENIED_SIGNER);
-  pem = join(out.dir, 'signer.pem');
-  const printed = await runBinary(['sign', '--signing-key', version, '--print-public-key'], { env: env() });
-  expect(printed.code, printed.stderr).toBe(0);
-  writeFileSync(pem, printed.stdout);
-  otherPem = join(out.dir, 'other.pem');
-  writeFileSync(otherPem, servers.kms.publicKeyPem(otherVersion));
 });
 afterEach(() => out.cleanup());
 
@@ -90,7 +95,7 @@ const downloads = () => servers.gcs.requests.filter((r) => r.query.alt === 'medi
 function expectRefused(result: Result, message: RegExp): void {
   expectFailure(result, EXIT.integrity, message, [CANARY]);
   expect(decrypts()).toHaveLength(0);
-  expect(filesIn(out.dir).filter((f) => !f.endsWith('.pem'))).toEqual([]);
+  expect(filesIn(out.dir)).toEqual([]);
 }
 
 describe('sign, then fetch with --verify-key', () => {
@@ -154,7 +159,7 @@ describe('sign, then fetch with --verify-key', () => {
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toMatch(/signed gs:\/\/vault\/app\/canary\.env#\d+ with .*cryptoKeyVersions\/1/);
     expectNoCanary(result, [CANARY, Buffer.from(CANARY).toString('base64').slice(0, 16)]);
-    expect(filesIn(out.dir)).toEqual(['other.pem', 'signer.pem']);
+    expect(filesIn(out.dir)).toEqual([]);
   });
 });
 
@@ -352,7 +357,6 @@ describe('sign failures: one line, a distinct code, nothing stored', () => {
   });
 
   it('usage: no key, a key without a version, a file instead of an object, an object with --print-public-key', async () => {
-    servers.kms.requests.length = 0;
     const cases: [string[], RegExp][] = [
       [['sign', 'gs://vault/a'], /sign needs --signing-key KEYVERSION/],
       [['sign', 'gs://vault/a', '--signing-key', SIGNER], /is not a key version name/],
