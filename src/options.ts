@@ -51,6 +51,8 @@ export interface Options {
   readonly resolveReferences: boolean;
   /** Where ?destination=tempfile references are written (--tempfile-dir). */
   readonly tempfileDir: string;
+  /** A PEM public key every source must be signed with (--verify-key), read at run time; undefined: none. */
+  readonly verifyKey: string | undefined;
 }
 
 /** --on-change: send a signal, restart the command (new environment), or exit. */
@@ -91,6 +93,13 @@ export const FLAGS: readonly FlagSpec[] = [
     value: 'NAME',
     env: true,
     help: 'decrypt with Cloud KMS: projects/P/locations/L/keyRings/R/cryptoKeys/K',
+  },
+  {
+    name: 'verify-key',
+    type: 'string',
+    value: 'PATH',
+    env: true,
+    help: 'refuse a gs:// object unless its secret-fetch sign signature verifies with this PEM public key (offline, before decrypting)',
   },
   {
     name: 'out',
@@ -356,6 +365,19 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
   if (sidecar && outs.length === 0) {
     throw new UsageError('--refresh without a command needs --out: the sidecar shares files', 'add --out PATH');
   }
+  const verifyKey = optionalString(values['verify-key']);
+  if (verifyKey === '') throw new UsageError('--verify-key is empty', "give the path of the signer's PEM public key");
+  if (verifyKey !== undefined) {
+    if (uris.length === 0) throw new UsageError('--verify-key without --source', 'add --source, or drop --verify-key');
+    for (const { ref } of sources) {
+      if (!VERIFIABLE.has(ref.scheme)) {
+        throw new UsageError(
+          `--verify-key cannot check ${describeSource(ref)}: only gs:// objects carry a secret-fetch signature`,
+          'read the secret from a signed gs:// object, or drop --verify-key',
+        );
+      }
+    }
+  }
   const readyFile = optionalString(values['ready-file']);
   if (readyFile === '') throw new UsageError('--ready-file is empty', 'give a path, e.g. on the shared volume');
   if (refresh !== undefined && uris.length === 0) {
@@ -388,8 +410,14 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     readyFile,
     resolveReferences: values['ignore-references'] !== true,
     tempfileDir: optionalString(values['tempfile-dir']) || '/dev/shm',
+    verifyKey,
   });
 }
+
+// The schemes whose reader checks --verify-key (src/signing/verify.ts); any other is refused here.
+// run.ts also refuses a fetched secret that a reader did not check, so adding a scheme here
+// without its reader calling verifyObjectSignature fails closed.
+const VERIFIABLE: ReadonlySet<SourceRef['scheme']> = new Set(['gs']);
 
 /** A repeatable flag's value for each of `count` sources: none, one per source, or (if allowShared) one for all. */
 export function perSource(

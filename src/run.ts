@@ -48,6 +48,14 @@ export async function run(options: Options, initial: RunContext): Promise<number
     retry: createRetry({ log, deadline: context.deadline }),
     log,
     maxBytes: options.maxBytes,
+    // Read once, before any fetch: a bad key file stops the run before anything is downloaded.
+    verifyKey:
+      options.verifyKey === undefined
+        ? undefined
+        : (await import('./signing/verify.ts')).loadVerifyKey(
+            resolve(context.cwd, options.verifyKey),
+            options.verifyKey,
+          ),
   };
 
   // With --refresh, the version each source is read at (a file's is taken before reading it, so
@@ -212,6 +220,10 @@ export async function fetchPlaintext(
   context: FetchContext,
 ): Promise<{ secret: Secret; version: string | undefined }> {
   const fetched = await fetchSource(ref, context);
+  if (context.verifyKey !== undefined && fetched.signatureVerified !== true) {
+    fetched.data.wipe();
+    throw new Error(`the ${ref.scheme}:// reader ignored --verify-key`); // a bug: fail closed
+  }
   context.log.debug(
     `fetched ${plan.uri}${fetched.version ? ` at ${ref.scheme === 'sm' ? 'version' : 'generation'} ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
   );

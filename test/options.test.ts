@@ -149,6 +149,31 @@ describe('parseInvocation', () => {
   });
 });
 
+describe('--verify-key', () => {
+  it('is a path kept as given (read at run time), from the flag or SECRET_FETCH_VERIFY_KEY', () => {
+    const base = ['--source', 'gs://vault/a.env', '--env'];
+    expect(options([...base]).verifyKey).toBeUndefined();
+    expect(options([...base, '--verify-key', 'keys/signer.pem']).verifyKey).toBe('keys/signer.pem');
+    expect(options(base, { SECRET_FETCH_VERIFY_KEY: '/etc/signer.pem' }).verifyKey).toBe('/etc/signer.pem');
+    expect(options([...base, '--verify-key', 'a.pem'], { SECRET_FETCH_VERIFY_KEY: 'b.pem' }).verifyKey).toBe('a.pem');
+  });
+
+  it.each([
+    [['--source', 'gs://vault/a.env', '--env', '--verify-key', ''], /--verify-key is empty/],
+    [['--verify-key', 'k.pem', '--', 'app'], /--verify-key without --source/],
+    [['--source', '/run/a.env', '--env', '--verify-key', 'k.pem'], /cannot check \/run\/a\.env: only gs:\/\//],
+    [['--source', 'file:a.env', '--env', '--verify-key', 'k.pem'], /cannot check a\.env/],
+    [['--source', 'sm://my-project/db', '--out', '/dev/shm/x', '--verify-key', 'k.pem'], /cannot check sm:\/\//],
+    [['--source', 'berglas://vault/db', '--out', '/dev/shm/x', '--verify-key', 'k.pem'], /cannot check berglas:\/\//],
+    [
+      ['--source', 'gs://vault/a.env', '--source', '/run/b.env', '--env', '--verify-key', 'k.pem'],
+      /cannot check \/run\/b\.env/,
+    ],
+  ])('refuses %j', (argv, message) => {
+    expect(usageError(argv).message).toMatch(message);
+  });
+});
+
 describe('parseDuration and parseMode', () => {
   it.each([
     ['500ms', 500],

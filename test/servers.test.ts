@@ -20,7 +20,7 @@
 //   dataCrc32c reaches the caller as a decimal string; version states as names ('ENABLED').
 
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, verify } from 'node:crypto';
 import { once } from 'node:events';
 import { KeyManagementServiceClient } from '@google-cloud/kms';
 import { SecretManagerServiceClient } from '@google-cloud/secret-manager';
@@ -262,6 +262,67 @@ describe('GCS server with @google-cloud/storage', () => {
     // 0 on a fresh name succeeds.
     await file('fresh').save('new', { resumable: false, preconditionOpts: { ifGenerationMatch: 0 } });
     expect(servers.gcs.getObject(BUCKET, 'fresh')?.data.toString()).toBe('new');
+  });
+
+  it('patches custom metadata with File#setMetadata: keys merge, null deletes, metageneration goes up', async () => {
+    const { generation } = servers.gcs.putObject(BUCKET, 'patch/me', Buffer.from('x'), { keep: 'k', drop: 'd' });
+    const [meta] = await file('patch/me').setMetadata({ metadata: { added: 'a', drop: null } });
+    expect(meta).toMatchObject({ generation, metageneration: '2', metadata: { keep: 'k', added: 'a' } });
+    expect(meta.metadata).not.toHaveProperty('drop');
+    expect(servers.gcs.requests.at(-1)).toMatchObject({ method: 'PATCH', path: `/b/${BUCKET}/o/patch%2Fme` });
+    expect(servers.gcs.getObject(BUCKET, 'patch/me')?.metadata).toEqual({ keep: 'k', added: 'a' });
+    // The data and its generation are untouched.
+    expect(servers.gcs.getObject(BUCKET, 'patch/me')).toMatchObject({ generation, data: Buffer.from('x') });
+  });
+
+  it('patches a pinned generation and checks ifGenerationMatch / ifMetagenerationMatch (412)', async () => {
+    const g1 = servers.gcs.putObject(BUCKET, 'patch/pinned', Buffer.from('one')).generation;
+    const g2 = servers.gcs.putObject(BUCKET, 'patch/pinned', Buffer.from('two')).generation;
+    const stale = await rejection(
+      file('patch/pinned').setMetadata({ metadata: { s: '1' } }, { ifGenerationMatch: g1, ifMetagenerationMatch: 1 }),
+    );
+    expect(stale.code).toBe(412);
+    expect(servers.gcs.requests.at(-1)?.query).toMatchObject({ ifGenerationMatch: g1, ifMetagenerationMatch: '1' });
+    const wrongMeta = await rejection(
+      file('patch/pinned').setMetadata({ metadata: { s: '1' } }, { ifGenerationMatch: g2, ifMetagenerationMatch: 2 }),
+    );
+    expect(wrongMeta.code).toBe(412);
+    expect(servers.gcs.getObject(BUCKET, 'patch/pinned')?.metadata).toEqual({});
+    // The old generation itself, pinned, with its own preconditions.
+    const [old] = await file('patch/pinned', g1).setMetadata(
+      { metadata: { s: '1' } },
+      { ifGenerationMatch: g1, ifMetagenerationMatch: 1 },
+    );
+    expect(old).toMatchObject({ generation: g1, metageneration: '2', metadata: { s: '1' } });
+    expect(servers.gcs.requests.at(-1)?.query).toMatchObject({ generation: g1 });
+    expect(servers.gcs.getObject(BUCKET, 'patch/pinned')?.metadata).toEqual({});
+    const [live] = await file('patch/pinned').setMetadata(
+      { metadata: { s: '2' } },
+      { ifGenerationMatch: g2, ifMetagenerationMatch: 1 },
+    );
+    expect(live).toMatchObject({ generation: g2, metageneration: '2', metadata: { s: '2' } });
+  });
+
+  it('answers a PATCH with 404 for a missing object and 403 for a denied one', async () => {
+    expect((await rejection(file('patch/missing').setMetadata({ metadata: { a: 'b' } }))).code).toBe(404);
+    servers.gcs.putObject(BUCKET, 'patch/denied', Buffer.from('x'));
+    servers.gcs.denyObject(BUCKET, 'patch/denied');
+    const denied = await rejection(file('patch/denied').setMetadata({ metadata: { a: 'b' } }));
+    expect(denied.code).toBe(403);
+    expect(denied.message).toContain('storage.objects.update');
+  });
+
+  it('failNext {run}: a side effect lands before the real answer (a write between read and patch)', async () => {
+    const { generation } = servers.gcs.putObject(BUCKET, 'patch/race', Buffer.from('one'));
+    servers.gcs.failNext({ method: 'PATCH' }, [
+      { run: () => void servers.gcs.putObject(BUCKET, 'patch/race', Buffer.from('two')) },
+    ]);
+    const err = await rejection(
+      file('patch/race').setMetadata({ metadata: { a: 'b' } }, { ifGenerationMatch: generation }),
+    );
+    expect(err.code).toBe(412);
+    expect(servers.gcs.getObject(BUCKET, 'patch/race')?.data.toString()).toBe('two');
+    expect(servers.gcs.pendingFaults).toBe(0);
   });
 
   it('a download is retried after a 503, leaking an unhandled ERR_STREAM_UNABLE_TO_PIPE per retry', async () => {
@@ -572,6 +633,97 @@ describe('KMS server with @google-cloud/kms (REST fallback)', () => {
     expect(err.code).toBe(4);
     expect(Date.now() - started).toBeLessThan(2000);
     servers.kms.releaseStalled();
+  });
+
+  describe('signing keys (EC_SIGN_P256_SHA256)', () => {
+    const SIGNER = 'projects/test-project/locations/global/keyRings/ring/cryptoKeys/signer';
+    let version: string;
+    beforeAll(() => {
+      version = servers.kms.createSigningKey(SIGNER);
+    });
+    const digestOf = (text: string) => createHash('sha256').update(text).digest();
+
+    it('signs a SHA-256 digest: a DER signature that node:crypto verifies with the public key', async () => {
+      const digest = digestOf('the message');
+      const [res] = await client.asymmetricSign({
+        name: version,
+        digest: { sha256: digest },
+        digestCrc32c: { value: crc32c(digest) },
+      });
+      const signature = Buffer.from(res.signature as Uint8Array);
+      expect(res).toMatchObject({ name: version, verifiedDigestCrc32c: true, protectionLevel: 'SOFTWARE' });
+      expect(res.signatureCrc32c?.value).toBe(String(crc32c(signature)));
+      expect(signature[0]).toBe(0x30); // a DER SEQUENCE
+      const [key] = await client.getPublicKey({ name: version });
+      expect(key).toMatchObject({ name: version, algorithm: 'EC_SIGN_P256_SHA256' });
+      expect(key.pemCrc32c?.value).toBe(String(crc32c(Buffer.from(key.pem as string))));
+      expect(key.pem).toBe(servers.kms.publicKeyPem(version));
+      expect(verify('sha256', Buffer.from('the message'), key.pem as string, signature)).toBe(true);
+      expect(verify('sha256', Buffer.from('another message'), key.pem as string, signature)).toBe(false);
+      expect(servers.kms.requests.map((r) => [r.method, r.path])).toEqual([
+        ['POST', `/v1/${version}:asymmetricSign`],
+        ['GET', `/v1/${version}/publicKey`],
+      ]);
+    });
+
+    it('reports verifiedDigestCrc32c false without a digestCrc32c, and rejects a wrong one (3)', async () => {
+      const digest = digestOf('x');
+      const [unchecked] = await client.asymmetricSign({ name: version, digest: { sha256: digest } });
+      expect(unchecked.verifiedDigestCrc32c).toBe(false);
+      const bad = await rejection(
+        client.asymmetricSign({ name: version, digest: { sha256: digest }, digestCrc32c: { value: 1 } }),
+      );
+      expect(bad.code).toBe(3);
+      expect(bad.message).toBe('The checksum in field digest_crc32c did not match the data in field digest.');
+    });
+
+    it('refuses a digest that is not 32 bytes of SHA-256, and data instead of a digest (3)', async () => {
+      const short = await rejection(client.asymmetricSign({ name: version, digest: { sha256: Buffer.alloc(31) } }));
+      expect(short.code).toBe(3);
+      const sha384 = await rejection(client.asymmetricSign({ name: version, digest: { sha384: Buffer.alloc(48) } }));
+      expect(sha384.code).toBe(3);
+      const data = await rejection(client.asymmetricSign({ name: version, data: Buffer.from('x') }));
+      expect(data.code).toBe(3);
+    });
+
+    it('needs a version name, and the key purpose that fits the call (FAILED_PRECONDITION, 9)', async () => {
+      // The client itself refuses a name its path template does not match: nothing is sent.
+      servers.kms.requests.length = 0;
+      const noVersion = await rejection(client.getPublicKey({ name: SIGNER }));
+      expect(noVersion.code).toBeUndefined();
+      expect(servers.kms.requests).toHaveLength(0);
+      const symmetric = await rejection(client.getPublicKey({ name: `${KEY}/cryptoKeyVersions/1` }));
+      expect(symmetric.code).toBe(9);
+      const signSymmetric = await rejection(
+        client.asymmetricSign({ name: `${KEY}/cryptoKeyVersions/1`, digest: { sha256: digestOf('x') } }),
+      );
+      expect(signSymmetric.code).toBe(9);
+      const decrypt = await rejection(client.decrypt({ name: SIGNER, ciphertext: Buffer.from('xxxx') }));
+      expect(decrypt.code).toBe(9);
+    });
+
+    it('answers NOT_FOUND (5) for a missing version or key and PERMISSION_DENIED (7) for a denied key', async () => {
+      const missingVersion = await rejection(client.getPublicKey({ name: `${SIGNER}/cryptoKeyVersions/9` }));
+      expect(missingVersion.code).toBe(5);
+      const missingKey = 'projects/test-project/locations/global/keyRings/ring/cryptoKeys/nope/cryptoKeyVersions/1';
+      expect((await rejection(client.getPublicKey({ name: missingKey }))).code).toBe(5);
+      servers.kms.denyKey(SIGNER);
+      const sign = await rejection(client.asymmetricSign({ name: version, digest: { sha256: digestOf('x') } }));
+      expect(sign.code).toBe(7);
+      expect(sign.message).toContain("'cloudkms.cryptoKeyVersions.useToSign' denied");
+      const view = await rejection(client.getPublicKey({ name: version }));
+      expect(view.code).toBe(7);
+      expect(view.message).toContain("'cloudkms.cryptoKeyVersions.viewPublicKey' denied");
+    });
+
+    it('signs with each version its own key after a rotation', async () => {
+      const v2 = servers.kms.rotateKey(SIGNER);
+      expect(v2).toBe(`${SIGNER}/cryptoKeyVersions/2`);
+      const [res] = await client.asymmetricSign({ name: v2, digest: { sha256: digestOf('m') } });
+      const signature = Buffer.from(res.signature as Uint8Array);
+      expect(verify('sha256', Buffer.from('m'), servers.kms.publicKeyPem(v2), signature)).toBe(true);
+      expect(verify('sha256', Buffer.from('m'), servers.kms.publicKeyPem(version), signature)).toBe(false);
+    });
   });
 
   it('failNext: other statuses map to gRPC codes', async () => {

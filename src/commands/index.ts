@@ -59,6 +59,11 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
     summary: 'check credentials, permissions and --out, with the gcloud fix for each failure',
     load: async () => (await import('./doctor.ts')).doctorCommand,
   },
+  sign: {
+    usage: 'sign gs://... --signing-key VERSION',
+    summary: 'sign the object with a Cloud KMS key, for --verify-key',
+    load: async () => (await import('./sign.ts')).signCommand,
+  },
 };
 
 export function isSubcommand(name: string | undefined): name is string {

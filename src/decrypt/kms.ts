@@ -9,7 +9,9 @@ import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, 
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
 
-export interface KmsClient extends Pick<KeyManagementServiceClient, 'decrypt' | 'encrypt'> {
+export interface KmsClient
+  extends Pick<KeyManagementServiceClient, 'decrypt' | 'encrypt' | 'asymmetricSign' | 'getPublicKey'> {
+  // asymmetricSign and getPublicKey serve secret-fetch sign (src/signing/kms-sign.ts).
   /**
    * The IAMPolicy mixin, for secret-fetch doctor: may the key be used, without decrypting anything.
    * Typed here because the generated signature wants a protobuf class instance, not the plain
@@ -78,7 +80,7 @@ export async function decryptWithKms(client: KmsClient, request: DecryptRequest,
   return new Secret(plaintext);
 }
 
-function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
+export function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
   if (data === null || data === undefined) return Buffer.alloc(0);
   return typeof data === 'string'
     ? Buffer.from(data, 'base64')

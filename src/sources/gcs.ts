@@ -1,11 +1,12 @@
 // gs://BUCKET/OBJECT[#GENERATION] through @google-cloud/storage, loaded only when a gs:// source
 // is used. The object's metadata is read first and the data is then downloaded at exactly that
-// generation, so the bytes and what we know about them come from the same write.
+// generation, so the bytes and what we know about them (checksum, signature) come from the same write.
 
 import type { Storage } from '@google-cloud/storage';
 import { crc32c } from '../crc32c.ts';
 import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
 import { Secret } from '../secret.ts';
+import { type ObjectToVerify, requireSignature, verifyObjectSignature } from '../signing/verify.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
 import { describeSource, type SourceRef } from './reference.ts';
 
@@ -21,6 +22,53 @@ export async function createStorageClient(endpoint: string | undefined): Promise
 }
 
 export async function fetchObject(ref: GsRef, context: FetchContext): Promise<FetchedSecret> {
+  const { verifyKey } = context;
+  const signed = (read: ObjectInfo): ObjectToVerify => ({
+    bucket: ref.bucket,
+    object: ref.object,
+    generation: read.generation,
+    metadata: read.metadata,
+  });
+  // With --verify-key an unsigned object is refused before its bytes are downloaded, and a signed
+  // one is checked over exactly the bytes of the generation whose metadata held the signature.
+  const read = await readObject(
+    ref,
+    context,
+    verifyKey === undefined ? undefined : (info) => void requireSignature(signed(info)),
+  );
+  if (verifyKey !== undefined) {
+    try {
+      verifyObjectSignature(verifyKey, signed(read), read.data);
+    } catch (error) {
+      read.data.fill(0);
+      throw error;
+    }
+  }
+  return {
+    data: new Secret(read.data),
+    name: ref.object,
+    version: read.generation,
+    signatureVerified: verifyKey !== undefined,
+  };
+}
+
+/** What the metadata read says about the generation that is then downloaded. */
+export interface ObjectInfo {
+  readonly generation: string;
+  readonly metageneration: string;
+  /** The object's custom metadata (x-goog-meta-*), or undefined when it has none. */
+  readonly metadata: Readonly<Record<string, unknown>> | undefined;
+}
+
+/**
+ * Reads the object's metadata, then downloads exactly that generation and checks its CRC32C.
+ * `beforeDownload` sees the metadata first and may refuse the object by throwing.
+ */
+export async function readObject(
+  ref: GsRef,
+  context: Pick<FetchContext, 'clients' | 'retry' | 'log' | 'maxBytes'>,
+  beforeDownload?: (info: ObjectInfo) => void,
+): Promise<ObjectInfo & { readonly data: Buffer }> {
   const where = describeSource(ref);
   const storage = await context.clients.storage();
   const file = storage
@@ -44,6 +92,12 @@ export async function fetchObject(ref: GsRef, context: FetchContext): Promise<Fe
     );
   }
   context.log.debug(`${where}: generation ${generation}, ${size} bytes`);
+  const info: ObjectInfo = {
+    generation,
+    metageneration: String(metadata.metageneration ?? ''),
+    metadata: metadata.metadata ?? undefined,
+  };
+  beforeDownload?.(info);
 
   // Pin the generation read from the metadata, so the data and its checksum can't come from two different writes.
   const pinned = storage.bucket(ref.bucket).file(ref.object, { generation: Number(generation) });
@@ -65,7 +119,7 @@ export async function fetchObject(ref: GsRef, context: FetchContext): Promise<Fe
       );
     }
   }
-  return { data: new Secret(data), name: ref.object, version: generation };
+  return { ...info, data };
 }
 
 interface StorageApiError {
@@ -73,7 +127,12 @@ interface StorageApiError {
   message?: string;
 }
 
-export function mapStorageError(error: unknown, where: string, permission: string): SecretFetchError | undefined {
+export function mapStorageError(
+  error: unknown,
+  where: string,
+  permission: string,
+  role = 'roles/storage.objectViewer',
+): SecretFetchError | undefined {
   const { code } = (error ?? {}) as StorageApiError;
   if (code === 404) {
     return new NotFoundError(
@@ -84,7 +143,7 @@ export function mapStorageError(error: unknown, where: string, permission: strin
   if (code === 403) {
     return new PermissionError(
       `access denied to ${where}`,
-      `grant ${permission} (roles/storage.objectViewer) on the bucket to the service account this runs as`,
+      `grant ${permission} (${role}) on the bucket to the service account this runs as`,
     );
   }
   if (code === 401) {

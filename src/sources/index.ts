@@ -5,6 +5,7 @@ import { UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Retry } from '../retry.ts';
 import type { Secret } from '../secret.ts';
+import type { VerifyKey } from '../signing/verify.ts';
 import { fileVersion, readSecretFile } from './file.ts';
 import type { SourceRef } from './reference.ts';
 
@@ -14,6 +15,8 @@ export interface FetchContext {
   readonly log: Logger;
   /** Larger secrets are refused before they are downloaded. */
   readonly maxBytes: number;
+  /** --verify-key: object readers refuse what is not signed by it (see src/signing/verify.ts). */
+  readonly verifyKey?: VerifyKey | undefined;
 }
 
 export interface FetchedSecret {
@@ -22,6 +25,8 @@ export interface FetchedSecret {
   readonly name: string;
   /** The object generation or secret version that was read, when the source has one. */
   readonly version?: string;
+  /** The reader checked the bytes against FetchContext.verifyKey (run.ts refuses them otherwise). */
+  readonly signatureVerified?: boolean;
 }
 
 export async function fetchSource(ref: SourceRef, context: FetchContext): Promise<FetchedSecret> {

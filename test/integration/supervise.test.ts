@@ -305,6 +305,44 @@ describe('--refresh', () => {
     expect(result.stderr).not.toContain('three');
   });
 
+  it('with --verify-key, a new generation is refused until it is signed, then rotated in', async () => {
+    const signer = servers.kms.createSigningKey(
+      'projects/demo/locations/global/keyRings/apps/cryptoKeys/rotation-signer',
+    );
+    const pem = join(dir, 'signer.pem');
+    writeFileSync(pem, servers.kms.publicKeyPem(signer));
+    const sign = async (uri: string) => {
+      const signed = await runBinary(['sign', uri, '--signing-key', signer], { env: servers.env });
+      expect(signed.code, signed.stderr).toBe(0);
+    };
+    const { name, args } = await fresh('GREETING=one\n');
+    await sign(`gs://vault/${name}`);
+    const out = join(dir, 'out.env');
+    const run = start(
+      [...args, '--verify-key', pem, '--out', out, '--supervise', '--refresh', '200ms', '--', FIXTURE],
+      {
+        env: { ...servers.env, READ_ON_HUP: out },
+      },
+    );
+    await run.line(/^ready/);
+    const generation = await upload(name, 'GREETING=two\n');
+    // Wait until a refresh has looked at the unsigned generation (and refused it: no download).
+    const readsOfNew = () => servers.gcs.requests.filter((r) => r.query.generation === generation);
+    while (readsOfNew().length === 0) await new Promise((r) => setTimeout(r, 50));
+    expect(readsOfNew().filter((r) => r.query.alt === 'media')).toHaveLength(0);
+    expect(readFileSync(out, 'utf8')).toBe('GREETING=one\n');
+    await sign(`gs://vault/${name}`);
+    await run.line(/^file GREETING=two$/);
+    process.kill(run.pid, 'SIGTERM');
+    const result = await run.done;
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toMatch(
+      new RegExp(
+        `warning: refresh failed, keeping the current secrets and command: .*#${generation} has no secret-fetch signature`,
+      ),
+    );
+  });
+
   it('sidecar: no command, --refresh keeps the file fresh, writes --ready-file, exits 0 on TERM', async () => {
     const { name, args } = await fresh('GREETING=one\n');
     const out = join(dir, 'out.env');

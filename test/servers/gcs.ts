@@ -7,6 +7,9 @@
 //     media     GET  /b/B/o/O?alt=media[&generation=G]  (Accept-Encoding: gzip, Cache-Control: no-store)
 //     delete    DELETE /b/B/o/O                     (sent by the client itself when it rejects an upload's hashes)
 //     IAM       GET  /b/B/iam/testPermissions?permissions=P[&permissions=P2]  (bucket.iam.testPermissions)
+//     patch     PATCH  /b/B/o/O[?generation=G][&ifGenerationMatch=G][&ifMetagenerationMatch=M]  (File#setMetadata;
+//               JSON body, e.g. {"metadata": {"k": "v"}}: custom keys merge, a null value deletes its key; the
+//               metageneration goes up by one; a precondition that does not hold gets 412 conditionNotMet)
 //   with `apiEndpoint: 'http://127.0.0.1:P'` instead, the same paths carry a /storage/v1 prefix.
 // - Uploads always go to /upload/storage/v1/b/B/o:
 //     multipart  POST ?uploadType=multipart&name=N[&ifGenerationMatch=..]  multipart/related body:
@@ -34,6 +37,7 @@ import {
   queryObject,
   readBody,
   readJson,
+  runSideEffect,
   type SendOptions,
   safeDecode,
   send,
@@ -85,6 +89,16 @@ export interface GcsServer {
   getObject(bucket: string, name: string, generation?: string): StoredObject | undefined;
   /** Delete the live version (older generations stay readable by generation). */
   deleteObject(bucket: string, name: string): boolean;
+  /**
+   * Merge custom metadata into the live object (or the given generation) as a PATCH would, raising its
+   * metageneration; a null value deletes the key.
+   */
+  patchMetadata(
+    bucket: string,
+    name: string,
+    metadata: Record<string, string | null>,
+    generation?: string,
+  ): StoredObject;
   /** Every request touching this object gets 403 (bucket-level testPermissions still grants). */
   denyObject(bucket: string, name: string): void;
   allowObject(bucket: string, name: string): void;
@@ -236,6 +250,17 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     return obj;
   }
 
+  function applyPatch(obj: StoredObject, patch: ResourcePatch): StoredObject {
+    for (const [k, v] of Object.entries(patch.metadata ?? {})) {
+      if (v === null) delete obj.metadata[k];
+      else obj.metadata[k] = v;
+    }
+    if (patch.contentType !== undefined) obj.contentType = patch.contentType;
+    obj.metageneration = String(Number(obj.metageneration) + 1);
+    obj.updated = new Date().toISOString();
+    return obj;
+  }
+
   function entryOf(bucket: string, name: string): ObjectEntry | undefined {
     return buckets.get(bucket)?.objects.get(name);
   }
@@ -360,10 +385,8 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
 
     requests.push({ method, path: rawPath, query, headers: req.headers });
 
-    const fault = faults.take(
-      method,
-      pathForms(rawPath, ['/storage/v1', '/upload/storage/v1', '/download/storage/v1']),
-      query,
+    const fault = await runSideEffect(
+      faults.take(method, pathForms(rawPath, ['/storage/v1', '/upload/storage/v1', '/download/storage/v1']), query),
     );
     if (fault !== undefined && fault !== 'truncate' && fault !== 'pass') {
       return serveFault(req, res, fault, (status) => gcsErrorBody(status), listening.stalled);
@@ -426,6 +449,15 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       if (method === 'GET') {
         await readBody(req);
         return sendJson(res, 200, resource(selectForRead(bucket, name, q)), {}, sendOpts);
+      }
+      if (method === 'PATCH') {
+        const patch = parseResourcePatch(await readBody(req));
+        checkDenied(bucket, name, 'storage.objects.update');
+        requireBucket(bucket, false);
+        const obj = getObject(bucket, name, q.generation);
+        if (!obj) fail(404, `No such object: ${bucket}/${name}`, 'notFound');
+        checkPreconditions(obj, q);
+        return sendJson(res, 200, resource(applyPatch(obj, patch)), {}, sendOpts);
       }
       if (method === 'DELETE') {
         await readBody(req);
@@ -738,6 +770,11 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       entry.live = undefined;
       return true;
     },
+    patchMetadata(bucket, name, metadata, generation) {
+      const obj = getObject(bucket, name, generation);
+      if (!obj) throw new Error(`no such object: ${bucket}/${name}${generation ? `#${generation}` : ''}`);
+      return applyPatch(obj, { metadata });
+    },
     denyObject(bucket, name) {
       denied.add(key(bucket, name));
     },
@@ -809,6 +846,34 @@ function parseResource(body: Buffer): ParsedResource {
   const md5 = str(json.md5Hash);
   if (md5 !== undefined) r.hashes.md5Hash = md5;
   return r;
+}
+
+interface ResourcePatch {
+  metadata?: Record<string, string | null>;
+  contentType?: string;
+}
+
+/** A PATCH body: custom metadata (null deletes a key) and contentType; other fields are ignored. */
+function parseResourcePatch(body: Buffer): ResourcePatch {
+  let json: unknown;
+  try {
+    json = body.length === 0 ? {} : JSON.parse(body.toString('utf8'));
+  } catch {
+    fail(400, 'Invalid JSON payload received.', 'parseError');
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) fail(400, 'Invalid JSON payload received.');
+  const { metadata, contentType } = json as { metadata?: unknown; contentType?: unknown };
+  const patch: ResourcePatch = {};
+  if (metadata !== undefined && metadata !== null) {
+    if (typeof metadata !== 'object' || Array.isArray(metadata)) fail(400, 'Invalid value for metadata.', 'invalid');
+    patch.metadata = {};
+    for (const [k, v] of Object.entries(metadata)) {
+      if (v !== null && typeof v !== 'string') fail(400, `Invalid value for metadata.${k}.`, 'invalid');
+      patch.metadata[k] = v;
+    }
+  }
+  if (typeof contentType === 'string') patch.contentType = contentType;
+  return patch;
 }
 
 function parseGoogHash(header: string | string[] | undefined): SuppliedHashes {

@@ -18,6 +18,8 @@ import type { AddressInfo } from 'node:net';
  * - `'stall'`: the request body is read and nothing is ever answered (until close()).
  * - `'truncate'`: the real response is produced, but only its headers and the first half of its body
  *   are sent before the connection is dropped (a premature close mid-body).
+ * - `{run}`: `run` is awaited, then the real answer is served: a race made to order, e.g. a new
+ *   object generation that lands between a client's read and its write (in-process servers only).
  */
 export type FaultResponse =
   | { status: number; body?: unknown; headers?: Record<string, string> }
@@ -25,7 +27,21 @@ export type FaultResponse =
   | 'stall'
   | 'truncate'
   // Serve the real answer: a place-holder in a sequence, e.g. [503, 'pass', 503].
-  | 'pass';
+  | 'pass'
+  | SideEffect;
+
+export interface SideEffect {
+  run: () => void | Promise<void>;
+}
+
+/** A side effect is run here and then behaves as 'pass'; any other fault is returned as is. */
+export async function runSideEffect(
+  fault: FaultResponse | undefined,
+): Promise<Exclude<FaultResponse, SideEffect> | undefined> {
+  if (typeof fault !== 'object' || !('run' in fault)) return fault;
+  await fault.run();
+  return 'pass';
+}
 
 /**
  * Which requests a fault applies to. All given fields must match.
@@ -168,7 +184,7 @@ export function sendJson(
 export async function serveFault(
   req: IncomingMessage,
   res: ServerResponse,
-  fault: Exclude<FaultResponse, 'truncate' | 'pass'>,
+  fault: Exclude<FaultResponse, 'truncate' | 'pass' | SideEffect>,
   errorBody: (status: number) => unknown,
   stalled: Set<ServerResponse>,
 ): Promise<void> {

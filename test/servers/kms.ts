@@ -1,5 +1,6 @@
-// An in-memory Cloud KMS v1 REST server for tests: symmetric ENCRYPT_DECRYPT keys, :encrypt and :decrypt,
-// driven by the real @google-cloud/kms client in REST ("fallback") mode.
+// An in-memory Cloud KMS v1 REST server for tests: symmetric ENCRYPT_DECRYPT keys (:encrypt, :decrypt) and
+// ASYMMETRIC_SIGN keys of algorithm EC_SIGN_P256_SHA256 (:asymmetricSign, /publicKey), driven by the real
+// @google-cloud/kms client in REST ("fallback") mode.
 //
 // What @google-cloud/kms 6.3 / google-gax 6.17 send in fallback mode (observed against this server):
 //   POST /v1/projects/P/locations/L/keyRings/R/cryptoKeys/K:encrypt?$alt=json%3Benum-encoding=int
@@ -19,10 +20,20 @@
 //   `error.code` (the HTTP status) via 400->3, 401->16, 403->7, 404->5, 409->10, 429->8, 503->14, 504->4,
 //   other 4xx->9, other 5xx->13. Encrypt/Decrypt retry UNAVAILABLE(14) and DEADLINE_EXCEEDED(4) (from
 //   100 ms, x1.3); a reset connection surfaces as UNAVAILABLE and is retried too.
+// - Signing keys:
+//   POST /v1/projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/V:asymmetricSign
+//        {"name", "digest": {"sha256": base64}, "digestCrc32c": "123"} -> {"signature", "signatureCrc32c",
+//        "verifiedDigestCrc32c", "name", "protectionLevel"}; the signature is DER (SEQUENCE of r, s).
+//   GET  /v1/projects/.../cryptoKeyVersions/V/publicKey -> {"pem", "algorithm", "pemCrc32c", "name",
+//        "protectionLevel"}; with enum-encoding=int the algorithm is 12 (EC_SIGN_P256_SHA256), which the
+//        client turns back into its name.
+//   Both need a version name; a key without versions, or a version of a symmetric key, answers 400
+//   FAILED_PRECONDITION (gRPC 9), as :encrypt and :decrypt do for a signing key.
 
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { crc32c } from './crc32c.ts';
+import { type EcSigningKey, generateSigningKey, signDigest } from './ecdsa.ts';
 import {
   type FaultMatch,
   FaultQueue,
@@ -34,6 +45,7 @@ import {
   queryObject,
   readBody,
   readJson,
+  runSideEffect,
   type SendOptions,
   safeDecode,
   sendJson,
@@ -55,8 +67,15 @@ export interface KmsServer {
   readonly requests: KmsLoggedRequest[];
   /** A symmetric ENCRYPT_DECRYPT key "projects/P/locations/L/keyRings/R/cryptoKeys/K", primary version 1. */
   createKey(name: string): void;
-  /** Add a new version and make it primary; old ciphertexts still decrypt (usedPrimary: false). */
+  /** An ASYMMETRIC_SIGN key of algorithm EC_SIGN_P256_SHA256 with one version; returns that version's name. */
+  createSigningKey(name: string): string;
+  /**
+   * Add a new version; a symmetric key makes it primary (old ciphertexts still decrypt, usedPrimary:
+   * false). Returns the new version's name.
+   */
   rotateKey(name: string): string;
+  /** The PEM public key of a signing key version, as GET .../publicKey returns it. */
+  publicKeyPem(versionName: string): string;
   /**
    * Every request on this key (existing or not) gets 403 PERMISSION_DENIED, and testIamPermissions
    * on it grants nothing.
@@ -112,14 +131,16 @@ export function kmsErrorBody(code: number, message?: string) {
 
 class KmsError extends Error {
   code: number;
-  constructor(code: number, message: string) {
+  status: string | undefined;
+  constructor(code: number, message: string, status?: string) {
     super(message);
     this.code = code;
+    this.status = status;
   }
 }
 
-function fail(code: number, message: string): never {
-  throw new KmsError(code, message);
+function fail(code: number, message: string, status?: string): never {
+  throw new KmsError(code, message, status);
 }
 
 const MAX_PLAINTEXT = 65536;
@@ -133,9 +154,24 @@ const VERSION_NAME =
   /^(projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+)\/cryptoKeyVersions\/(\d+)$/;
 
 interface Key {
+  purpose: 'ENCRYPT_DECRYPT' | 'ASYMMETRIC_SIGN';
+  /** Symmetric key material per version (ENCRYPT_DECRYPT). */
   versions: Map<number, Buffer>;
+  /** Signing keys per version (ASYMMETRIC_SIGN). */
+  signers: Map<number, EcSigningKey>;
   primary: number;
 }
+
+type Operation = 'encrypt' | 'decrypt' | 'sign' | 'publicKey';
+
+const PERMISSIONS: Record<Operation, string> = {
+  encrypt: 'useToEncrypt',
+  decrypt: 'useToDecrypt',
+  sign: 'useToSign',
+  publicKey: 'viewPublicKey',
+};
+
+const EC_SIGN_P256_SHA256 = 12;
 
 const ENCRYPT_FIELDS: Record<string, string> = {
   name: 'name',
@@ -157,7 +193,28 @@ const DECRYPT_FIELDS: Record<string, string> = {
   additionalAuthenticatedDataCrc32c: 'additionalAuthenticatedDataCrc32c',
   additional_authenticated_data_crc32c: 'additionalAuthenticatedDataCrc32c',
 };
+const SIGN_FIELDS: Record<string, string> = {
+  name: 'name',
+  digest: 'digest',
+  digestCrc32c: 'digestCrc32c',
+  digest_crc32c: 'digestCrc32c',
+  data: 'data',
+  dataCrc32c: 'dataCrc32c',
+  data_crc32c: 'dataCrc32c',
+};
+const DIGEST_FIELDS: Record<string, string> = {
+  sha256: 'sha256',
+  sha384: 'sha384',
+  sha512: 'sha512',
+  externalMu: 'externalMu',
+  external_mu: 'externalMu',
+};
 const SNAKE: Record<string, string> = {
+  digest: 'digest',
+  sha256: 'digest.sha256',
+  digestCrc32c: 'digest_crc32c',
+  data: 'data',
+  dataCrc32c: 'data_crc32c',
   plaintext: 'plaintext',
   ciphertext: 'ciphertext',
   additionalAuthenticatedData: 'additional_authenticated_data',
@@ -241,24 +298,35 @@ export async function startKmsServer(): Promise<KmsServer> {
     }
   }
 
-  /** The key and version for an encrypt name (key or key version) or a decrypt name (key only). */
-  function resolve(name: string, op: 'encrypt' | 'decrypt'): { keyName: string; key: Key; version: number } {
+  /**
+   * The key and version for an encrypt name (key or key version), a decrypt name (key only), or a
+   * sign or publicKey name (key version only).
+   */
+  function resolve(name: string, op: Operation): { keyName: string; key: Key; version: number } {
     const v = VERSION_NAME.exec(name);
     const keyName = v ? (v[1] as string) : name;
-    if (!KEY_NAME.test(keyName) || (v && op === 'decrypt')) {
+    const needsVersion = op === 'sign' || op === 'publicKey';
+    if (!KEY_NAME.test(keyName) || (v && op === 'decrypt') || (!v && needsVersion)) {
       fail(400, `Resource name [${name}] does not match any known pattern.`);
     }
     if (denied.has(keyName)) {
-      const permission = op === 'encrypt' ? 'useToEncrypt' : 'useToDecrypt';
       fail(
         403,
-        `Permission 'cloudkms.cryptoKeyVersions.${permission}' denied on resource '${name}' (or it may not exist).`,
+        `Permission 'cloudkms.cryptoKeyVersions.${PERMISSIONS[op]}' denied on resource '${name}' (or it may not exist).`,
       );
     }
     const key = keys.get(keyName);
     if (!key) fail(404, `CryptoKey ${keyName} not found.`);
+    const purpose = needsVersion ? 'ASYMMETRIC_SIGN' : 'ENCRYPT_DECRYPT';
+    if (key.purpose !== purpose) {
+      fail(
+        400,
+        `The request cannot be fulfilled: CryptoKey ${keyName} has purpose ${key.purpose}, not ${purpose}.`,
+        'FAILED_PRECONDITION',
+      );
+    }
     const version = v ? Number(v[2]) : key.primary;
-    if (!key.versions.has(version)) fail(404, `CryptoKeyVersion ${name} not found.`);
+    if (!key.versions.has(version) && !key.signers.has(version)) fail(404, `CryptoKeyVersion ${name} not found.`);
     return { keyName, key, version };
   }
 
@@ -338,6 +406,39 @@ export async function startKmsServer(): Promise<KmsServer> {
     };
   }
 
+  function doAsymmetricSign(name: string, body: unknown, numericEnums: boolean) {
+    const f = fields(body, SIGN_FIELDS);
+    const { keyName, key, version } = resolve(name, 'sign');
+    if (f.data !== undefined) fail(400, 'EC_SIGN_P256_SHA256 signs a digest, not data.');
+    const digest = fields(f.digest ?? {}, DIGEST_FIELDS);
+    const sha256 = bytesField(digest, 'sha256');
+    if (sha256 === undefined || Object.keys(digest).length !== 1) {
+      fail(400, 'The digest must be a SHA-256 digest for algorithm EC_SIGN_P256_SHA256.');
+    }
+    if (sha256.length !== 32) fail(400, `A SHA-256 digest is 32 bytes, but was ${sha256.length} bytes.`);
+    const verified = checkCrc(int64Field(f, 'digestCrc32c'), sha256, 'digest');
+    const signature = signDigest(key.signers.get(version) as EcSigningKey, sha256);
+    return {
+      signature: signature.toString('base64'),
+      signatureCrc32c: String(crc32c(signature)),
+      verifiedDigestCrc32c: verified,
+      name: `${keyName}/cryptoKeyVersions/${version}`,
+      protectionLevel: numericEnums ? 1 : 'SOFTWARE',
+    };
+  }
+
+  function doGetPublicKey(name: string, numericEnums: boolean) {
+    const { keyName, key, version } = resolve(name, 'publicKey');
+    const pem = (key.signers.get(version) as EcSigningKey).pem;
+    return {
+      pem,
+      algorithm: numericEnums ? EC_SIGN_P256_SHA256 : 'EC_SIGN_P256_SHA256',
+      pemCrc32c: String(crc32c(Buffer.from(pem))),
+      name: `${keyName}/cryptoKeyVersions/${version}`,
+      protectionLevel: numericEnums ? 1 : 'SOFTWARE',
+    };
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     const method = req.method ?? 'GET';
@@ -358,7 +459,7 @@ export async function startKmsServer(): Promise<KmsServer> {
     }
     requests.push({ method, path: rawPath, query, headers: req.headers, body });
 
-    const fault = faults.take(method, pathForms(rawPath, ['/v1']), query);
+    const fault = await runSideEffect(faults.take(method, pathForms(rawPath, ['/v1']), query));
     if (fault !== undefined && fault !== 'truncate' && fault !== 'pass') {
       // The body has been read already; serveFault's read resolves at once.
       return serveFault(req, res, fault, (status) => kmsErrorBody(status), listening.stalled);
@@ -366,31 +467,43 @@ export async function startKmsServer(): Promise<KmsServer> {
     const sendOpts: SendOptions = { truncate: fault === 'truncate' };
 
     try {
-      const m = /^\/v1\/(.+):(encrypt|decrypt|testIamPermissions)$/.exec(rawPath);
+      // `$alt=json;enum-encoding=int` asks for enums as numbers.
+      const numericEnums = (query.$alt ?? '').includes('enum-encoding=int');
+      const publicKey = /^\/v1\/(.+)\/publicKey$/.exec(rawPath);
+      if (publicKey) {
+        if (method !== 'GET') fail(405, `Method ${method} not allowed.`);
+        return sendJson(res, 200, doGetPublicKey(safeDecode(publicKey[1] as string), numericEnums), {}, sendOpts);
+      }
+      const m = /^\/v1\/(.+):(encrypt|decrypt|asymmetricSign|testIamPermissions)$/.exec(rawPath);
       if (!m) fail(404, `Method not found: ${method} ${rawPath}`);
       if (method !== 'POST') fail(405, `Method ${method} not allowed.`);
       if (parseError) fail(400, 'Invalid JSON payload received.');
       const name = safeDecode(m[1] as string);
-      // `$alt=json;enum-encoding=int` asks for enums as numbers.
-      const numericEnums = (query.$alt ?? '').includes('enum-encoding=int');
-      const result =
-        m[2] === 'encrypt'
-          ? doEncrypt(name, body ?? {}, numericEnums)
-          : m[2] === 'decrypt'
-            ? doDecrypt(name, body ?? {}, numericEnums)
-            : doTestIamPermissions(name, body ?? {});
+      const operations = {
+        encrypt: doEncrypt,
+        decrypt: doDecrypt,
+        asymmetricSign: doAsymmetricSign,
+        testIamPermissions: (n: string, request: unknown) => doTestIamPermissions(n, request),
+      };
+      const result = operations[m[2] as keyof typeof operations](name, body ?? {}, numericEnums);
       sendJson(res, 200, result, {}, sendOpts);
     } catch (err) {
       if (!(err instanceof KmsError)) throw err;
-      sendJson(res, err.code, kmsErrorBody(err.code, err.message), {}, sendOpts);
+      const error = kmsErrorBody(err.code, err.message);
+      if (err.status !== undefined) error.error.status = err.status;
+      sendJson(res, err.code, error, {}, sendOpts);
     }
   }
 
   async function control(req: IncomingMessage, res: ServerResponse, path: string) {
     // For servers started as a separate process (start.ts).
-    const body = (await readJson(req)) as { name?: string; plaintext?: string };
+    const body = (await readJson(req)) as { name?: string; purpose?: string };
     try {
       if (path === '/_emulator/keys' && req.method === 'POST') {
+        if (body.purpose === 'ASYMMETRIC_SIGN') {
+          const version = api.createSigningKey(body.name ?? '');
+          return sendJson(res, 200, { name: body.name, version, pem: api.publicKeyPem(version) });
+        }
         api.createKey(body.name ?? '');
         return sendJson(res, 200, { name: body.name });
       }
@@ -423,15 +536,41 @@ export async function startKmsServer(): Promise<KmsServer> {
     createKey(name) {
       if (!KEY_NAME.test(name)) throw new Error(`not a CryptoKey name: ${name}`);
       if (keys.has(name)) throw new Error(`key already exists: ${name}`);
-      keys.set(name, { versions: new Map([[1, randomBytes(32)]]), primary: 1 });
+      keys.set(name, {
+        purpose: 'ENCRYPT_DECRYPT',
+        versions: new Map([[1, randomBytes(32)]]),
+        signers: new Map(),
+        primary: 1,
+      });
+    },
+    createSigningKey(name) {
+      if (!KEY_NAME.test(name)) throw new Error(`not a CryptoKey name: ${name}`);
+      if (keys.has(name)) throw new Error(`key already exists: ${name}`);
+      keys.set(name, {
+        purpose: 'ASYMMETRIC_SIGN',
+        versions: new Map(),
+        signers: new Map([[1, generateSigningKey()]]),
+        primary: 1,
+      });
+      return `${name}/cryptoKeyVersions/1`;
     },
     rotateKey(name) {
       const key = keys.get(name);
       if (!key) throw new Error(`no such key: ${name}`);
-      const version = Math.max(...key.versions.keys()) + 1;
-      key.versions.set(version, randomBytes(32));
-      key.primary = version;
+      const version = Math.max(...key.versions.keys(), ...key.signers.keys()) + 1;
+      if (key.purpose === 'ASYMMETRIC_SIGN') {
+        key.signers.set(version, generateSigningKey());
+      } else {
+        key.versions.set(version, randomBytes(32));
+        key.primary = version;
+      }
       return `${name}/cryptoKeyVersions/${version}`;
+    },
+    publicKeyPem(versionName) {
+      const v = VERSION_NAME.exec(versionName);
+      const signer = v ? keys.get(v[1] as string)?.signers.get(Number(v[2])) : undefined;
+      if (!signer) throw new Error(`no such signing key version: ${versionName}`);
+      return signer.pem;
     },
     denyKey(name) {
       denied.add(name);

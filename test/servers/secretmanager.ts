@@ -34,6 +34,7 @@ import {
   queryObject,
   readBody,
   readJson,
+  runSideEffect,
   type SendOptions,
   safeDecode,
   sendJson,
@@ -393,7 +394,7 @@ export async function startSecretManagerServer(): Promise<SecretManagerServer> {
     }
     requests.push({ method, path: rawPath, query, headers: req.headers, body });
 
-    const fault = faults.take(method, pathForms(rawPath, ['/v1']), query);
+    const fault = await runSideEffect(faults.take(method, pathForms(rawPath, ['/v1']), query));
     if (fault !== undefined && fault !== 'truncate' && fault !== 'pass') {
       return serveFault(req, res, fault, (status) => secretManagerErrorBody(status), listening.stalled);
     }

@@ -7,7 +7,8 @@
 //        POST /_emulator/denyObject?bucket=B&name=N, POST /_emulator/denyBucket?bucket=B,
 //        POST /_emulator/corruptNextMedia,
 //        POST /_emulator/failNext {method?, path?, pathRegex?, query?, responses}, GET /_emulator/requests
-//   KMS  POST /_emulator/keys {name}, POST /_emulator/denyKey {name}, POST /_emulator/corruptNextPlaintextCrc,
+//   KMS  POST /_emulator/keys {name} (symmetric), POST /_emulator/keys {name, purpose: "ASYMMETRIC_SIGN"}
+//        (EC_SIGN_P256_SHA256; answers {version, pem}), POST /_emulator/denyKey {name}, POST /_emulator/corruptNextPlaintextCrc,
 //        POST /_emulator/failNext {...}, GET /_emulator/requests
 //   and encrypt with the real POST /v1/{key}:encrypt.
 //   Secret Manager  POST /_emulator/secrets {name}, POST /_emulator/versions {secret, data (base64), state?}
