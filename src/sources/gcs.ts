@@ -1,26 +1,48 @@
-// gs://BUCKET/OBJECT[#GENERATION] through @google-cloud/storage, loaded only when a gs:// source
-// is used. The object's metadata is read first and the data is then downloaded at exactly that
-// generation, so the bytes and what we know about them come from the same write.
+// gs://BUCKET/OBJECT[#GENERATION] through @google-cloud/storage, loaded only when a gs:// or
+// berglas:// source is used. The object's metadata is read first and the data is then downloaded
+// at exactly that generation, so the bytes and what we know about them come from the same write.
 
 import type { Storage } from '@google-cloud/storage';
 import { crc32c } from '../crc32c.ts';
 import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
 import { Secret } from '../secret.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
-import { describeSource, type SourceRef } from './reference.ts';
+import { describeSource, type ObjectRef } from './reference.ts';
 
-type GsRef = Extract<SourceRef, { scheme: 'gs' }>;
+/** The object's custom metadata (x-goog-meta-*), e.g. berglas's `berglas-kms-key`. */
+export type CustomMetadata = Readonly<Record<string, string>>;
+
+export interface PinnedObject {
+  /** The bytes as stored (ciphertext, usually): the caller wipes them once done. */
+  readonly data: Secret;
+  /** The generation the metadata named and the data was downloaded at. */
+  readonly generation: string;
+  readonly metadata: CustomMetadata;
+}
 
 export async function createStorageClient(endpoint: string | undefined): Promise<Storage> {
   const { Storage } = await import('@google-cloud/storage');
-  // Retries are ours (see fetchObject), so a retried stream can never be piped twice.
+  // Retries are ours (see readPinnedObject), so a retried stream can never be piped twice.
   const retryOptions = { autoRetry: false, maxRetries: 0 };
   return endpoint
     ? new Storage({ apiEndpoint: endpoint.replace(/\/$/, ''), retryOptions })
     : new Storage({ retryOptions });
 }
 
-export async function fetchObject(ref: GsRef, context: FetchContext): Promise<FetchedSecret> {
+export async function fetchObject(ref: ObjectRef, context: FetchContext): Promise<FetchedSecret> {
+  const { data, generation } = await readPinnedObject(ref, context);
+  return { data, name: ref.object, version: generation };
+}
+
+/**
+ * Reads the object's metadata, then downloads exactly the generation it named. `inspect` sees
+ * the custom metadata before anything is downloaded and may refuse the object by throwing.
+ */
+export async function readPinnedObject(
+  ref: ObjectRef,
+  context: FetchContext,
+  inspect?: (metadata: CustomMetadata) => void,
+): Promise<PinnedObject> {
   const where = describeSource(ref);
   const storage = await context.clients.storage();
   const file = storage
@@ -44,6 +66,8 @@ export async function fetchObject(ref: GsRef, context: FetchContext): Promise<Fe
     );
   }
   context.log.debug(`${where}: generation ${generation}, ${size} bytes`);
+  const custom = customMetadata(metadata.metadata);
+  inspect?.(custom);
 
   // Pin the generation read from the metadata, so the data and its checksum can't come from two different writes.
   const pinned = storage.bucket(ref.bucket).file(ref.object, { generation: Number(generation) });
@@ -65,7 +89,15 @@ export async function fetchObject(ref: GsRef, context: FetchContext): Promise<Fe
       );
     }
   }
-  return { data: new Secret(data), name: ref.object, version: generation };
+  return { data: new Secret(data), generation, metadata: custom };
+}
+
+/** Custom metadata values arrive as strings, or as null for a key being removed: keep the strings. */
+function customMetadata(raw: unknown): CustomMetadata {
+  const out: Record<string, string> = {};
+  if (raw === null || typeof raw !== 'object') return Object.freeze(out);
+  for (const [key, value] of Object.entries(raw)) if (typeof value === 'string') out[key] = value;
+  return Object.freeze(out);
 }
 
 interface StorageApiError {
@@ -109,7 +141,7 @@ export function mapStorageError(error: unknown, where: string, permission: strin
 }
 
 /** The generation of the live object: one metadata read, no download (for --refresh). */
-export async function objectGeneration(ref: GsRef, context: FetchContext): Promise<string> {
+export async function objectGeneration(ref: ObjectRef, context: FetchContext): Promise<string> {
   const where = describeSource(ref);
   const storage = await context.clients.storage();
   const [metadata] = await context.retry(
