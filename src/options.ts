@@ -7,6 +7,7 @@
 import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Endpoints } from './clients.ts';
+import { KMS_KEY_NAME } from './decrypt/kms.ts';
 import { UsageError } from './errors.ts';
 import { detectFormat, FORMATS, type Format } from './formats/index.ts';
 import type { LogFormat } from './log.ts';
@@ -420,10 +421,8 @@ export function parseOnChange(text: string): OnChange {
   return Object.freeze({ kind: 'signal', signal: name as NodeJS.Signals });
 }
 
-const KMS_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
-
 function validateKmsKey(name: string): void {
-  if (!KMS_KEY.test(name)) {
+  if (!KMS_KEY_NAME.test(name)) {
     throw new UsageError(
       `--kms-key ${name} is not a key name`,
       'write projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY',

@@ -1,6 +1,6 @@
-// Cloud KMS symmetric Decrypt, through @google-cloud/kms in REST mode (no gRPC), loaded only
-// when --kms-key is given. Follows the KMS data-integrity guidelines: send the ciphertext's
-// CRC32C (KMS refuses a mismatch with INVALID_ARGUMENT), and check the CRC32C of the plaintext it returns
+// Cloud KMS symmetric Decrypt and Encrypt, through @google-cloud/kms in REST mode (no gRPC), loaded
+// only when a key is needed. Follows the KMS data-integrity guidelines: send the CRC32C of every
+// input (KMS refuses a mismatch with INVALID_ARGUMENT), and check the CRC32C of what it returns
 // (the client library checks neither).
 
 import type { KeyManagementServiceClient } from '@google-cloud/kms';
@@ -9,7 +9,10 @@ import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, 
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
 
-export type KmsClient = Pick<KeyManagementServiceClient, 'decrypt'>;
+export type KmsClient = Pick<KeyManagementServiceClient, 'decrypt' | 'encrypt'>;
+
+/** A CryptoKey's resource name, as Decrypt takes it (not a key version). */
+export const KMS_KEY_NAME = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
 
 export async function createKmsClient(endpoint: string | undefined): Promise<KmsClient> {
   const [{ KeyManagementServiceClient }, gax] = await Promise.all([
@@ -37,24 +40,34 @@ export async function createKmsClient(endpoint: string | undefined): Promise<Kms
 export interface DecryptRequest {
   readonly keyName: string;
   readonly ciphertext: Buffer;
+  /** Bytes the ciphertext was bound to at encryption (berglas: the object name); none if absent. */
+  readonly additionalAuthenticatedData?: Buffer;
   /** Names the secret in messages. */
   readonly what: string;
+  /** What to say when KMS finds the ciphertext does not match (default: another key, or altered). */
+  readonly mismatch?: string;
+  /** Where the key name came from, for a missing key's hint (default: --kms-key). */
+  readonly keyFrom?: string;
 }
 
 export async function decryptWithKms(client: KmsClient, request: DecryptRequest, retry: Retry): Promise<Secret> {
-  const { keyName, ciphertext, what } = request;
+  const { keyName, ciphertext, additionalAuthenticatedData: aad, what } = request;
   if (ciphertext.length === 0) {
     throw new IntegrityError(`cannot decrypt ${what}: it is empty`, 'upload the output of gcloud kms encrypt');
   }
+  const bound =
+    aad === undefined
+      ? {}
+      : { additionalAuthenticatedData: aad, additionalAuthenticatedDataCrc32c: { value: crc32c(aad) } };
   const [response] = await retry(
     `decrypt ${what} with ${keyName}`,
     () =>
       client.decrypt(
-        { name: keyName, ciphertext, ciphertextCrc32c: { value: crc32c(ciphertext) } },
+        { name: keyName, ciphertext, ciphertextCrc32c: { value: crc32c(ciphertext) }, ...bound },
         // One retry policy, ours: the library would retry 503/504 only and never 429.
         { maxRetries: 0 },
       ),
-    (error) => mapKmsError(error, what, keyName),
+    (error) => mapKmsError(error, what, keyName, request),
   );
   const plaintext = toBuffer(response.plaintext);
   const expected = response.plaintextCrc32c?.value;
@@ -66,6 +79,44 @@ export async function decryptWithKms(client: KmsClient, request: DecryptRequest,
     );
   }
   return new Secret(plaintext);
+}
+
+export interface EncryptRequest {
+  readonly keyName: string;
+  readonly plaintext: Buffer;
+  readonly additionalAuthenticatedData?: Buffer;
+  /** Names the secret in messages. */
+  readonly what: string;
+}
+
+/** KMS Encrypt (at most 64 KiB of plaintext); the ciphertext is checked against the CRC32C KMS returns. */
+export async function encryptWithKms(client: KmsClient, request: EncryptRequest, retry: Retry): Promise<Buffer> {
+  const { keyName, plaintext, additionalAuthenticatedData: aad, what } = request;
+  const bound =
+    aad === undefined
+      ? {}
+      : { additionalAuthenticatedData: aad, additionalAuthenticatedDataCrc32c: { value: crc32c(aad) } };
+  const [response] = await retry(
+    `encrypt ${what} with ${keyName}`,
+    () =>
+      client.encrypt(
+        { name: keyName, plaintext, plaintextCrc32c: { value: crc32c(plaintext) }, ...bound },
+        { maxRetries: 0 },
+      ),
+    (error) => mapKmsError(error, what, keyName, { operation: 'encrypt' }),
+  );
+  const ciphertext = toBuffer(response.ciphertext);
+  const expected = response.ciphertextCrc32c?.value;
+  const verified =
+    response.verifiedPlaintextCrc32c === true &&
+    (aad === undefined || response.verifiedAdditionalAuthenticatedDataCrc32c === true);
+  if (!verified || expected === undefined || expected === null || Number(expected) !== crc32c(ciphertext)) {
+    throw new IntegrityError(
+      `encrypting ${what} with ${keyName} was not verified end to end by CRC32C`,
+      'the request or response was corrupted in transit; run again',
+    );
+  }
+  return ciphertext;
 }
 
 function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
@@ -84,30 +135,42 @@ const FAILED_PRECONDITION = 9;
 const UNAVAILABLE = 14;
 const UNAUTHENTICATED = 16;
 
-export function mapKmsError(error: unknown, what: string, keyName: string): SecretFetchError | undefined {
+export function mapKmsError(
+  error: unknown,
+  what: string,
+  keyName: string,
+  context: { operation?: 'decrypt' | 'encrypt'; mismatch?: string; keyFrom?: string } = {},
+): SecretFetchError | undefined {
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   const text = typeof message === 'string' ? message : '';
+  const operation = context.operation ?? 'decrypt';
   switch (code) {
     case INVALID_ARGUMENT:
       if (/checksum|crc32c/i.test(text)) {
         return new IntegrityError(
-          `cannot decrypt ${what}: KMS rejected the ciphertext's CRC32C`,
+          `cannot ${operation} ${what}: KMS rejected the request's CRC32C`,
           'the request was corrupted in transit; run again',
+        );
+      }
+      if (operation === 'encrypt') {
+        return new IntegrityError(
+          `cannot encrypt ${what} with ${keyName}: KMS refused the request`,
+          'is it over 64 KiB?',
         );
       }
       return new IntegrityError(
         `cannot decrypt ${what} with ${keyName}: the ciphertext does not match this key`,
-        'was it encrypted with another key, or altered after encryption?',
+        context.mismatch ?? 'was it encrypted with another key, or altered after encryption?',
       );
     case NOT_FOUND:
       return new NotFoundError(
         `KMS key ${keyName} does not exist`,
-        'check --kms-key: project, location, key ring and key',
+        `check ${context.keyFrom ?? '--kms-key'}: project, location, key ring and key`,
       );
     case PERMISSION_DENIED:
       return new PermissionError(
-        `permission denied to decrypt with ${keyName}`,
-        'grant roles/cloudkms.cryptoKeyDecrypter on the key to the service account this runs as',
+        `permission denied to ${operation} with ${keyName}`,
+        `grant roles/cloudkms.cryptoKey${operation === 'decrypt' ? 'Decrypter' : 'Encrypter'} on the key to the service account this runs as`,
       );
     case UNAUTHENTICATED:
       return new PermissionError(
@@ -116,8 +179,10 @@ export function mapKmsError(error: unknown, what: string, keyName: string): Secr
       );
     case FAILED_PRECONDITION:
       return new IntegrityError(
-        `cannot decrypt ${what} with ${keyName}: the key version is disabled or destroyed`,
-        'enable the key version, or re-encrypt with an enabled one',
+        `cannot ${operation} ${what} with ${keyName}: the key version is disabled or destroyed`,
+        operation === 'decrypt'
+          ? 'enable the key version, or re-encrypt with an enabled one'
+          : 'enable the primary key version',
       );
     case RESOURCE_EXHAUSTED:
     case UNAVAILABLE:
@@ -125,7 +190,7 @@ export function mapKmsError(error: unknown, what: string, keyName: string): Secr
     case 13: // INTERNAL
     case 2: // UNKNOWN (gax maps unexpected HTTP 5xx here)
       return new UnavailableError(
-        `Cloud KMS failed to decrypt ${what} (status ${String(code)})`,
+        `Cloud KMS failed to ${operation} ${what} (status ${String(code)})`,
         'the service is failing; try again later',
       );
     default:
