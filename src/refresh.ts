@@ -1,5 +1,5 @@
 // --refresh: while the command runs under --supervise (or, without a command, as a sidecar), poll every source's version cheaply (a
-// gs:// object's generation from its metadata, a file's inode and mtime); when one changes,
+// gs:// or berglas:// object's generation from its metadata, a file's inode and mtime); when one changes,
 // fetch, decrypt and parse the new version exactly as at start, rename the new --out files into
 // place, then apply --on-change. A refresh that fails anywhere writes nothing, leaves the command
 // alone, logs one warning and is retried with backoff: it never takes the app down.
@@ -13,7 +13,7 @@ import type { Options, SourcePlan } from './options.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { StagedFiles } from './sinks/file.ts';
 import { type FetchContext, sourceVersion } from './sources/index.ts';
-import type { SourceRef } from './sources/reference.ts';
+import { isObjectRef, type SourceRef } from './sources/reference.ts';
 
 /** Backoff after failed refreshes doubles the interval up to this (or the interval, if longer). */
 const MAX_BACKOFF_MS = 5 * 60_000;
@@ -77,7 +77,7 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
   const { options, log, versions } = context;
   const changed: { index: number; version: string }[] = [];
   for (const [index, plan] of options.sources.entries()) {
-    if (plan.ref.scheme === 'gs' && plan.ref.generation !== undefined) continue; // pinned: never changes
+    if (isObjectRef(plan.ref) && plan.ref.generation !== undefined) continue; // pinned: never changes
     const version = await sourceVersion(plan.ref, fetchContext);
     if (versions[index] === undefined) versions[index] = version;
     else if (version !== versions[index]) changed.push({ index, version });
@@ -90,7 +90,7 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
   try {
     for (const { index, version } of changed) {
       const plan = options.sources[index] as SourcePlan;
-      const ref: SourceRef = plan.ref.scheme === 'gs' ? { ...plan.ref, generation: version } : plan.ref;
+      const ref: SourceRef = isObjectRef(plan.ref) ? { ...plan.ref, generation: version } : plan.ref;
       const secret = await context.fetchPlaintext(plan, ref, fetchContext);
       secrets.push(secret);
       if (plan.format !== 'raw') {
@@ -112,7 +112,7 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
     const what = changed
       .map(({ index, version }) => {
         const plan = options.sources[index] as SourcePlan;
-        return plan.ref.scheme === 'gs' ? `${plan.uri} (now generation ${version})` : plan.uri;
+        return isObjectRef(plan.ref) ? `${plan.uri} (now generation ${version})` : plan.uri;
       })
       .join(', ');
     log.info(

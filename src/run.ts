@@ -5,7 +5,7 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type Clients, createClients } from './clients.ts';
-import { decryptWithKms } from './decrypt/kms.ts';
+import { decryptSecret } from './decrypt/index.ts';
 import { UsageError } from './errors.ts';
 import { parseEntries } from './formats/index.ts';
 import { execCommand } from './launch/exec.ts';
@@ -20,7 +20,7 @@ import type { Secret, SecretEntries } from './secret.ts';
 import { commandEnvironment } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
 import { fileVersion } from './sources/file.ts';
-import { type FetchContext, fetchSource } from './sources/index.ts';
+import { decryptsItself, type FetchContext, fetchSource } from './sources/index.ts';
 import type { SourceRef } from './sources/reference.ts';
 
 export interface RunContext {
@@ -184,16 +184,16 @@ async function fetchPlaintext(
   ref: SourceRef,
   context: FetchContext,
 ): Promise<{ secret: Secret; version: string | undefined }> {
-  const fetched = await fetchSource(ref, context);
+  const fetched = await fetchSource(ref, context, plan.kmsKey);
   context.log.debug(
     `fetched ${plan.uri}${fetched.version ? ` at generation ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
   );
-  if (plan.kmsKey === undefined) return { secret: fetched.data, version: fetched.version };
+  if (plan.kmsKey === undefined || decryptsItself(ref)) return { secret: fetched.data, version: fetched.version };
   const client = await context.clients.kms();
   try {
-    const secret = await decryptWithKms(
+    const secret = await decryptSecret(
       client,
-      { keyName: plan.kmsKey, ciphertext: fetched.data.reveal(), what: plan.uri },
+      { keyName: plan.kmsKey, data: fetched.data.reveal(), what: plan.uri },
       context.retry,
     );
     return { secret, version: fetched.version };

@@ -112,6 +112,11 @@ function nonEmptyPath(uri: string, path: string): string {
   return path;
 }
 
+/** A Cloud Storage object (gs:// or berglas://): versioned by generation. */
+export function isObjectRef(ref: SourceRef): ref is ObjectRef {
+  return ref.scheme === 'gs' || ref.scheme === 'berglas';
+}
+
 /** The full resource name of a secret version, as the Secret Manager API takes it. */
 export function secretVersionName(ref: SecretManagerRef): string {
   return `projects/${ref.project}/secrets/${ref.secret}/versions/${ref.version}`;
