@@ -79,7 +79,7 @@ export const FLAGS: readonly FlagSpec[] = [
     multiple: true,
     value: 'URI',
     env: true,
-    help: 'gs://BUCKET/OBJECT[#GENERATION], file:PATH or PATH; repeatable',
+    help: 'gs://BUCKET/OBJECT[#GENERATION], berglas://BUCKET/OBJECT[#GENERATION], file:PATH or PATH; repeatable',
   },
   {
     name: 'kms-key',
@@ -87,7 +87,7 @@ export const FLAGS: readonly FlagSpec[] = [
     multiple: true,
     value: 'NAME',
     env: true,
-    help: 'decrypt with Cloud KMS: projects/P/locations/L/keyRings/R/cryptoKeys/K',
+    help: 'decrypt with Cloud KMS: projects/P/locations/L/keyRings/R/cryptoKeys/K (berglas://: the key the object must name)',
   },
   {
     name: 'out',
