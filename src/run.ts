@@ -5,7 +5,6 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type Clients, createClients } from './clients.ts';
-import { decryptSecret } from './decrypt/index.ts';
 import { UsageError } from './errors.ts';
 import { parseEntries } from './formats/index.ts';
 import { execCommand } from './launch/exec.ts';
@@ -189,8 +188,9 @@ async function fetchPlaintext(
     `fetched ${plan.uri}${fetched.version ? ` at generation ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
   );
   if (plan.kmsKey === undefined || decryptsItself(ref)) return { secret: fetched.data, version: fetched.version };
-  const client = await context.clients.kms();
   try {
+    const client = await context.clients.kms();
+    const { decryptSecret } = await import('./decrypt/index.ts');
     const secret = await decryptSecret(
       client,
       { keyName: plan.kmsKey, data: fetched.data.reveal(), what: plan.uri },
