@@ -7,6 +7,7 @@
 import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Endpoints } from './clients.ts';
+import { KMS_KEY_NAME } from './decrypt/kms.ts';
 import { UsageError } from './errors.ts';
 import { detectFormat, FORMATS, type Format } from './formats/index.ts';
 import type { LogFormat } from './log.ts';
@@ -84,7 +85,7 @@ export const FLAGS: readonly FlagSpec[] = [
     multiple: true,
     value: 'URI',
     env: true,
-    help: 'gs://BUCKET/OBJECT[#GENERATION], sm://PROJECT/SECRET[#VERSION], file:PATH or PATH; repeatable',
+    help: 'gs://BUCKET/OBJECT[#GENERATION], sm://PROJECT/SECRET[#VERSION], berglas://BUCKET/OBJECT[#GENERATION], file:PATH or PATH; repeatable',
   },
   {
     name: 'kms-key',
@@ -92,14 +93,14 @@ export const FLAGS: readonly FlagSpec[] = [
     multiple: true,
     value: 'NAME',
     env: true,
-    help: 'decrypt with Cloud KMS: projects/P/locations/L/keyRings/R/cryptoKeys/K',
+    help: 'decrypt with Cloud KMS: projects/P/locations/L/keyRings/R/cryptoKeys/K (berglas://: the key the object must name)',
   },
   {
     name: 'verify-key',
     type: 'string',
     value: 'PATH',
     env: true,
-    help: 'refuse a gs:// object unless its secret-fetch sign signature verifies with this PEM public key (offline, before decrypting)',
+    help: 'refuse a gs:// or berglas:// object unless its secret-fetch sign signature verifies with this PEM public key (offline, before decrypting)',
   },
   {
     name: 'out',
@@ -417,7 +418,7 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
 // The schemes whose reader checks --verify-key (src/signing/verify.ts); any other is refused here.
 // run.ts also refuses a fetched secret that a reader did not check, so adding a scheme here
 // without its reader calling verifyObjectSignature fails closed.
-const VERIFIABLE: ReadonlySet<SourceRef['scheme']> = new Set(['gs']);
+const VERIFIABLE: ReadonlySet<SourceRef['scheme']> = new Set(['gs', 'berglas']);
 
 /** A repeatable flag's value for each of `count` sources: none, one per source, or (if allowShared) one for all. */
 export function perSource(
@@ -474,10 +475,8 @@ export function parseOnChange(text: string): OnChange {
   return Object.freeze({ kind: 'signal', signal: name as NodeJS.Signals });
 }
 
-const KMS_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
-
 export function validateKmsKey(name: string): void {
-  if (!KMS_KEY.test(name)) {
+  if (!KMS_KEY_NAME.test(name)) {
     throw new UsageError(
       `--kms-key ${name} is not a key name`,
       'write projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY',

@@ -1,6 +1,6 @@
 // --refresh: while the command runs under --supervise (or, without a command, as a sidecar), poll every source's version cheaply (a
-// gs:// object's generation from its metadata, an sm:// secret's version number from the version's
-// metadata, a file's inode and mtime); when one changes,
+// gs:// or berglas:// object's generation from its metadata, an sm:// secret's version number from
+// the version's metadata, a file's inode and mtime); when one changes,
 // fetch, decrypt and parse the new version exactly as at start, rename the new --out files into
 // place, then apply --on-change. A refresh that fails anywhere writes nothing, leaves the command
 // alone, logs one warning and is retried with backoff: it never takes the app down.
@@ -147,10 +147,10 @@ function applyChange(context: RefreshContext, entries: (SecretEntries | undefine
 function describeVersion(ref: SourceRef, version: string): string {
   switch (ref.scheme) {
     case 'gs':
+    case 'berglas':
       return ` (now generation ${version})`;
     case 'sm':
       return ` (now version ${version})`;
-    case 'berglas':
     case 'file':
       return '';
   }

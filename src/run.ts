@@ -5,7 +5,6 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type Clients, createClients } from './clients.ts';
-import { decryptWithKms } from './decrypt/kms.ts';
 import { UsageError } from './errors.ts';
 import { parseEntries } from './formats/index.ts';
 import { execCommand } from './launch/exec.ts';
@@ -21,7 +20,7 @@ import { commandEnvironment } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
 import { findEnvReferences, resolveEnvReferences } from './sources/env-references.ts';
 import { fileVersion } from './sources/file.ts';
-import { type FetchContext, fetchSource } from './sources/index.ts';
+import { decryptsItself, type FetchContext, fetchSource } from './sources/index.ts';
 import type { SourceRef } from './sources/reference.ts';
 
 export interface RunContext {
@@ -219,7 +218,7 @@ export async function fetchPlaintext(
   ref: SourceRef,
   context: FetchContext,
 ): Promise<{ secret: Secret; version: string | undefined }> {
-  const fetched = await fetchSource(ref, context);
+  const fetched = await fetchSource(ref, context, plan.kmsKey);
   if (context.verifyKey !== undefined && fetched.signatureVerified !== true) {
     fetched.data.wipe();
     throw new Error(`the ${ref.scheme}:// reader ignored --verify-key`); // a bug: fail closed
@@ -227,12 +226,13 @@ export async function fetchPlaintext(
   context.log.debug(
     `fetched ${plan.uri}${fetched.version ? ` at ${ref.scheme === 'sm' ? 'version' : 'generation'} ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
   );
-  if (plan.kmsKey === undefined) return { secret: fetched.data, version: fetched.version };
-  const client = await context.clients.kms();
+  if (plan.kmsKey === undefined || decryptsItself(ref)) return { secret: fetched.data, version: fetched.version };
   try {
-    const secret = await decryptWithKms(
+    const client = await context.clients.kms();
+    const { decryptSecret } = await import('./decrypt/index.ts');
+    const secret = await decryptSecret(
       client,
-      { keyName: plan.kmsKey, ciphertext: fetched.data.reveal(), what: plan.uri },
+      { keyName: plan.kmsKey, data: fetched.data.reveal(), what: plan.uri },
       context.retry,
     );
     return { secret, version: fetched.version };

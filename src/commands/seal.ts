@@ -1,8 +1,10 @@
-// Encryption for push and edit: the inverse of the fetch path's decrypt stage.
+// Encryption for push and edit: the inverse of the fetch path's decrypt stage. Up to KMS's 64 KiB
+// plaintext limit the secret goes to KMS whole (what `gcloud kms encrypt` writes, readable by any
+// tool); beyond it, a secret-fetch envelope (src/decrypt/envelope.ts).
 
 import type { Clients } from '../clients.ts';
+import { sealEnvelope } from '../decrypt/envelope.ts';
 import { encryptWithKms, KMS_MAX_PLAINTEXT } from '../decrypt/kms.ts';
-import { UsageError } from '../errors.ts';
 import type { Retry } from '../retry.ts';
 
 /** Ciphertext that the fetch path decrypts with the same --kms-key. */
@@ -13,8 +15,13 @@ export async function sealForUpload(
   clients: Clients,
   retry: Retry,
 ): Promise<Buffer> {
-  if (plaintext.length > KMS_MAX_PLAINTEXT) {
-    throw new UsageError(`${what} is over KMS's 64 KiB limit`, 'envelope encryption is not in this build yet');
-  }
-  return encryptWithKms(await clients.kms(), { keyName, plaintext, what }, retry);
+  const kms = await clients.kms();
+  if (plaintext.length <= KMS_MAX_PLAINTEXT) return encryptWithKms(kms, { keyName, plaintext, what }, retry);
+  return sealEnvelope(plaintext, (key, aad) =>
+    encryptWithKms(
+      kms,
+      { keyName, plaintext: key, additionalAuthenticatedData: aad, what: `the data key of ${what}` },
+      retry,
+    ),
+  );
 }

@@ -1,6 +1,6 @@
-// Cloud KMS symmetric Decrypt, through @google-cloud/kms in REST mode (no gRPC), loaded only
-// when --kms-key is given. Follows the KMS data-integrity guidelines: send the ciphertext's
-// CRC32C (KMS refuses a mismatch with INVALID_ARGUMENT), and check the CRC32C of the plaintext it returns
+// Cloud KMS symmetric Decrypt and Encrypt, through @google-cloud/kms in REST mode (no gRPC), loaded
+// only when a key is needed. Follows the KMS data-integrity guidelines: send the CRC32C of every
+// input (KMS refuses a mismatch with INVALID_ARGUMENT), and check the CRC32C of what it returns
 // (the client library checks neither).
 
 import type { KeyManagementServiceClient } from '@google-cloud/kms';
@@ -22,6 +22,9 @@ export interface KmsClient
     options?: { readonly maxRetries?: number },
   ): Promise<[{ permissions?: string[] | null }, ...unknown[]]>;
 }
+
+/** A CryptoKey's resource name, as Decrypt takes it (not a key version). */
+export const KMS_KEY_NAME = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
 
 export async function createKmsClient(endpoint: string | undefined): Promise<KmsClient> {
   const [{ KeyManagementServiceClient }, gax] = await Promise.all([
@@ -49,24 +52,34 @@ export async function createKmsClient(endpoint: string | undefined): Promise<Kms
 export interface DecryptRequest {
   readonly keyName: string;
   readonly ciphertext: Buffer;
+  /** Bytes the ciphertext was bound to at encryption (berglas: the object name); none if absent. */
+  readonly additionalAuthenticatedData?: Buffer;
   /** Names the secret in messages. */
   readonly what: string;
+  /** What to say when KMS finds the ciphertext does not match (default: another key, or altered). */
+  readonly mismatch?: string;
+  /** Where the key name came from, for a missing key's hint (default: --kms-key). */
+  readonly keyFrom?: string;
 }
 
 export async function decryptWithKms(client: KmsClient, request: DecryptRequest, retry: Retry): Promise<Secret> {
-  const { keyName, ciphertext, what } = request;
+  const { keyName, ciphertext, additionalAuthenticatedData: aad, what } = request;
   if (ciphertext.length === 0) {
     throw new IntegrityError(`cannot decrypt ${what}: it is empty`, 'upload the output of gcloud kms encrypt');
   }
+  const bound =
+    aad === undefined
+      ? {}
+      : { additionalAuthenticatedData: aad, additionalAuthenticatedDataCrc32c: { value: crc32c(aad) } };
   const [response] = await retry(
     `decrypt ${what} with ${keyName}`,
     () =>
       client.decrypt(
-        { name: keyName, ciphertext, ciphertextCrc32c: { value: crc32c(ciphertext) } },
+        { name: keyName, ciphertext, ciphertextCrc32c: { value: crc32c(ciphertext) }, ...bound },
         // One retry policy, ours: the library would retry 503/504 only and never 429.
         { maxRetries: 0 },
       ),
-    (error) => mapKmsError(error, what, keyName),
+    (error) => mapKmsError(error, what, keyName, request),
   );
   const plaintext = toBuffer(response.plaintext);
   const expected = response.plaintextCrc32c?.value;
@@ -78,6 +91,44 @@ export async function decryptWithKms(client: KmsClient, request: DecryptRequest,
     );
   }
   return new Secret(plaintext);
+}
+
+export interface EncryptRequest {
+  readonly keyName: string;
+  readonly plaintext: Buffer;
+  readonly additionalAuthenticatedData?: Buffer;
+  /** Names the secret in messages. */
+  readonly what: string;
+}
+
+/** KMS Encrypt (at most 64 KiB of plaintext); the ciphertext is checked against the CRC32C KMS returns. */
+export async function encryptWithKms(client: KmsClient, request: EncryptRequest, retry: Retry): Promise<Buffer> {
+  const { keyName, plaintext, additionalAuthenticatedData: aad, what } = request;
+  const bound =
+    aad === undefined
+      ? {}
+      : { additionalAuthenticatedData: aad, additionalAuthenticatedDataCrc32c: { value: crc32c(aad) } };
+  const [response] = await retry(
+    `encrypt ${what} with ${keyName}`,
+    () =>
+      client.encrypt(
+        { name: keyName, plaintext, plaintextCrc32c: { value: crc32c(plaintext) }, ...bound },
+        { maxRetries: 0 },
+      ),
+    (error) => mapKmsError(error, what, keyName, { operation: 'encrypt' }),
+  );
+  const ciphertext = toBuffer(response.ciphertext);
+  const expected = response.ciphertextCrc32c?.value;
+  const verified =
+    response.verifiedPlaintextCrc32c === true &&
+    (aad === undefined || response.verifiedAdditionalAuthenticatedDataCrc32c === true);
+  if (!verified || expected === undefined || expected === null || Number(expected) !== crc32c(ciphertext)) {
+    throw new IntegrityError(
+      `encrypting ${what} with ${keyName} was not verified end to end by CRC32C`,
+      'the request or response was corrupted in transit; run again',
+    );
+  }
+  return ciphertext;
 }
 
 export function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
@@ -100,41 +151,40 @@ export function mapKmsError(
   error: unknown,
   what: string,
   keyName: string,
-  use: 'decrypt' | 'encrypt' = 'decrypt',
+  context: { operation?: 'decrypt' | 'encrypt'; mismatch?: string; keyFrom?: string } = {},
 ): SecretFetchError | undefined {
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   const text = typeof message === 'string' ? message : '';
+  const operation = context.operation ?? 'decrypt';
   switch (code) {
     case INVALID_ARGUMENT:
-      if (use === 'encrypt') {
+      if (operation === 'encrypt') {
         return new IntegrityError(
           `KMS refused to encrypt ${what} with ${keyName}`,
           /checksum|crc32c/i.test(text)
             ? 'the request was corrupted in transit; run again'
-            : 'is it a symmetric ENCRYPT_DECRYPT key?',
+            : 'is it a symmetric ENCRYPT_DECRYPT key, and the plaintext at most 64 KiB?',
         );
       }
       if (/checksum|crc32c/i.test(text)) {
         return new IntegrityError(
-          `cannot decrypt ${what}: KMS rejected the ciphertext's CRC32C`,
+          `cannot ${operation} ${what}: KMS rejected the request's CRC32C`,
           'the request was corrupted in transit; run again',
         );
       }
       return new IntegrityError(
         `cannot decrypt ${what} with ${keyName}: the ciphertext does not match this key`,
-        'was it encrypted with another key, or altered after encryption?',
+        context.mismatch ?? 'was it encrypted with another key, or altered after encryption?',
       );
     case NOT_FOUND:
       return new NotFoundError(
         `KMS key ${keyName} does not exist`,
-        'check --kms-key: project, location, key ring and key',
+        `check ${context.keyFrom ?? '--kms-key'}: project, location, key ring and key`,
       );
     case PERMISSION_DENIED:
       return new PermissionError(
-        `permission denied to ${use} with ${keyName}`,
-        use === 'decrypt'
-          ? 'grant roles/cloudkms.cryptoKeyDecrypter on the key to the service account this runs as'
-          : 'grant roles/cloudkms.cryptoKeyEncrypter on the key to the account you push with',
+        `permission denied to ${operation} with ${keyName}`,
+        `grant roles/cloudkms.cryptoKey${operation === 'decrypt' ? 'Decrypter' : 'Encrypter'} on the key to the service account this runs as`,
       );
     case UNAUTHENTICATED:
       return new PermissionError(
@@ -143,8 +193,10 @@ export function mapKmsError(
       );
     case FAILED_PRECONDITION:
       return new IntegrityError(
-        `cannot ${use} ${what} with ${keyName}: the key version is disabled or destroyed`,
-        'enable the key version, or re-encrypt with an enabled one',
+        `cannot ${operation} ${what} with ${keyName}: the key version is disabled or destroyed`,
+        operation === 'decrypt'
+          ? 'enable the key version, or re-encrypt with an enabled one'
+          : 'enable the primary key version',
       );
     case RESOURCE_EXHAUSTED:
     case UNAVAILABLE:
@@ -152,7 +204,7 @@ export function mapKmsError(
     case 13: // INTERNAL
     case 2: // UNKNOWN (gax maps unexpected HTTP 5xx here)
       return new UnavailableError(
-        `Cloud KMS failed to ${use} ${what} (status ${String(code)})`,
+        `Cloud KMS failed to ${operation} ${what} (status ${String(code)})`,
         'the service is failing; try again later',
       );
     default:
@@ -160,41 +212,5 @@ export function mapKmsError(
   }
 }
 
-export interface EncryptRequest {
-  readonly keyName: string;
-  readonly plaintext: Buffer;
-  /** Names the secret in messages. */
-  readonly what: string;
-}
-
 /** KMS plaintext limit for Encrypt: larger secrets go through an envelope. */
 export const KMS_MAX_PLAINTEXT = 64 * 1024;
-
-/**
- * Cloud KMS symmetric Encrypt (for push and edit), with the data-integrity checks of the KMS
- * guidelines: the plaintext's CRC32C is sent, KMS must confirm it, and the ciphertext must
- * arrive with the CRC32C KMS gave it.
- */
-export async function encryptWithKms(client: KmsClient, request: EncryptRequest, retry: Retry): Promise<Buffer> {
-  const { keyName, plaintext, what } = request;
-  const [response] = await retry(
-    `encrypt ${what} with ${keyName}`,
-    () =>
-      client.encrypt({ name: keyName, plaintext, plaintextCrc32c: { value: crc32c(plaintext) } }, { maxRetries: 0 }),
-    (error) => mapKmsError(error, what, keyName, 'encrypt'),
-  );
-  const ciphertext = toBuffer(response.ciphertext);
-  const expected = response.ciphertextCrc32c?.value;
-  if (
-    response.verifiedPlaintextCrc32c !== true ||
-    expected === undefined ||
-    expected === null ||
-    Number(expected) !== crc32c(ciphertext)
-  ) {
-    throw new IntegrityError(
-      `encrypting ${what} with ${keyName}: the request or response was corrupted in transit`,
-      'nothing was uploaded; run again',
-    );
-  }
-  return ciphertext;
-}

@@ -105,9 +105,6 @@ export function parseEnvReference(variable: string, value: string): EnvReference
 
   const kmsKey = params.get('kms-key');
   if (kmsKey !== undefined) {
-    if (ref.scheme === 'berglas') {
-      fail('berglas:// takes its key from the object metadata', 'drop ?kms-key=');
-    }
     if (!KMS_KEY.test(kmsKey)) {
       fail(
         `?kms-key=${kmsKey} is not a key name`,

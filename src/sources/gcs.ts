@@ -1,5 +1,5 @@
-// gs://BUCKET/OBJECT[#GENERATION] through @google-cloud/storage, loaded only when a gs:// source
-// is used. The object's metadata is read first and the data is then downloaded at exactly that
+// gs://BUCKET/OBJECT[#GENERATION] through @google-cloud/storage, loaded only when a gs:// or
+// berglas:// source is used. The object's metadata is read first and the data is then downloaded at exactly that
 // generation, so the bytes and what we know about them (checksum, signature) come from the same write.
 
 import type { Storage } from '@google-cloud/storage';
@@ -8,9 +8,20 @@ import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, 
 import { Secret } from '../secret.ts';
 import { type ObjectToVerify, requireSignature, verifyObjectSignature } from '../signing/verify.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
-import { describeSource, type SourceRef } from './reference.ts';
+import { describeSource, type ObjectRef } from './reference.ts';
 
-type GsRef = Extract<SourceRef, { scheme: 'gs' }>;
+/** The object's custom metadata (x-goog-meta-*), e.g. berglas's `berglas-kms-key`. */
+export type CustomMetadata = Readonly<Record<string, string>>;
+
+export interface PinnedObject {
+  /** The bytes as stored (ciphertext, usually): the caller wipes them once done. */
+  readonly data: Secret;
+  /** The generation the metadata named and the data was downloaded at. */
+  readonly generation: string;
+  readonly metadata: CustomMetadata;
+  /** Checked against FetchContext.verifyKey (always true when one is given). */
+  readonly signatureVerified: boolean;
+}
 
 export async function createStorageClient(endpoint: string | undefined): Promise<Storage> {
   const { Storage } = await import('@google-cloud/storage');
@@ -21,7 +32,22 @@ export async function createStorageClient(endpoint: string | undefined): Promise
     : new Storage({ retryOptions });
 }
 
-export async function fetchObject(ref: GsRef, context: FetchContext): Promise<FetchedSecret> {
+export async function fetchObject(ref: ObjectRef, context: FetchContext): Promise<FetchedSecret> {
+  const { data, generation, signatureVerified } = await readPinnedObject(ref, context);
+  return { data, name: ref.object, version: generation, signatureVerified };
+}
+
+/**
+ * The object at one generation, its signature checked when --verify-key is given: an unsigned
+ * object is refused before its bytes are downloaded, and a signed one is checked over exactly
+ * the bytes of the generation whose metadata held the signature. `inspect` sees the custom
+ * metadata before the download and may refuse the object by throwing.
+ */
+export async function readPinnedObject(
+  ref: ObjectRef,
+  context: FetchContext,
+  inspect?: (metadata: CustomMetadata) => void,
+): Promise<PinnedObject> {
   const { verifyKey } = context;
   const signed = (read: ObjectInfo): ObjectToVerify => ({
     bucket: ref.bucket,
@@ -29,13 +55,10 @@ export async function fetchObject(ref: GsRef, context: FetchContext): Promise<Fe
     generation: read.generation,
     metadata: read.metadata,
   });
-  // With --verify-key an unsigned object is refused before its bytes are downloaded, and a signed
-  // one is checked over exactly the bytes of the generation whose metadata held the signature.
-  const read = await readObject(
-    ref,
-    context,
-    verifyKey === undefined ? undefined : (info) => void requireSignature(signed(info)),
-  );
+  const read = await readObject(ref, context, (info) => {
+    if (verifyKey !== undefined) requireSignature(signed(info));
+    inspect?.(customMetadata(info.metadata));
+  });
   if (verifyKey !== undefined) {
     try {
       verifyObjectSignature(verifyKey, signed(read), read.data);
@@ -46,10 +69,18 @@ export async function fetchObject(ref: GsRef, context: FetchContext): Promise<Fe
   }
   return {
     data: new Secret(read.data),
-    name: ref.object,
-    version: read.generation,
+    generation: read.generation,
+    metadata: customMetadata(read.metadata),
     signatureVerified: verifyKey !== undefined,
   };
+}
+
+/** Custom metadata values arrive as strings, or as null for a key being removed: keep the strings. */
+function customMetadata(raw: unknown): CustomMetadata {
+  const out: Record<string, string> = {};
+  if (raw === null || typeof raw !== 'object') return Object.freeze(out);
+  for (const [key, value] of Object.entries(raw)) if (typeof value === 'string') out[key] = value;
+  return Object.freeze(out);
 }
 
 /** What the metadata read says about the generation that is then downloaded. */
@@ -65,7 +96,7 @@ export interface ObjectInfo {
  * `beforeDownload` sees the metadata first and may refuse the object by throwing.
  */
 export async function readObject(
-  ref: GsRef,
+  ref: ObjectRef,
   context: Pick<FetchContext, 'clients' | 'retry' | 'log' | 'maxBytes'>,
   beforeDownload?: (info: ObjectInfo) => void,
 ): Promise<ObjectInfo & { readonly data: Buffer }> {
@@ -168,7 +199,7 @@ export function mapStorageError(
 }
 
 /** The generation of the live object: one metadata read, no download (for --refresh). */
-export async function objectGeneration(ref: GsRef, context: FetchContext): Promise<string> {
+export async function objectGeneration(ref: ObjectRef, context: FetchContext): Promise<string> {
   const where = describeSource(ref);
   const storage = await context.clients.storage();
   const [metadata] = await context.retry(

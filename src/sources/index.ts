@@ -29,39 +29,43 @@ export interface FetchedSecret {
   readonly signatureVerified?: boolean;
 }
 
-export async function fetchSource(ref: SourceRef, context: FetchContext): Promise<FetchedSecret> {
+/**
+ * The secret's bytes: as stored for gs:// and files (the decrypt stage follows), already decrypted
+ * for berglas://, whose key comes from the object's metadata; `kmsKey` (--kms-key), if given,
+ * is the key that metadata must name.
+ */
+export async function fetchSource(ref: SourceRef, context: FetchContext, kmsKey?: string): Promise<FetchedSecret> {
   switch (ref.scheme) {
     case 'gs':
       return (await import('./gcs.ts')).fetchObject(ref, context);
+    case 'berglas':
+      return (await import('./berglas.ts')).fetchBerglasSecret(ref, context, kmsKey);
     case 'file':
       return readSecretFile(ref.path, context.maxBytes);
     case 'sm':
       return (await import('./secretmanager.ts')).accessSecretVersion(ref, context);
-    case 'berglas':
-      throw notYet(ref);
   }
+}
+
+/** Whether fetchSource decrypts this source itself (the decrypt stage must not). */
+export function decryptsItself(ref: SourceRef): boolean {
+  return ref.scheme === 'berglas';
 }
 
 /**
  * What identifies the current content of a source, read cheaply (--refresh): the generation of
- * a gs:// object (metadata only), the version number an sm:// version ID resolves to (metadata
- * only), or device, inode, size and mtime of a file (a Kubernetes secret volume swaps a symlink,
- * which changes the inode).
+ * a gs:// or berglas:// object (metadata only), the version number an sm:// version ID resolves
+ * to (metadata only), or device, inode, size and mtime of a file (a Kubernetes secret volume swaps
+ * a symlink, which changes the inode).
  */
 export async function sourceVersion(ref: SourceRef, context: FetchContext): Promise<string> {
   switch (ref.scheme) {
     case 'gs':
+    case 'berglas':
       return (await import('./gcs.ts')).objectGeneration(ref, context);
     case 'file':
       return fileVersion(ref.path);
     case 'sm':
       return (await import('./secretmanager.ts')).currentSecretVersion(ref, context);
-    case 'berglas':
-      throw notYet(ref);
   }
-}
-
-// Interim, while the berglas:// reader is built (issue 3): parsed, but not fetched.
-function notYet(ref: SourceRef): UsageError {
-  return new UsageError(`--source ${ref.scheme}:// cannot be read by this build yet`, 'use gs://, sm:// or a file');
 }

@@ -112,6 +112,11 @@ function nonEmptyPath(uri: string, path: string): string {
   return path;
 }
 
+/** A Cloud Storage object (gs:// or berglas://): versioned by generation. */
+export function isObjectRef(ref: SourceRef): ref is ObjectRef {
+  return ref.scheme === 'gs' || ref.scheme === 'berglas';
+}
+
 /** The full resource name of a secret version, as the Secret Manager API takes it. */
 export function secretVersionName(ref: SecretManagerRef): string {
   return `projects/${ref.project}/secrets/${ref.secret}/versions/${ref.version}`;
@@ -134,17 +139,17 @@ export function isPinned(ref: SourceRef): boolean {
 }
 
 /**
- * The source pinned to `version` (a gs:// generation or an sm:// version number, as sourceVersion
+ * The source pinned to `version` (a gs:// or berglas:// generation, or an sm:// version number, as sourceVersion
  * reported it), so a refresh fetches exactly what the poll saw. A file has no version to pin: it
  * is returned as it is.
  */
 export function atVersion(ref: SourceRef, version: string): SourceRef {
   switch (ref.scheme) {
     case 'gs':
+    case 'berglas':
       return { ...ref, generation: version };
     case 'sm':
       return { ...ref, version };
-    case 'berglas': // what its poll reports is the berglas reader's to decide (issue 3)
     case 'file':
       return ref;
   }

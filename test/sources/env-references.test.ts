@@ -38,6 +38,8 @@ describe('parseEnvReference', () => {
         key: 'DB_PASSWORD',
       },
     ],
+    // berglas: ?kms-key= pins the key the object's metadata must name, as --kms-key does.
+    [`berglas://vault/k?kms-key=${KEY}`, { ref: { scheme: 'berglas', bucket: 'vault', object: 'k' }, kmsKey: KEY }],
     ['sm://my-project/cfg?key=token&format=yaml', { key: 'token', format: 'yaml', destination: { kind: 'value' } }],
     [
       'sm://my-project/tls?destination=%2Frun%2Fsecrets%2Ftls.key',
@@ -58,7 +60,6 @@ describe('parseEnvReference', () => {
     ['sm://my-project/db?key=a&format=raw', /\?format=raw has no entries/],
     ['sm://my-project/db?key=a&format=ini', /\?format=ini has no entries/],
     ['sm://my-project/db?kms-key=nope', /\?kms-key=nope is not a key name/],
-    [`berglas://vault/k?kms-key=${KEY}`, /takes its key from the object metadata/],
     ['sm://my-project/db#3?destination=tempfile#4', /two #versions/],
     ['sm://my-project/db?key=%E0%A4%A', /not percent-encoded/],
   ])('refuses %s', (value, message) => {
