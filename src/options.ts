@@ -309,7 +309,7 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     if (injectEnv && format === 'raw') {
       throw new UsageError(
         `--env needs entries, but ${describeSource(ref)} is read as raw`,
-        'name the format with --format dotenv|json|yaml|pyfile, or drop --env and use --out',
+        `name the format with --format ${FORMATS.filter((f) => f !== 'raw').join('|')}, or drop --env and use --out`,
       );
     }
     return Object.freeze({ uri, ref, kmsKey, format, out });
