@@ -1,4 +1,4 @@
-// The pipeline: source -> decrypt -> parse -> sinks -> launch. Every check that can fail runs
+// The pipeline: source -> decrypt (Cloud KMS, or a Flask-Vault master key) -> parse -> sinks -> launch. Every check that can fail runs
 // before anything is left behind: outputs are renamed into place only after every source was
 // fetched, decrypted and parsed and the command was found, and the command starts last.
 
@@ -6,6 +6,7 @@ import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type Clients, createClients } from './clients.ts';
 import { decryptWithKms } from './decrypt/kms.ts';
+import { decryptWithMasterKey, describeMasterKey } from './decrypt/master-key.ts';
 import { UsageError } from './errors.ts';
 import { parseEntries } from './formats/index.ts';
 import { execCommand } from './launch/exec.ts';
@@ -188,6 +189,19 @@ async function fetchPlaintext(
   context.log.debug(
     `fetched ${plan.uri}${fetched.version ? ` at generation ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
   );
+  if (plan.masterKey !== undefined) {
+    context.log.debug(
+      `decrypting ${plan.uri} as a Flask-Vault file with the master key from ${describeMasterKey(plan.masterKey)}`,
+    );
+    try {
+      return {
+        secret: decryptWithMasterKey(fetched.data.reveal(), plan.masterKey, plan.uri),
+        version: fetched.version,
+      };
+    } finally {
+      fetched.data.wipe();
+    }
+  }
   if (plan.kmsKey === undefined) return { secret: fetched.data, version: fetched.version };
   const client = await context.clients.kms();
   try {

@@ -101,7 +101,8 @@ describe('parseInvocation', () => {
   });
 
   it('detects the format from the name after stripping .enc', () => {
-    const formatOf = (source: string) => options(['--source', source, '--out', '/dev/shm/x']).sources[0]?.format;
+    const formatOf = (source: string) =>
+      options(['--source', source, '--kms-key', KEY, '--out', '/dev/shm/x']).sources[0]?.format;
     expect(formatOf('gs://bkt/app.env.enc')).toBe('dotenv');
     expect(formatOf('gs://bkt/dir/app.json')).toBe('json');
     expect(formatOf('./x.yaml.encrypted')).toBe('yaml');
