@@ -329,7 +329,8 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
       );
     }
     // A .enc name without --kms-key is a Flask-Vault file: never parse its ciphertext as text.
-    const encrypted = kmsKey === undefined && ENCRYPTED_NAME.test(sourceFileName(ref));
+    // (A berglas:// object names its own key, and a Secret Manager ID cannot hold a dot.)
+    const encrypted = kmsKey === undefined && ref.scheme !== 'berglas' && ENCRYPTED_NAME.test(sourceFileName(ref));
     if (encrypted && masterKey === undefined && format !== 'raw') {
       throw new UsageError(
         `${describeSource(ref)} is encrypted (.enc) but no key is given`,

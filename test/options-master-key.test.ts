@@ -65,6 +65,24 @@ describe('the master key', () => {
     });
   });
 
+  it('leaves a berglas:// object, which names its own key, to its reader', () => {
+    expect(options(['--source', 'berglas://vault/app.yml.enc', '--env']).sources[0]).toMatchObject({
+      masterKey: undefined,
+      format: 'yaml',
+    });
+    expect(
+      options([
+        '--source',
+        'berglas://vault/a.yml.enc',
+        '--source',
+        'c.yml.enc',
+        '--master-key-file',
+        'k',
+        '--env',
+      ]).sources.map((s) => s.masterKey),
+    ).toEqual([undefined, { kind: 'file', path: 'k' }]);
+  });
+
   it('leaves a source with --kms-key to Cloud KMS', () => {
     const o = options(['--source', 'gs://vault/a.yml.enc', '--kms-key', KMS, '--env']);
     expect(o.sources[0]).toMatchObject({ kmsKey: KMS, masterKey: undefined, format: 'yaml' });
