@@ -1,6 +1,7 @@
-// The pipeline: source -> decrypt (Cloud KMS, or a Flask-Vault master key) -> parse -> sinks -> launch. Every check that can fail runs
-// before anything is left behind: outputs are renamed into place only after every source was
-// fetched, decrypted and parsed and the command was found, and the command starts last.
+// The pipeline: source -> decrypt (Cloud KMS, or a Flask-Vault master key) -> parse -> sinks ->
+// launch. Every check that can fail runs before anything is left behind: outputs are renamed into
+// place only after every source was fetched, decrypted and parsed and the command was found, and
+// the command starts last.
 
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
