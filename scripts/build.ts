@@ -43,11 +43,12 @@ const VENDOR_GROUPS: Record<string, string[]> = {
     'google-auth-library',
   ],
   yaml: ['yaml'],
+  toml: ['smol-toml'],
 };
 const groupOf = Object.fromEntries(
   Object.entries(VENDOR_GROUPS).flatMap(([group, ids]) => ids.map((id) => [id, group])),
 );
-const VENDOR_PATTERN = /^(@google-cloud\/|google-auth-library$|google-gax(\/|$)|yaml$)/;
+const VENDOR_PATTERN = /^(@google-cloud\/|google-auth-library$|google-gax(\/|$)|yaml$|smol-toml$)/;
 
 const started = Date.now();
 const common = {

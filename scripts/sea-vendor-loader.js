@@ -1,7 +1,7 @@
 // Not linted (biome.json): it is raw script text that shadows the wrapper's `require` on purpose.
 // Prepended to the single executable's main script (see scripts/build.ts), after a line that
 // defines __sfVendorGroups ({ package id: group name }). Third-party libraries that most runs
-// never need (the Google clients, the YAML parser) are not in the main script: each group is a
+// never need (the Google clients, the YAML and TOML parsers) are not in the main script: each group is a
 // second script stored as a SEA asset with its own V8 code cache, compiled and run only when
 // first required, so a run that reads a local dotenv file never pays to load them.
 var require = ((nodeRequire) => {

@@ -7,16 +7,21 @@
 import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Endpoints } from './clients.ts';
+import { decodeMasterKey } from './decrypt/flask-vault.ts';
 import { KMS_KEY_NAME } from './decrypt/kms.ts';
-import { UsageError } from './errors.ts';
+import type { MasterKeySource } from './decrypt/master-key.ts';
+import { FormatError, UsageError } from './errors.ts';
 import { detectFormat, FORMATS, type Format } from './formats/index.ts';
 import type { LogFormat } from './log.ts';
+import { Secret } from './secret.ts';
 import { describeSource, parseSourceRef, type SourceRef, sourceFileName } from './sources/reference.ts';
 
 export interface SourcePlan {
   readonly uri: string;
   readonly ref: SourceRef;
   readonly kmsKey: string | undefined;
+  /** Decrypt as a Flask-Vault file with this master key (a .enc source without --kms-key). */
+  readonly masterKey: MasterKeySource | undefined;
   readonly format: Format;
   readonly out: string | undefined;
 }
@@ -78,6 +83,9 @@ interface FlagSpec {
   readonly env?: boolean;
 }
 
+/** The master key's text itself: a variable only, never a flag (argv is visible to every user in ps). */
+export const MASTER_KEY_VARIABLE = 'SECRET_FETCH_MASTER_KEY';
+
 export const FLAGS: readonly FlagSpec[] = [
   {
     name: 'source',
@@ -101,6 +109,13 @@ export const FLAGS: readonly FlagSpec[] = [
     value: 'PATH',
     env: true,
     help: 'refuse a gs:// or berglas:// object unless its secret-fetch sign signature verifies with this PEM public key (offline, before decrypting)',
+  },
+  {
+    name: 'master-key-file',
+    type: 'string',
+    value: 'PATH',
+    env: true,
+    help: `decrypt .enc sources without --kms-key as Flask-Vault files with this master.key (or give the key's text in ${MASTER_KEY_VARIABLE})`,
   },
   {
     name: 'out',
@@ -308,6 +323,7 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
   const outFor = perSource('out', outs, uris.length, false);
   const keyFor = perSource('kms-key', kmsKeys, uris.length, true);
   const formatFor = perSource('format', formats, uris.length, true);
+  const masterKey = masterKeySource(optionalString(values['master-key-file']), environ);
 
   const seenOuts = new Set<string>();
   const sources = uris.map((uri, i): SourcePlan => {
@@ -325,11 +341,26 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     if (injectEnv && format === 'raw') {
       throw new UsageError(
         `--env needs entries, but ${describeSource(ref)} is read as raw`,
-        'name the format with --format dotenv|json|yaml|pyfile, or drop --env and use --out',
+        `name the format with --format ${FORMATS.filter((f) => f !== 'raw').join('|')}, or drop --env and use --out`,
       );
     }
-    return Object.freeze({ uri, ref, kmsKey, format, out });
+    // A .enc name without --kms-key is a Flask-Vault file: never parse its ciphertext as text.
+    // (A berglas:// object names its own key, and a Secret Manager ID cannot hold a dot.)
+    const encrypted = kmsKey === undefined && ref.scheme !== 'berglas' && ENCRYPTED_NAME.test(sourceFileName(ref));
+    if (encrypted && masterKey === undefined && format !== 'raw') {
+      throw new UsageError(
+        `${describeSource(ref)} is encrypted (.enc) but no key is given`,
+        `add --master-key-file PATH (or ${MASTER_KEY_VARIABLE}) for a Flask-Vault file, or --kms-key NAME for Cloud KMS`,
+      );
+    }
+    return Object.freeze({ uri, ref, kmsKey, masterKey: encrypted ? masterKey : undefined, format, out });
   });
+  if (masterKey !== undefined && !sources.some((plan) => plan.masterKey !== undefined)) {
+    throw new UsageError(
+      `${masterKey.kind === 'file' ? '--master-key-file' : MASTER_KEY_VARIABLE} is given, but no source is a Flask-Vault file`,
+      'the master key decrypts sources whose name ends in .enc and that have no --kms-key; drop it, or name the source',
+    );
+  }
 
   const endpoints = parseEndpoints({
     storage: optionalString(values['storage-endpoint']) ?? nonEmpty(environ.STORAGE_EMULATOR_HOST),
@@ -455,6 +486,36 @@ export function parseEndpoints(endpoints: Endpoints): Endpoints {
     }
   }
   return Object.freeze({ ...endpoints });
+}
+
+/** Names of Flask-Vault files (and of Cloud KMS ciphertext, which comes with --kms-key). */
+export const ENCRYPTED_NAME = /\.enc$/i;
+
+/**
+ * The master key from --master-key-file (read at run time) or SECRET_FETCH_MASTER_KEY (checked
+ * now, held as a Secret); both is a usage error.
+ */
+export function masterKeySource(file: string | undefined, environ: Environ): MasterKeySource | undefined {
+  const text = nonEmpty(environ[MASTER_KEY_VARIABLE]);
+  if (file !== undefined && text !== undefined) {
+    throw new UsageError(
+      `both --master-key-file (or ${envNameOf('master-key-file')}) and ${MASTER_KEY_VARIABLE} are given`,
+      'give the master key one way only',
+    );
+  }
+  if (file === '') throw new UsageError('--master-key-file is empty', 'give the path of master.key');
+  if (file !== undefined) return Object.freeze({ kind: 'file', path: file });
+  if (text === undefined) return undefined;
+  const secret = new Secret(Buffer.from(text, 'utf8'));
+  try {
+    decodeMasterKey(secret.reveal(), MASTER_KEY_VARIABLE).fill(0);
+  } catch (error) {
+    secret.wipe();
+    // A bad value of a variable is a usage error, as for every other SECRET_FETCH_* variable.
+    if (error instanceof FormatError) throw new UsageError(error.message, error.hint);
+    throw error;
+  }
+  return Object.freeze({ kind: 'variable', name: MASTER_KEY_VARIABLE, text: secret });
 }
 
 function resolveFormat(given: string, ref: SourceRef): Format {

@@ -1,10 +1,12 @@
-// The pipeline: source -> decrypt -> parse -> sinks -> launch. Every check that can fail runs
-// before anything is left behind: outputs are renamed into place only after every source was
-// fetched, decrypted and parsed and the command was found, and the command starts last.
+// The pipeline: source -> decrypt (Cloud KMS, or a Flask-Vault master key) -> parse -> sinks ->
+// launch. Every check that can fail runs before anything is left behind: outputs are renamed into
+// place only after every source was fetched, decrypted and parsed and the command was found, and
+// the command starts last.
 
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type Clients, createClients } from './clients.ts';
+import { decryptWithMasterKey, describeMasterKey } from './decrypt/master-key.ts';
 import { UsageError } from './errors.ts';
 import { parseEntries } from './formats/index.ts';
 import { execCommand } from './launch/exec.ts';
@@ -84,7 +86,14 @@ export async function run(options: Options, initial: RunContext): Promise<number
           fetch: async (reference) =>
             (
               await fetchPlaintext(
-                { uri: reference.uri, ref: reference.ref, kmsKey: reference.kmsKey, format: 'raw', out: undefined },
+                {
+                  uri: reference.uri,
+                  ref: reference.ref,
+                  kmsKey: reference.kmsKey,
+                  masterKey: undefined,
+                  format: 'raw',
+                  out: undefined,
+                },
                 reference.ref,
                 fetchContext,
               )
@@ -226,6 +235,19 @@ export async function fetchPlaintext(
   context.log.debug(
     `fetched ${plan.uri}${fetched.version ? ` at ${ref.scheme === 'sm' ? 'version' : 'generation'} ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
   );
+  if (plan.masterKey !== undefined) {
+    context.log.debug(
+      `decrypting ${plan.uri} as a Flask-Vault file with the master key from ${describeMasterKey(plan.masterKey)}`,
+    );
+    try {
+      return {
+        secret: decryptWithMasterKey(fetched.data.reveal(), plan.masterKey, plan.uri),
+        version: fetched.version,
+      };
+    } finally {
+      fetched.data.wipe();
+    }
+  }
   if (plan.kmsKey === undefined || decryptsItself(ref)) return { secret: fetched.data, version: fetched.version };
   try {
     const client = await context.clients.kms();

@@ -101,10 +101,12 @@ describe('parseInvocation', () => {
   });
 
   it('detects the format from the name after stripping .enc', () => {
-    const formatOf = (source: string) => options(['--source', source, '--out', '/dev/shm/x']).sources[0]?.format;
+    const formatOf = (source: string) =>
+      options(['--source', source, '--kms-key', KEY, '--out', '/dev/shm/x']).sources[0]?.format;
     expect(formatOf('gs://bkt/app.env.enc')).toBe('dotenv');
     expect(formatOf('gs://bkt/dir/app.json')).toBe('json');
     expect(formatOf('./x.yaml.encrypted')).toBe('yaml');
+    expect(formatOf('gs://bkt/app.toml')).toBe('toml');
     expect(formatOf('file:settings.py')).toBe('pyfile');
     expect(formatOf('gs://bkt/tls.key')).toBe('raw');
   });
@@ -119,11 +121,11 @@ describe('parseInvocation', () => {
     [['--source', 'gs://bkt/o.env'], /nothing would receive the secret/],
     [['--out', '/dev/shm/x'], /no --source/],
     [[], /nothing to do/],
-    [['--source', 'gs://bkt/o.bin', '--env'], /--env needs entries.*raw/],
+    [['--source', 'gs://bkt/o.bin', '--env'], /--env needs entries.*raw.*--format dotenv\|json\|yaml\|toml\|pyfile,/],
     [['--source', 'a.env', '--env', 'gunicorn'], /unexpected argument "gunicorn".*--/],
     [['--source', 'a.env', '--env', '--'], /nothing follows --/],
     [['--source', 'a.env', '--env', '--bogus'], /Unknown option '--bogus'/],
-    [['--source', 'a.env', '--out', '/s/a', '--format', 'toml'], /--format toml is not known/],
+    [['--source', 'a.env', '--out', '/s/a', '--format', 'ini'], /--format ini is not known/],
     [['--source', 'a.env', '--out', '/s/a', '--mode', '644'], /world-readable/],
     [['--source', 'a.env', '--out', '/s/a', '--mode', '0602'], /world-writable/],
     [['--source', 'a.env', '--out', '/s/a', '--mode', 'rw'], /not an octal file mode/],

@@ -77,7 +77,7 @@ export const editCommand: Subcommand = {
     const reading = remoteContext(parsed);
     const fetch = { clients: reading.clients, retry: reading.retry, log, maxBytes: 64 * 1024 ** 2 };
     const { secret: original, version: generation } = await Promise.race([
-      fetchPlaintext({ uri, ref, kmsKey, format, out: undefined }, ref, fetch),
+      fetchPlaintext({ uri, ref, kmsKey, masterKey: undefined, format, out: undefined }, ref, fetch),
       reading.deadline.expire(),
     ]);
 

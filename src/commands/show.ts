@@ -3,7 +3,7 @@
 
 import { NotFoundError, UsageError } from '../errors.ts';
 import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
-import { validateKmsKey } from '../options.ts';
+import { ENCRYPTED_NAME, masterKeySource, validateKmsKey } from '../options.ts';
 import { fetchPlaintext } from '../run.ts';
 import { guessFormat } from '../sources/env-references.ts';
 import type { FetchContext } from '../sources/index.ts';
@@ -11,9 +11,13 @@ import { parseSourceRef, sourceFileName } from '../sources/reference.ts';
 import { COMMON_HELP, parseSubcommand, remoteContext, writeStdout } from './common.ts';
 import type { CommandContext, Subcommand } from './index.ts';
 
-const FLAGS = { 'kms-key': { type: 'string' }, format: { type: 'string' } } as const;
+const FLAGS = {
+  'kms-key': { type: 'string' },
+  'master-key-file': { type: 'string' },
+  format: { type: 'string' },
+} as const;
 
-const SHOW_HELP = `Usage: secret-fetch show SOURCE [--kms-key KEY]
+const SHOW_HELP = `Usage: secret-fetch show SOURCE [--kms-key KEY | --master-key-file PATH]
 
 Fetches SOURCE (gs://, sm://, berglas://, a file), decrypts it as the main run would, and
 writes the plaintext to stdout, byte for byte. Nothing is written anywhere else.
@@ -92,7 +96,12 @@ async function fetchNamed(name: string, help: string, args: number, argv: readon
     log: parsed.log,
     maxBytes: 64 * 1024 ** 2,
   };
-  const plan = { uri, ref, kmsKey, format: detectFormat(sourceFileName(ref)), out: undefined };
+  // A .enc name without --kms-key is a Flask-Vault file, as in the main run.
+  const flaskVault = kmsKey === undefined && ref.scheme !== 'berglas' && ENCRYPTED_NAME.test(sourceFileName(ref));
+  const masterKey = flaskVault
+    ? masterKeySource(parsed.values['master-key-file'] ?? context.environ.SECRET_FETCH_MASTER_KEY_FILE, context.environ)
+    : undefined;
+  const plan = { uri, ref, kmsKey, masterKey, format: detectFormat(sourceFileName(ref)), out: undefined };
   const { secret } = await Promise.race([fetchPlaintext(plan, ref, fetch), remote.deadline.expire()]);
   return { data: secret, uri, name: sourceFileName(ref), key, format: format as Format | 'auto' };
 }

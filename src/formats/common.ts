@@ -63,8 +63,12 @@ export class SourceText {
     return { line: lo + 1, col };
   }
 
-  /** `name:line:col: message` as a FormatError. `message` must not quote the secret text. */
-  error(offset: number, message: string, hint?: string): FormatError {
+  /**
+   * `name:line:col: message` as a FormatError, or `name: message` when the position is unknown
+   * (a parser that keeps no offsets). `message` must not quote the secret text.
+   */
+  error(offset: number | undefined, message: string, hint?: string): FormatError {
+    if (offset === undefined) return new FormatError(`${this.name}: ${message}`, hint);
     const { line, col } = this.position(offset);
     return new FormatError(`${this.name}:${line}:${col}: ${message}`, hint);
   }
@@ -129,18 +133,19 @@ export function toEnvValue(value: Value): string | undefined {
 
 /**
  * Collects NAME -> value pairs, checking each name, duplicates and the value's characters.
- * `offset` is where the name appears in the source; it places errors and duplicate reports.
+ * `offset` is where the name appears in the source; it places errors and duplicate reports
+ * (undefined: unknown, for a parser that keeps no offsets and rejects duplicates itself).
  */
 export class EntryCollector {
   readonly #src: SourceText;
   readonly #values = new Map<string, string>();
-  readonly #seen = new Map<string, number>();
+  readonly #seen = new Map<string, number | undefined>();
 
   constructor(src: SourceText) {
     this.#src = src;
   }
 
-  add(name: string, offset: number, value: Value): void {
+  add(name: string, offset: number | undefined, value: Value): void {
     const src = this.#src;
     if (!ENV_NAME.test(name)) {
       // The name is not quoted: it is not an identifier, so it may be secret text.
@@ -150,8 +155,10 @@ export class EntryCollector {
         'names must be letters, digits and _, not starting with a digit',
       );
     }
-    const first = this.#seen.get(name);
-    if (first !== undefined) {
+    if (this.#seen.has(name)) {
+      const first = this.#seen.get(name);
+      if (first === undefined || offset === undefined)
+        throw src.error(offset, `"${name}" is defined twice`, 'keep one of them');
       const firstLine = src.position(first).line;
       const line = src.position(offset).line;
       throw src.error(

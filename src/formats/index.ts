@@ -8,15 +8,16 @@ import { parseDotenv } from './dotenv.ts';
 import { parseJson } from './json.ts';
 import { parsePyfile } from './pyfile.ts';
 
-export type Format = 'dotenv' | 'json' | 'yaml' | 'pyfile' | 'raw';
+export type Format = 'dotenv' | 'json' | 'yaml' | 'toml' | 'pyfile' | 'raw';
 
-export const FORMATS: readonly Format[] = ['dotenv', 'json', 'yaml', 'pyfile', 'raw'];
+export const FORMATS: readonly Format[] = ['dotenv', 'json', 'yaml', 'toml', 'pyfile', 'raw'];
 
 const BY_EXTENSION: Readonly<Record<string, Exclude<Format, 'raw'>>> = {
   env: 'dotenv',
   json: 'json',
   yaml: 'yaml',
   yml: 'yaml',
+  toml: 'toml',
   cfg: 'pyfile',
   py: 'pyfile',
 };
@@ -35,12 +36,14 @@ export function detectFormat(name: string): Format {
 
 /**
  * Parses `text` (the decrypted file called `name`, used only in messages) into entries. Async
- * only so the YAML parser (two thirds of the binary's main script) loads when a YAML secret
- * needs it, not on every start.
+ * only so the YAML and TOML parsers (libraries, kept out of the binary's main script) load when
+ * a secret in their format needs them, not on every start.
  */
 export async function parseEntries(format: Exclude<Format, 'raw'>, text: string, name: string): Promise<SecretEntries> {
   try {
-    return format === 'yaml' ? (await import('./yaml.ts')).parseYaml(text, name) : parse(format, text, name);
+    if (format === 'yaml') return (await import('./yaml.ts')).parseYaml(text, name);
+    if (format === 'toml') return (await import('./toml.ts')).parseToml(text, name);
+    return parse(format, text, name);
   } catch (err) {
     if (err instanceof SecretFetchError) throw err;
     // A foreign error (a bug, or a library throwing) could quote the text: never pass it on.
@@ -52,7 +55,7 @@ export async function parseEntries(format: Exclude<Format, 'raw'>, text: string,
   }
 }
 
-function parse(format: Exclude<Format, 'raw' | 'yaml'>, text: string, name: string): SecretEntries {
+function parse(format: Exclude<Format, 'raw' | 'yaml' | 'toml'>, text: string, name: string): SecretEntries {
   switch (format) {
     case 'dotenv':
       return parseDotenv(text, name);

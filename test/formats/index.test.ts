@@ -18,6 +18,10 @@ describe('detectFormat', () => {
     ['secrets.yaml', 'yaml'],
     ['secrets.yml', 'yaml'],
     ['Secrets.YML.Enc', 'yaml'],
+    ['secrets.toml', 'toml'],
+    ['credentials.toml.enc', 'toml'],
+    ['gs://vault/app/Credentials.TOML.ENC', 'toml'],
+    ['pyproject.toml.bak', 'raw'],
     ['settings.cfg', 'pyfile'],
     ['settings.py', 'pyfile'],
     ['dir/secrets.cfg.enc', 'pyfile'],
@@ -45,7 +49,7 @@ describe('detectFormat', () => {
 
 describe('FORMATS', () => {
   it('lists every format once, raw last', () => {
-    expect(FORMATS).toEqual(['dotenv', 'json', 'yaml', 'pyfile', 'raw']);
+    expect(FORMATS).toEqual(['dotenv', 'json', 'yaml', 'toml', 'pyfile', 'raw']);
   });
 });
 
@@ -54,6 +58,7 @@ describe('parseEntries', () => {
     ['dotenv', 'A=1\nB=two\n'],
     ['json', '{"A": 1, "B": "two"}'],
     ['yaml', 'A: 1\nB: two\n'],
+    ['toml', 'A = 1\nB = "two"\n'],
     ['pyfile', "A = 1\nB = 'two'\n"],
   ];
   it.each(table)('dispatches %s', async (format, text) => {
@@ -68,7 +73,7 @@ describe('parseEntries', () => {
     await expect(parseEntries('raw' as Exclude<Format, 'raw'>, 'x', 'f')).rejects.toThrow(UsageError);
   });
 
-  it.each(['dotenv', 'json', 'yaml', 'pyfile'] as const)(
+  it.each(['dotenv', 'json', 'yaml', 'toml', 'pyfile'] as const)(
     '%s: a foreign error is replaced, never passed on',
     async (format) => {
       const hostile = {

@@ -344,8 +344,8 @@ const CASES: Case[] = [
   {
     name: 'an unknown --format',
     code: EXIT.usage,
-    message: /--format toml is not known/,
-    args: (c) => ['--source', put(c, 'a.env', `TOKEN=${CANARY}\n`), '--format', 'toml', '--env'],
+    message: /--format ini is not known/,
+    args: (c) => ['--source', put(c, 'a.env', `TOKEN=${CANARY}\n`), '--format', 'ini', '--env'],
   },
   {
     name: 'an unknown flag',

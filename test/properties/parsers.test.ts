@@ -8,6 +8,7 @@ import { SecretFetchError } from '../../src/errors.ts';
 import { parseDotenv } from '../../src/formats/dotenv.ts';
 import { parseJson } from '../../src/formats/json.ts';
 import { parsePyfile } from '../../src/formats/pyfile.ts';
+import { parseToml } from '../../src/formats/toml.ts';
 import { parseYaml } from '../../src/formats/yaml.ts';
 import type { SecretEntries } from '../../src/secret.ts';
 
@@ -15,6 +16,7 @@ const PARSERS: Record<string, (text: string, name: string) => SecretEntries> = {
   dotenv: parseDotenv,
   json: parseJson,
   yaml: parseYaml,
+  toml: parseToml,
   pyfile: parsePyfile,
 };
 
