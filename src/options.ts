@@ -404,8 +404,8 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     for (const { ref } of sources) {
       if (!VERIFIABLE.has(ref.scheme)) {
         throw new UsageError(
-          `--verify-key cannot check ${describeSource(ref)}: only gs:// objects carry a secret-fetch signature`,
-          'read the secret from a signed gs:// object, or drop --verify-key',
+          `--verify-key cannot check ${describeSource(ref)}: only gs:// and berglas:// objects carry a secret-fetch signature`,
+          'read the secret from a signed Cloud Storage object, or drop --verify-key',
         );
       }
     }

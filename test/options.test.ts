@@ -158,6 +158,10 @@ describe('--verify-key', () => {
     expect(options([...base, '--verify-key', 'keys/signer.pem']).verifyKey).toBe('keys/signer.pem');
     expect(options(base, { SECRET_FETCH_VERIFY_KEY: '/etc/signer.pem' }).verifyKey).toBe('/etc/signer.pem');
     expect(options([...base, '--verify-key', 'a.pem'], { SECRET_FETCH_VERIFY_KEY: 'b.pem' }).verifyKey).toBe('a.pem');
+    // berglas:// objects live in Cloud Storage and carry the signature the same way.
+    expect(options(['--source', 'berglas://vault/db', '--out', '/dev/shm/x', '--verify-key', 'k.pem']).verifyKey).toBe(
+      'k.pem',
+    );
   });
 
   it.each([
@@ -166,7 +170,6 @@ describe('--verify-key', () => {
     [['--source', '/run/a.env', '--env', '--verify-key', 'k.pem'], /cannot check \/run\/a\.env: only gs:\/\//],
     [['--source', 'file:a.env', '--env', '--verify-key', 'k.pem'], /cannot check a\.env/],
     [['--source', 'sm://my-project/db', '--out', '/dev/shm/x', '--verify-key', 'k.pem'], /cannot check sm:\/\//],
-    [['--source', 'berglas://vault/db', '--out', '/dev/shm/x', '--verify-key', 'k.pem'], /cannot check berglas:\/\//],
     [
       ['--source', 'gs://vault/a.env', '--source', '/run/b.env', '--env', '--verify-key', 'k.pem'],
       /cannot check \/run\/b\.env/,

@@ -46,7 +46,7 @@ export async function uploadSecretObject(
       (error) =>
         (error as { code?: unknown }).code === 412
           ? preconditionFailed(where, ifGenerationMatch)
-          : mapStorageError(error, where, 'storage.objects.create'),
+          : mapStorageError(error, where, 'storage.objects.create', 'roles/storage.objectUser'),
     );
     return String(file.metadata.generation);
   } catch (error) {

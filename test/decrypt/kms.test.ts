@@ -142,7 +142,9 @@ describe('encryptWithKms', () => {
     const error = await failure(
       encryptWithKms(client, { keyName: KEY, plaintext: Buffer.alloc(65_537), what: 'gs://vault/big' }, retry),
     );
-    expect(error.line).toBe(`cannot encrypt gs://vault/big with ${KEY}: KMS refused the request (is it over 64 KiB?)`);
+    expect(error.line).toBe(
+      `KMS refused to encrypt gs://vault/big with ${KEY} (is it a symmetric ENCRYPT_DECRYPT key, and the plaintext at most 64 KiB?)`,
+    );
   });
 });
 

@@ -152,6 +152,18 @@ describe('push', () => {
     expect(servers.gcs.requests.filter((r) => r.method === 'POST' && r.path.startsWith('/upload/')).length).toBe(2);
   });
 
+  it('seals a secret over the KMS 64 KiB limit as an envelope that the entrypoint opens', async () => {
+    const big = `${Array.from({ length: 3000 }, (_, i) => `VAR_${i}=${PASSWORD}-${i}`).join('\n')}\n`;
+    expect(big.length).toBeGreaterThan(64 * 1024);
+    const result = await run(['push', file('big.env', big), 'gs://vault/push/big.env.enc', '--kms-key', KEY]);
+    expect(result.code, result.stderr).toBe(0);
+    const stored = servers.gcs.getObject('vault', 'push/big.env.enc') as { data: Buffer };
+    expect(stored.data.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x53, 0x46, 0x45, 0x4e, 0x56, 0x0d, 0x0a]));
+    expect(stored.data.includes(Buffer.from(PASSWORD))).toBe(false);
+    const back = await run(['--source', 'gs://vault/push/big.env.enc', '--kms-key', KEY, '--env', '--', 'sh', '-c', 'echo "$VAR_2999"']);
+    expect(back.stdout).toBe(`${PASSWORD}-2999\n`);
+  });
+
   it('--plaintext uploads unencrypted, on purpose only', async () => {
     const result = await run(['push', file('p.json', '{"A":"1"}'), 'gs://vault/push/p.json', '--plaintext']);
     expect(result.code, result.stderr).toBe(0);

@@ -131,7 +131,7 @@ describe('sm:// sources', () => {
       refused,
       EXIT.usage,
       new RegExp(
-        `^secret-fetch: error: --env needs entries, but sm://${PROJECT}/${id}#latest is read as raw \\(name the format with --format dotenv\\|json\\|yaml\\|pyfile, or drop --env and use --out\\)$`,
+        `^secret-fetch: error: --env needs entries, but sm://${PROJECT}/${id}#latest is read as raw \\(name the format with --format dotenv\\|json\\|yaml\\|toml\\|pyfile, or drop --env and use --out\\)$`,
       ),
       [CANARY],
     );

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
 import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
+import { writeBerglasObject } from '../fixtures/envelopes.ts';
 import { startTestServers, type TestServers } from '../servers/start.ts';
 import { expectFailure, expectNoCanary, filesIn, KEY, type Result, runBinary, tmpfsDir } from './harness.ts';
 
@@ -277,13 +278,40 @@ describe('--verify-key usage', () => {
     expect(servers.gcs.requests).toHaveLength(0);
   });
 
+  it('covers berglas:// objects: a signed one is unwrapped, an unsigned one refused before KMS', async () => {
+    await writeBerglasObject(servers, 'vault', 'app/berglas-db', Buffer.from(`DB=${CANARY}\n`), KEY);
+    const fetch = () =>
+      runBinary(
+        [
+          '--source',
+          'berglas://vault/app/berglas-db',
+          '--verify-key',
+          pem,
+          '--format',
+          'dotenv',
+          '--env',
+          '--',
+          'sh',
+          '-c',
+          'echo "$DB"',
+        ],
+        { env: env() },
+      );
+    servers.kms.requests.length = 0;
+    expectFailure(await fetch(), EXIT.integrity, /gs:\/\/vault\/app\/berglas-db.*secret-fetch sign/, [CANARY]);
+    expect(servers.kms.requests.filter((r) => r.path.endsWith(':decrypt'))).toEqual([]);
+    expect((await sign('gs://vault/app/berglas-db')).code).toBe(0);
+    const signed = await fetch();
+    expect(signed).toMatchObject({ code: 0, stdout: `${CANARY}\n`, stderr: '' });
+  });
+
   it('a source that carries no signature: a file, and Secret Manager', async () => {
     const file = join(out.dir, 'local.env');
     writeFileSync(file, 'A=1\n');
     expectFailure(
       await runBinary(args(pem, file), { env: env() }),
       EXIT.usage,
-      /--verify-key cannot check .*local\.env: only gs:\/\/ objects carry a secret-fetch signature/,
+      /--verify-key cannot check .*local\.env: only gs:\/\/ and berglas:\/\/ objects carry a secret-fetch signature/,
     );
     expectFailure(await runBinary(args(pem, 'sm://my-project/db'), { env: env() }), EXIT.usage, /cannot check sm:\/\//);
   });
@@ -392,6 +420,6 @@ describe('sign --help', () => {
   it('is listed in secret-fetch --help', async () => {
     const result = await runBinary(['--help']);
     expect(result.stdout).toMatch(/secret-fetch sign gs:\/\/\.\.\. --signing-key VERSION +sign the object/);
-    expect(result.stdout).toMatch(/--verify-key PATH +refuse a gs:\/\/ object unless/);
+    expect(result.stdout).toMatch(/--verify-key PATH +refuse a gs:\/\/ or berglas:\/\/ object unless/);
   });
 });
