@@ -1,7 +1,6 @@
 // The source stage: a reference in, the secret's bytes out.
 
 import type { Clients } from '../clients.ts';
-import { UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Retry } from '../retry.ts';
 import type { Secret } from '../secret.ts';

@@ -160,7 +160,17 @@ describe('push', () => {
     const stored = servers.gcs.getObject('vault', 'push/big.env.enc') as { data: Buffer };
     expect(stored.data.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x53, 0x46, 0x45, 0x4e, 0x56, 0x0d, 0x0a]));
     expect(stored.data.includes(Buffer.from(PASSWORD))).toBe(false);
-    const back = await run(['--source', 'gs://vault/push/big.env.enc', '--kms-key', KEY, '--env', '--', 'sh', '-c', 'echo "$VAR_2999"']);
+    const back = await run([
+      '--source',
+      'gs://vault/push/big.env.enc',
+      '--kms-key',
+      KEY,
+      '--env',
+      '--',
+      'sh',
+      '-c',
+      'echo "$VAR_2999"',
+    ]);
     expect(back.stdout).toBe(`${PASSWORD}-2999\n`);
   });
 
