@@ -13,10 +13,10 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
-import { build, type Metafile } from 'esbuild';
+import { build, type Metafile, type PluginBuild } from 'esbuild';
 import { inject } from 'postject';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -56,6 +56,9 @@ const common = {
   platform: 'node',
   format: 'cjs',
   target: 'node24',
+  // import() becomes require(), which the loader (scripts/sea-vendor-loader.js) answers from the
+  // lazily loaded groups: a native import() in the executable would go to Node's ESM resolver.
+  supported: { 'dynamic-import': false },
   minify: true,
   // protobufjs and google-gax look types up by constructor name: renaming them breaks KMS calls.
   keepNames: true,
@@ -64,29 +67,110 @@ const common = {
   logLevel: 'warning',
 } as const;
 
+// Our own code that only the operator subcommands run (push, edit, sign, doctor, ...) is one more
+// group, so the entrypoint's script stays small. It must share the main script's module instances
+// (error classes, Secret, the pipeline), so its imports of modules the main script holds become
+// "@secret-fetch/core/<path>" requires, answered from globalThis.__sfCore, which the main script fills.
+const INTERNAL_GROUPS: Record<string, string[]> = {
+  ops: ['show', 'push', 'edit', 'sign', 'doctor'].map((name) => `src/commands/${name}.ts`),
+};
+for (const [group, files] of Object.entries(INTERNAL_GROUPS)) {
+  for (const file of files) groupOf[`@secret-fetch/${group}/${file}`] = group;
+}
+const internalOf = Object.fromEntries(
+  Object.entries(INTERNAL_GROUPS).flatMap(([group, files]) => files.map((file) => [file, group])),
+);
+
+const vendorExternal = {
+  name: 'vendor-external',
+  setup(b: PluginBuild) {
+    b.onResolve({ filter: VENDOR_PATTERN }, (args) => {
+      if (!(args.path in groupOf)) throw new Error(`${args.path}: add it to VENDOR_GROUPS in scripts/build.ts`);
+      return { path: args.path, external: true };
+    });
+  },
+};
+/** The main script reaches a subcommand module only through the loader. */
+const internalExternal = {
+  name: 'internal-external',
+  setup(b: PluginBuild) {
+    b.onResolve({ filter: /^\.\.?\// }, (args) => {
+      const file = relative(root, resolve(args.resolveDir, args.path));
+      const group = internalOf[file];
+      return group === undefined ? undefined : { path: `@secret-fetch/${group}/${file}`, external: true };
+    });
+  },
+};
+const banner = {
+  js: `var __sfVendorGroups = ${JSON.stringify(groupOf)};\n${readFileSync(join(root, 'scripts', 'sea-vendor-loader.js'), 'utf8')}`,
+};
+
 const bundle = join(work, 'secret-fetch.cjs');
-const main = await build({
+// First pass: which of our modules the main script holds.
+const core = await build({
   ...common,
   entryPoints: [join(root, 'src', 'cli.ts')],
   outfile: bundle,
-  banner: {
-    js: `var __sfVendorGroups = ${JSON.stringify(groupOf)};\n${readFileSync(join(root, 'scripts', 'sea-vendor-loader.js'), 'utf8')}`,
-  },
-  plugins: [
-    {
-      name: 'vendor-external',
-      setup(b) {
-        b.onResolve({ filter: VENDOR_PATTERN }, (args) => {
-          if (!(args.path in groupOf)) throw new Error(`${args.path}: add it to VENDOR_GROUPS in scripts/build.ts`);
-          return { path: args.path, external: true };
-        });
-      },
-    },
-  ],
+  banner,
+  plugins: [vendorExternal, internalExternal],
 });
-const metafiles = [main.metafile];
+const coreFiles = new Set(Object.keys(core.metafile.inputs).filter((file) => file.startsWith('src/')));
+
+const metafiles: Metafile[] = [];
 const assets: Record<string, string> = {};
 let vendorBytes = 0;
+const shared = new Set<string>();
+for (const [group, files] of Object.entries(INTERNAL_GROUPS)) {
+  const entry = files
+    .map(
+      (file) => `${JSON.stringify(`@secret-fetch/${group}/${file}`)}: () => require(${JSON.stringify(`./${file}`)}),`,
+    )
+    .join('\n');
+  const file = join(work, `${group}.js`);
+  const result = await build({
+    ...common,
+    stdin: {
+      contents: `const load = {\n${entry}\n};\nmodule.exports = (id) => load[id]();\n`,
+      resolveDir: root,
+      loader: 'js',
+    },
+    outfile: file,
+    plugins: [
+      vendorExternal,
+      {
+        name: 'core-shared',
+        setup(b: PluginBuild) {
+          b.onResolve({ filter: /^\.\.?\// }, (args) => {
+            const target = relative(root, resolve(args.resolveDir, args.path));
+            if (!coreFiles.has(target) || args.importer === '<stdin>') return undefined;
+            shared.add(target);
+            return { path: `@secret-fetch/core/${target}`, external: true };
+          });
+        },
+      },
+    ],
+  });
+  metafiles.push(result.metafile);
+  // Compiled, not run, for its cache: its imports of the main script's modules resolve only there.
+  addGroupAsset(group, file, undefined);
+}
+
+// Second pass: the main script, exporting the modules the groups share.
+const imports = [...shared].sort().map((file, i) => `import * as m${i} from ${JSON.stringify(`./${file}`)};`);
+const registry = [...shared].sort().map((file, i) => `${JSON.stringify(file)}: m${i},`);
+const main = await build({
+  ...common,
+  stdin: {
+    contents: `${imports.join('\n')}\nimport './src/cli.ts';\nglobalThis.__sfCore = {\n${registry.join('\n')}\n};\n`,
+    resolveDir: root,
+    loader: 'ts',
+    sourcefile: 'secret-fetch-main.ts',
+  },
+  outfile: bundle,
+  banner,
+  plugins: [vendorExternal, internalExternal],
+});
+metafiles.push(main.metafile);
 for (const [group, ids] of Object.entries(VENDOR_GROUPS)) {
   const entry = ids.map((id) => `${JSON.stringify(id)}: () => require(${JSON.stringify(id)}),`).join('\n');
   const file = join(work, `${group}.js`);
@@ -100,9 +184,14 @@ for (const [group, ids] of Object.entries(VENDOR_GROUPS)) {
     outfile: file,
   });
   metafiles.push(result.metafile);
+  addGroupAsset(group, file, ids);
+}
+
+/** Wraps a group's script as a function of (require, module, ...) and stores it with its code cache. */
+function addGroupAsset(group: string, file: string, warmIds: string[] | undefined): void {
   const code = `(function (require, module, exports, __filename, __dirname) {${readFileSync(file, 'utf8')}\n})`;
   writeFileSync(file, code);
-  writeFileSync(join(work, `${group}.cache`), codeCache(code, ids));
+  writeFileSync(join(work, `${group}.cache`), codeCache(code, warmIds));
   assets[`${group}.js`] = file;
   assets[`${group}.cache`] = join(work, `${group}.cache`);
   vendorBytes += code.length;
@@ -136,17 +225,19 @@ await inject(binary, 'NODE_SEA_BLOB', readFileSync(blob), {
 renameSync(binary, `${output}.${process.pid}`);
 renameSync(`${output}.${process.pid}`, output);
 const bytes = readFileSync(bundle).length;
+
 rmSync(work, { recursive: true, force: true });
 
 const version = execFileSync(output, ['--version'], { encoding: 'utf8', cwd: '/', env: {} }).trim();
 console.log(
-  `built ${output} ${version} (main ${(bytes / 1024).toFixed(0)} KiB, vendor ${(vendorBytes / 1024).toFixed(0)} KiB) in ${Date.now() - started} ms`,
+  `built ${output} ${version} (main ${(bytes / 1024).toFixed(0)} KiB, lazy groups ${(vendorBytes / 1024).toFixed(0)} KiB) in ${Date.now() - started} ms`,
 );
 
 // Compile a vendor script, run it and load each of its libraries once, so the cache also holds
 // the functions that only compile when called; the binary's V8 is this Node's, so it accepts it.
-function codeCache(code: string, ids: string[]): Buffer {
+function codeCache(code: string, ids: string[] | undefined): Buffer {
   const script = new Script(code, { filename: 'vendor.js' });
+  if (ids === undefined) return script.createCachedData();
   const module = { exports: {} as (id: string) => unknown };
   script.runInThisContext()(createRequire(import.meta.url), module, module.exports, '/secret-fetch', '/');
   for (const id of ids) module.exports(id);

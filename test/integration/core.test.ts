@@ -430,6 +430,30 @@ describe('the binary itself', () => {
     expect(result).toMatchObject({ code: 0, stdout: `${pkg.version}\n`, stderr: '' });
   });
 
+  it('loads every lazy group from itself, with no node_modules anywhere above it', async () => {
+    // A copy outside the repository: Google clients, YAML, TOML and the subcommands must come
+    // from the executable's own assets, not from a node_modules the resolver could find.
+    const alone = tmpfsDir();
+    try {
+      const copy = join(alone.dir, 'secret-fetch');
+      writeFileSync(copy, readFileSync(BINARY), { mode: 0o755 });
+      writeFileSync(join(alone.dir, 'a.yaml'), 'A: yaml\n');
+      writeFileSync(join(alone.dir, 'b.toml'), 'B = "toml"\n');
+      const run = (args: string[]) => runBinary(args, { command: copy, cwd: '/', env: env() });
+      const files = await run([
+        ...['--source', join(alone.dir, 'a.yaml'), '--source', join(alone.dir, 'b.toml'), '--env'],
+        ...['--', 'sh', '-c', 'echo "$A $B"'],
+      ]);
+      expect(files).toMatchObject({ code: 0, stdout: 'yaml toml\n', stderr: '' });
+      const cloud = await run([...source(), '--kms-key', KEY, '--out', join(out.dir, 'app.cfg')]);
+      expect(cloud).toMatchObject({ code: 0, stderr: '' });
+      const show = await run(['show', 'gs://vault/app/plain.env']);
+      expect(show).toMatchObject({ code: 0, stdout: `API_TOKEN=${CANARY_KEY}\nHOME=/from-secret\n` });
+    } finally {
+      alone.cleanup();
+    }
+  });
+
   it('documents every flag and exit code in --help', async () => {
     const result = await runBinary(['--help']);
     expect(result.code).toBe(0);
