@@ -51,8 +51,9 @@ export async function decryptWithKms(client: KmsClient, request: DecryptRequest,
     () =>
       client.decrypt(
         { name: keyName, ciphertext, ciphertextCrc32c: { value: crc32c(ciphertext) } },
-        // One retry policy, ours: the library would retry 503/504 only and never 429.
-        { maxRetries: 0 },
+        // One retry policy, ours: the library would retry 503/504 only and never 429, and with
+        // maxRetries 0 it still reports a 503 as DEADLINE_EXCEEDED; retry: null skips its wrapper.
+        { retry: null },
       ),
     (error) => mapKmsError(error, what, keyName),
   );
@@ -76,13 +77,25 @@ function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
 }
 
 // google-gax reports gRPC status codes, also in REST mode.
+const UNKNOWN = 2;
 const INVALID_ARGUMENT = 3;
+const DEADLINE_EXCEEDED = 4;
 const NOT_FOUND = 5;
 const PERMISSION_DENIED = 7;
 const RESOURCE_EXHAUSTED = 8;
 const FAILED_PRECONDITION = 9;
+const INTERNAL = 13;
 const UNAVAILABLE = 14;
 const UNAUTHENTICATED = 16;
+
+/** The statuses that are retried, by name for the log (HTTP 429 is RESOURCE_EXHAUSTED, 503 UNAVAILABLE). */
+const TRANSIENT: Record<number, string> = {
+  [UNKNOWN]: 'UNKNOWN',
+  [DEADLINE_EXCEEDED]: 'DEADLINE_EXCEEDED',
+  [RESOURCE_EXHAUSTED]: 'RESOURCE_EXHAUSTED',
+  [INTERNAL]: 'INTERNAL',
+  [UNAVAILABLE]: 'UNAVAILABLE',
+};
 
 export function mapKmsError(error: unknown, what: string, keyName: string): SecretFetchError | undefined {
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
@@ -121,11 +134,11 @@ export function mapKmsError(error: unknown, what: string, keyName: string): Secr
       );
     case RESOURCE_EXHAUSTED:
     case UNAVAILABLE:
-    case 4: // DEADLINE_EXCEEDED
-    case 13: // INTERNAL
-    case 2: // UNKNOWN (gax maps unexpected HTTP 5xx here)
+    case DEADLINE_EXCEEDED:
+    case INTERNAL:
+    case UNKNOWN: // gax maps unexpected HTTP 5xx here
       return new UnavailableError(
-        `Cloud KMS failed to decrypt ${what} (status ${String(code)})`,
+        `Cloud KMS failed to decrypt ${what} (status ${code} ${TRANSIENT[code]})`,
         'the service is failing; try again later',
       );
     default:
