@@ -42,7 +42,7 @@ export interface RunContext {
 export async function run(options: Options, context: RunContext): Promise<number> {
   const { log } = context;
   const fetchContext: FetchContext = {
-    clients: context.clients ?? createClients(options.endpoints),
+    clients: context.clients ?? createClients(options.endpoints, options.credentials),
     retry: createRetry({ log, deadline: context.deadline }),
     log,
     maxBytes: options.maxBytes,
@@ -189,7 +189,7 @@ async function fetchPlaintext(
     `fetched ${plan.uri}${fetched.version ? ` at generation ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
   );
   if (plan.kmsKey === undefined) return { secret: fetched.data, version: fetched.version };
-  const client = await context.clients.kms();
+  const client = await context.clients.kms(context.retry);
   try {
     const secret = await decryptWithKms(
       client,

@@ -5,33 +5,36 @@
 
 import type { KeyManagementServiceClient } from '@google-cloud/kms';
 import { crc32c } from '../crc32c.ts';
+import { type ClientAuth, defaultAuth } from '../credentials.ts';
 import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
 
 export type KmsClient = Pick<KeyManagementServiceClient, 'decrypt'>;
 
-export async function createKmsClient(endpoint: string | undefined): Promise<KmsClient> {
-  const [{ KeyManagementServiceClient }, gax] = await Promise.all([
+export async function createKmsClient(
+  endpoint: string | undefined,
+  auth: ClientAuth = defaultAuth(endpoint),
+): Promise<KmsClient> {
+  const [{ KeyManagementServiceClient }, gax, { GoogleAuth, PassThroughClient }] = await Promise.all([
     import('@google-cloud/kms/build/src/v1/key_management_service_client.js'),
     import('google-gax/fallback'),
+    import('google-auth-library'),
   ]);
-  if (endpoint === undefined) return new KeyManagementServiceClient({ fallback: true }, gax);
-  const url = new URL(endpoint);
-  const secure = url.protocol === 'https:';
-  const options = {
-    fallback: true,
-    apiEndpoint: url.hostname,
-    port: Number(url.port || (secure ? 443 : 80)),
-    protocol: secure ? 'https' : 'http',
-  };
-  if (secure) return new KeyManagementServiceClient(options, gax);
-  // A plain-http endpoint is a local emulator or test server: send no credentials at all.
-  const { GoogleAuth, PassThroughClient } = await import('google-auth-library');
-  return new KeyManagementServiceClient(
-    { ...options, auth: new GoogleAuth({ authClient: new PassThroughClient() }) },
-    gax,
-  );
+  const options: ConstructorParameters<typeof KeyManagementServiceClient>[0] & object = { fallback: true };
+  if (endpoint !== undefined) {
+    const url = new URL(endpoint);
+    const secure = url.protocol === 'https:';
+    Object.assign(options, {
+      apiEndpoint: url.hostname,
+      port: Number(url.port || (secure ? 443 : 80)),
+      protocol: secure ? 'https' : 'http',
+    });
+  }
+  // 'none': a local emulator or test server gets no credentials at all.
+  if (auth === 'none') options.auth = new GoogleAuth({ authClient: new PassThroughClient() });
+  else if (typeof auth === 'object') options.auth = new GoogleAuth({ authClient: auth });
+  return new KeyManagementServiceClient(options, gax);
 }
 
 export interface DecryptRequest {

@@ -4,6 +4,7 @@
 
 import type { Storage } from '@google-cloud/storage';
 import { crc32c } from '../crc32c.ts';
+import { type ClientAuth, defaultAuth } from '../credentials.ts';
 import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
 import { Secret } from '../secret.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
@@ -11,18 +12,25 @@ import { describeSource, type SourceRef } from './reference.ts';
 
 type GsRef = Extract<SourceRef, { scheme: 'gs' }>;
 
-export async function createStorageClient(endpoint: string | undefined): Promise<Storage> {
+export async function createStorageClient(
+  endpoint: string | undefined,
+  auth: ClientAuth = defaultAuth(endpoint),
+): Promise<Storage> {
   const { Storage } = await import('@google-cloud/storage');
   // Retries are ours (see fetchObject), so a retried stream can never be piped twice.
   const retryOptions = { autoRetry: false, maxRetries: 0 };
-  return endpoint
-    ? new Storage({ apiEndpoint: endpoint.replace(/\/$/, ''), retryOptions })
-    : new Storage({ retryOptions });
+  return new Storage({
+    retryOptions,
+    ...(endpoint === undefined ? {} : { apiEndpoint: endpoint.replace(/\/$/, '') }),
+    // The library sends no credentials to any endpoint but its default unless told to.
+    ...(auth === 'none' ? {} : { useAuthWithCustomEndpoint: true }),
+    ...(typeof auth === 'object' ? { authClient: auth } : {}),
+  });
 }
 
 export async function fetchObject(ref: GsRef, context: FetchContext): Promise<FetchedSecret> {
   const where = describeSource(ref);
-  const storage = await context.clients.storage();
+  const storage = await context.clients.storage(context.retry);
   const file = storage
     .bucket(ref.bucket)
     .file(ref.object, ref.generation ? { generation: Number(ref.generation) } : {});
@@ -111,7 +119,7 @@ export function mapStorageError(error: unknown, where: string, permission: strin
 /** The generation of the live object: one metadata read, no download (for --refresh). */
 export async function objectGeneration(ref: GsRef, context: FetchContext): Promise<string> {
   const where = describeSource(ref);
-  const storage = await context.clients.storage();
+  const storage = await context.clients.storage(context.retry);
   const [metadata] = await context.retry(
     `read the metadata of ${where}`,
     () => storage.bucket(ref.bucket).file(ref.object).getMetadata(),
