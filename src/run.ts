@@ -32,10 +32,11 @@ export interface RunContext {
   readonly staged: StagedFiles;
   readonly clients?: Clients;
   /**
-   * Called with --supervise just before the command starts: the fetch is over, so the caller
-   * stops its --timeout and its interrupt handlers (signals are forwarded to the command now).
+   * Called with --supervise just before the command starts (with its Supervisor; without one for
+   * a sidecar): the fetch is over, so the caller stops its --timeout and its interrupt handlers
+   * (signals are forwarded to the command now), and stops the command if secret-fetch crashes.
    */
-  readonly onSupervise?: () => void;
+  readonly onSupervise?: (supervisor?: Supervisor) => void;
 }
 
 /** Runs the whole pipeline; resolves to the exit code when there is no command to exec. */
