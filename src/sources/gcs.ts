@@ -5,7 +5,14 @@
 import type { Storage } from '@google-cloud/storage';
 import { crc32c } from '../crc32c.ts';
 import { type ClientAuth, defaultAuth } from '../credentials.ts';
-import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
+import {
+  IntegrityError,
+  NotFoundError,
+  PermissionError,
+  type SecretFetchError,
+  UnavailableError,
+  UsageError,
+} from '../errors.ts';
 import { Secret } from '../secret.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
 import { describeSource, type SourceRef } from './reference.ts';
@@ -107,10 +114,25 @@ export function mapStorageError(error: unknown, where: string, permission: strin
       'the download was corrupted in transit; run again',
     );
   }
-  if (typeof code === 'number' && (code === 429 || code >= 500)) {
+  // Transient, as Cloud Storage's retry strategy lists them: 408, 429 and 5xx.
+  if (typeof code === 'number' && (code === 408 || code === 429 || code >= 500)) {
     return new UnavailableError(
       `Cloud Storage answered ${code} for ${where}`,
       'the service is failing; try again later',
+    );
+  }
+  // Final: the same request would get the same answer (other 4xx are not expected, and stay internal errors).
+  if (code === 400) {
+    return new UsageError(
+      `Cloud Storage refused the request for ${where} as invalid (400)`,
+      'check the bucket name, the object name and the generation',
+    );
+  }
+  if (code === 412) {
+    // secret-fetch sends no precondition, so this is not weather: say so rather than retry.
+    return new IntegrityError(
+      `Cloud Storage answered 412 (precondition failed) for ${where}, to a read that sets no precondition`,
+      'is a proxy between secret-fetch and Cloud Storage adding one? If not, please report this',
     );
   }
   return undefined;

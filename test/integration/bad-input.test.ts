@@ -70,6 +70,10 @@ const outlasted = (failure: string) =>
   new RegExp(`^(?=.*${failure} after \\d+ attempts?)(?=.*the --timeout of 2s)(?=.*raise --timeout\\)$)`);
 const big = (bytes: number) => `TOKEN=${CANARY}${'x'.repeat(bytes)}\n`;
 
+/** A retry warning: the attempt, what failed with its HTTP status, gRPC status or network code, and the delay. */
+const RETRY_WARNING =
+  /^secret-fetch: warning: attempt \d+ to .+ failed \(.*(answered [0-9]{3}|\(status [0-9]+ [A-Z_]+\)|: E[A-Z_]+).*\); retrying in \d+ ms( \(Retry-After\))?$/;
+
 /** One case per malformed document, with --env so the parsed entries are the point. */
 function formatCase(name: string, file: string, text: string | Buffer, message: RegExp): Case {
   return {
@@ -408,6 +412,52 @@ const CASES: Case[] = [
     args: (c) => ['--source', put(c, 'a.cfg.enc', ciphertext()), '--kms-key', DENIED_KEY, ...outArg(c)],
   },
 
+  // Final answers: never retried, though the next answer would be fine (a retry would log a warning and succeed).
+  ...(
+    [
+      [400, EXIT.usage, /Cloud Storage refused the request for gs:\/\/vault\/.*\/a\.env as invalid \(400\)/],
+      [401, EXIT.permission, /no valid credentials for gs:\/\/vault\/.*\/a\.env/],
+      [403, EXIT.permission, /access denied to gs:\/\/vault\/.*\/a\.env/],
+      [404, EXIT.notFound, /gs:\/\/vault\/.*\/a\.env does not exist/],
+      [
+        412,
+        EXIT.integrity,
+        /Cloud Storage answered 412 \(precondition failed\) for gs:\/\/vault\/.*\/a\.env, to a read/,
+      ],
+    ] as const
+  ).map(
+    ([status, code, message]): Case => ({
+      name: `Cloud Storage answers ${status} once`,
+      code,
+      message,
+      args: (c) => {
+        const uri = put(c, 'a.env', `TOKEN=${CANARY}\n`);
+        servers.gcs.failNext({ method: 'GET' }, [{ status }]);
+        return ['--source', uri, '--env', ...outArg(c)];
+      },
+    }),
+  ),
+  ...(
+    [
+      [400, EXIT.integrity, /cannot decrypt gs:\/\/.*\/a\.cfg\.enc with .*: the ciphertext does not match this key/],
+      [401, EXIT.permission, /no valid credentials to use .*cryptoKeys\/web/],
+      [403, EXIT.permission, /permission denied to decrypt with .*cryptoKeys\/web/],
+      [404, EXIT.notFound, /KMS key .*cryptoKeys\/web does not exist/],
+      [412, EXIT.integrity, /with .*cryptoKeys\/web: the key version is disabled or destroyed/],
+    ] as const
+  ).map(
+    ([status, code, message]): Case => ({
+      name: `Cloud KMS answers ${status} once`,
+      code,
+      message,
+      args: (c) => {
+        const uri = put(c, 'a.cfg.enc', ciphertext());
+        servers.kms.failNext({ method: 'POST' }, [{ status }]);
+        return ['--source', uri, '--kms-key', KEY, ...outArg(c)];
+      },
+    }),
+  ),
+
   // Services that stay down past the deadline.
   {
     name: '429 storm on Cloud Storage metadata',
@@ -570,6 +620,7 @@ describe('bad input: one line, the exact code, nothing left, nothing started, no
     const lines = result.stderr.trimEnd().split('\n');
     // Retries are logged (attempt, delay, status): warnings before the one error line.
     const errors = test.retried ? lines.filter((l) => !/^secret-fetch: warning: attempt \d+ to /.test(l)) : lines;
+    for (const warning of lines.filter((l) => !errors.includes(l))) expect(warning).toMatch(RETRY_WARNING);
     expect(errors, result.stderr).toHaveLength(1);
     expect(errors[0]).toMatch(/^secret-fetch: error: /);
     expect(errors[0]).toMatch(test.message);
