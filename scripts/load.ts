@@ -77,6 +77,7 @@ try {
   servers.gcs.requests.length = 0;
   servers.kms.requests.length = 0;
 
+  const loadBefore = loadavg()[0] ?? Number.NaN;
   const cpuBefore = childCpuSeconds();
   const started = Date.now();
   const results = await Promise.all(
@@ -130,17 +131,23 @@ try {
   );
   console.log(
     `CPU: the binaries used ${cpu.toFixed(1)} s (${((cpu / RUNS) * 1000).toFixed(0)} ms a run); on ${cores} cores that is at least ` +
-      `${(cpu / cores).toFixed(1)} s of wall time for all runs (load average before: ${loadavg()[0]?.toFixed(2)})`,
+      `${(cpu / cores).toFixed(1)} s of wall time for all runs (1-minute load average before: ${loadBefore.toFixed(2)})`,
   );
   const failed = results.filter((r) => r.code !== 0);
-  const expired = failed.filter((r) => / within the --timeout of /.test(r.lastLine)).length;
-  const gaveUp = failed.filter((r) => /no time left within|ends past the --timeout/.test(r.lastLine)).length;
   if (failed.length > 0) {
+    const expired = failed.filter((r) => /error: could not .* within the --timeout of /.test(r.lastLine)).length;
+    const gaveUp = failed.filter((r) => /no time left within|ends past the --timeout/.test(r.lastLine)).length;
     console.log(
-      `failures: ${expired} hit the deadline mid-request, ${gaveUp} had no time left for another attempt, ${failed.length - expired - gaveUp} other`,
+      `failures: ${expired} reached the deadline during a request, ${gaveUp} had no room left for the next wait, ` +
+        `${failed.length - expired - gaveUp} other`,
     );
+    const kinds = new Map<string, number>();
+    for (const r of failed) {
+      const kind = r.lastLine.replace(/\d+/g, 'N').replace(/ \(the service .*$/, '');
+      kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+    }
+    for (const [kind, n] of [...kinds].sort((a, b) => b[1] - a[1]).slice(0, 4)) console.log(`  ${n} x ${kind}`);
   }
-  for (const line of new Set(failed.map((r) => r.lastLine.replace(/\d+/g, 'N')))) console.log(`  failed: ${line}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
   await servers.close();

@@ -2,7 +2,7 @@
 // policy and --timeout. On GKE, Cloud Run and GCE they come from the metadata server, which may not
 // answer yet when a pod starts (GKE's Workload Identity server needs a few seconds on a new pod).
 // google-auth-library probes it once and takes a failed probe as "not on Google Cloud"; a failed
-// token request fails the call. Here both are retried within the deadline, one warning a retry.
+// token request fails the call. Here both are retried within the deadline, one warning line per retry.
 //
 // gcp-metadata retries each metadata request itself (3 times, after 0.1, 0.5 and 1.5 s, for 5xx,
 // 429 and no answer) and has no switch for it: one of our attempts includes those.
