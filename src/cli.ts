@@ -6,6 +6,7 @@ import pkg from '../package.json' with { type: 'json' };
 import { isSubcommand, SUBCOMMANDS, type SubcommandEntry } from './commands/index.ts';
 import { InterruptedError, SecretFetchError } from './errors.ts';
 import { renderHelp } from './help.ts';
+import type { Supervisor } from './launch/supervise.ts';
 import { createLogger, type Logger } from './log.ts';
 import { parseInvocation } from './options.ts';
 import { Deadline } from './retry.ts';
@@ -19,6 +20,9 @@ const staged = new StagedFiles();
 // What subcommands ask to have undone on every way out (e.g. edit's private temp directory).
 const cleanups = new Set<() => void>();
 let log = createLogger({ format: guessLogFormat(process.argv.slice(2), process.env), verbose: false });
+// The command under --supervise: whatever way secret-fetch fails, it stops the command first.
+let supervised: Supervisor | undefined;
+let failing = false;
 
 async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number> {
   try {
@@ -28,7 +32,7 @@ async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number>
       let interactive = 0;
       const release = onInterrupt((signal) => {
         if (interactive > 0 && (signal === 'SIGINT' || signal === 'SIGQUIT')) return;
-        fail(log, new InterruptedError(signal, constants.signals[signal]));
+        void fail(log, new InterruptedError(signal, constants.signals[signal]));
       });
       try {
         return await subcommand.run(argv.slice(1), {
@@ -59,14 +63,16 @@ async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number>
     if (invocation.kind === 'version') return print(`${pkg.version}\n`);
     const { options } = invocation;
     log = createLogger(options.log);
-    const release = onInterrupt((signal) => fail(log, new InterruptedError(signal, constants.signals[signal])));
+    const release = onInterrupt((signal) => void fail(log, new InterruptedError(signal, constants.signals[signal])));
     const deadline = new Deadline(options.timeoutMs);
     let supervising = false;
-    const onSupervise = (): void => {
+    const onSupervise = (supervisor?: Supervisor): void => {
       // With --supervise the fetch is over and the command runs: no more --timeout, and the
       // supervisor forwards signals instead of exiting on them.
       supervising = true;
+      supervised = supervisor;
       release();
+      if (/^(1|true|yes|on)$/i.test(environ.SECRET_FETCH_TEST_CRASH ?? '')) crashOnSignals();
     };
     return await Promise.race([
       run(options, { environ, cwd: process.cwd(), log, deadline, staged, onSupervise }),
@@ -76,7 +82,7 @@ async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number>
       }),
     ]);
   } catch (error) {
-    return fail(log, error);
+    return await fail(log, error);
   }
 }
 
@@ -90,7 +96,12 @@ function onInterrupt(handler: (signal: (typeof INTERRUPTS)[number]) => void): ()
   };
 }
 
-function fail(log: Logger, error: unknown): never {
+/**
+ * Reports `error` in one line and exits with its code. A supervised command that still runs is
+ * stopped first, as a forwarded SIGTERM would stop it (SIGKILL after --grace): a crash of the
+ * supervisor must not leave the command running on its own. A second failure meanwhile kills it.
+ */
+async function fail(log: Logger, error: unknown): Promise<never> {
   staged.discard();
   for (const cleanup of cleanups) {
     try {
@@ -99,9 +110,22 @@ function fail(log: Logger, error: unknown): never {
       // Best effort on the way out; the error being reported matters more.
     }
   }
+  const code = report(log, error);
+  const supervisor = supervised;
+  if (supervisor?.running && !failing) {
+    failing = true;
+    await supervisor.terminate();
+  } else if (supervisor?.running) {
+    supervisor.signal('SIGKILL');
+  }
+  process.exit(code);
+}
+
+/** Logs the one line for `error` and returns the exit code it means. */
+function report(log: Logger, error: unknown): number {
   if (error instanceof SecretFetchError) {
     log.error(error.line);
-    process.exit(error.exitCode);
+    return error.exitCode;
   }
   // An unexpected error's message may quote a response body: name it, never print it; the
   // stack frames (without the message line) go to --verbose.
@@ -116,7 +140,21 @@ function fail(log: Logger, error: unknown): never {
   log.error(
     `internal error: ${name}${code === undefined ? '' : ` (${String(code)})`}; please report this with the command line you used`,
   );
-  process.exit(70);
+  return 70;
+}
+
+/**
+ * Test hook (SECRET_FETCH_TEST_CRASH=1, set only by test/integration/supervise.test.ts): once the
+ * command runs, SIGUSR1 makes the supervisor throw and SIGUSR2 leaves a rejected promise
+ * unhandled, so the tests can check that a crash stops the command instead of orphaning it.
+ */
+function crashOnSignals(): void {
+  process.prependListener('SIGUSR1', () => {
+    throw new Error('test crash: an uncaught exception in the supervisor');
+  });
+  process.prependListener('SIGUSR2', () => {
+    void Promise.reject(new Error('test crash: an unhandled rejection in the supervisor'));
+  });
 }
 
 function print(text: string): number {
@@ -130,12 +168,14 @@ function guessLogFormat(argv: readonly string[], environ: NodeJS.ProcessEnv): 't
   return (flag ?? environ.SECRET_FETCH_LOG_FORMAT) === 'json' ? 'json' : 'text';
 }
 
-process.on('uncaughtException', (error) => fail(log, error));
+process.on('uncaughtException', (error) => void fail(log, error));
+process.on('unhandledRejection', (reason) => void fail(log, reason));
 // Node prints process warnings (e.g. a library's MaxListenersExceededWarning on a truncated
 // download) straight to stderr, which would break the one-line contract: they go to --verbose.
 process.removeAllListeners('warning');
 process.on('warning', (warning) => log.debug(`node warning: ${warning.name}: ${warning.message}`));
 main(process.argv.slice(2), process.env).then(
-  (code) => process.exit(code),
-  (error) => fail(log, error),
+  // A failure that is stopping the supervised command exits once it is gone, with its own code.
+  (code) => failing || process.exit(code),
+  (error) => void fail(log, error),
 );

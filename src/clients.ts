@@ -1,14 +1,19 @@
 // Cloud clients, each imported and constructed on first use and then shared by the whole run:
-// a run that reads only local files never loads a Google library.
+// a run that reads only local files never loads a Google library. Credentials are loaded once,
+// before the first client that needs them, under the caller's retry policy and deadline.
 
 import type { Storage } from '@google-cloud/storage';
+import type { AuthClient } from 'google-auth-library';
+import { type ClientAuth, type CredentialsPlan, freshToken, loadCredentials } from './credentials.ts';
 import type { KmsClient } from './decrypt/kms.ts';
+import type { Retry } from './retry.ts';
 import type { SecretManagerClient } from './sources/secretmanager.ts';
 
 export interface Clients {
-  storage(): Promise<Storage>;
-  kms(): Promise<KmsClient>;
-  secretManager(): Promise<SecretManagerClient>;
+  /** The Cloud Storage client, once its credentials are ready (retried with `retry`). */
+  storage(retry: Retry): Promise<Storage>;
+  kms(retry: Retry): Promise<KmsClient>;
+  secretManager(retry: Retry): Promise<SecretManagerClient>;
 }
 
 export interface Endpoints {
@@ -17,20 +22,40 @@ export interface Endpoints {
   readonly secretManager: string | undefined;
 }
 
-export function createClients(endpoints: Endpoints): Clients {
+export function createClients(endpoints: Endpoints, credentials: CredentialsPlan): Clients {
+  let loaded: Promise<AuthClient | undefined> | undefined;
+  const authFor = async (endpoint: string | undefined, retry: Retry): Promise<ClientAuth> => {
+    if (endpoint?.startsWith('http:') && !credentials.loopbackAuth) return 'none';
+    loaded ??= loadCredentials(credentials, retry).catch((error: unknown) => {
+      loaded = undefined; // a later call (a --refresh) tries again
+      throw error;
+    });
+    const credential = await loaded;
+    if (credential === undefined) return 'adc';
+    await freshToken(credential, credentials, retry);
+    return credential;
+  };
+  const storage = onceWith((auth: ClientAuth) =>
+    import('./sources/gcs.ts').then((m) => m.createStorageClient(endpoints.storage, auth)),
+  );
+  const kms = onceWith((auth: ClientAuth) =>
+    import('./decrypt/kms.ts').then((m) => m.createKmsClient(endpoints.kms, auth)),
+  );
+  const secretManager = onceWith((auth: ClientAuth) =>
+    import('./sources/secretmanager.ts').then((m) => m.createSecretManagerClient(endpoints.secretManager, auth)),
+  );
   return {
-    storage: once(async () => (await import('./sources/gcs.ts')).createStorageClient(endpoints.storage)),
-    kms: once(async () => (await import('./decrypt/kms.ts')).createKmsClient(endpoints.kms)),
-    secretManager: once(async () =>
-      (await import('./sources/secretmanager.ts')).createSecretManagerClient(endpoints.secretManager),
-    ),
+    storage: async (retry) => storage(await authFor(endpoints.storage, retry)),
+    kms: async (retry) => kms(await authFor(endpoints.kms, retry)),
+    secretManager: async (retry) => secretManager(await authFor(endpoints.secretManager, retry)),
   };
 }
 
-function once<T>(make: () => Promise<T>): () => Promise<T> {
+/** `make`, called on the first call only (with that call's argument); later calls share its result. */
+function onceWith<A, T>(make: (arg: A) => Promise<T>): (arg: A) => Promise<T> {
   let made: Promise<T> | undefined;
-  return () => {
-    made ??= make();
+  return (arg) => {
+    made ??= make(arg);
     return made;
   };
 }

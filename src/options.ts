@@ -7,6 +7,7 @@
 import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Endpoints } from './clients.ts';
+import type { CredentialsPlan } from './credentials.ts';
 import { decodeMasterKey } from './decrypt/flask-vault.ts';
 import { KMS_KEY_NAME } from './decrypt/kms.ts';
 import type { MasterKeySource } from './decrypt/master-key.ts';
@@ -41,6 +42,8 @@ export interface Options {
   readonly maxBytes: number;
   readonly log: { readonly format: LogFormat; readonly verbose: boolean };
   readonly endpoints: Endpoints;
+  /** Where Google credentials come from (the metadata server, or GOOGLE_APPLICATION_CREDENTIALS). */
+  readonly credentials: CredentialsPlan;
   /** Run the command as a child and stay (--supervise) instead of exec'ing it. */
   readonly supervise: boolean;
   /** After forwarding SIGTERM/SIGINT, how long the child has before SIGKILL (--grace). */
@@ -434,6 +437,7 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     maxBytes: parseSize('max-size', optionalString(values['max-size']) ?? '64MiB'),
     log: Object.freeze({ format: logFormat, verbose: values.verbose === true }),
     endpoints,
+    credentials: credentialsPlan(environ, endpoints),
     supervise,
     graceMs: parseDuration('grace', optionalString(values.grace) ?? '10s'),
     cleanup: values.cleanup === true,
@@ -516,6 +520,51 @@ export function masterKeySource(file: string | undefined, environ: Environ): Mas
     throw error;
   }
   return Object.freeze({ kind: 'variable', name: MASTER_KEY_VARIABLE, text: secret });
+}
+
+const DETECTION_MODES = ['assume-present', 'none', 'bios-only', 'ping-only'];
+/** Variables set in every Kubernetes pod, and on Cloud Run and Cloud Functions, where a metadata server is expected. */
+const HOSTED = ['KUBERNETES_SERVICE_HOST', 'K_SERVICE', 'CLOUD_RUN_JOB', 'CLOUD_RUN_WORKER_POOL', 'FUNCTION_NAME'];
+const LOOPBACK = /^http:\/\/(127\.[0-9.]+|\[::1\]|localhost)(:[0-9]+)?\/?$/;
+
+/**
+ * Where Google credentials come from, read from the variables google-auth-library reads itself
+ * (GOOGLE_APPLICATION_CREDENTIALS, GCE_METADATA_HOST/IP, METADATA_SERVER_DETECTION), so that
+ * secret-fetch knows when to wait for the metadata server and what to name in its messages.
+ */
+export function credentialsPlan(environ: Environ, endpoints: Endpoints): CredentialsPlan {
+  const detection = (environ.METADATA_SERVER_DETECTION ?? '').trim().toLowerCase();
+  if (detection !== '' && !DETECTION_MODES.includes(detection)) {
+    throw new UsageError(
+      `METADATA_SERVER_DETECTION=${environ.METADATA_SERVER_DETECTION} is not known`,
+      `use ${DETECTION_MODES.join(', ')}, or unset it`,
+    );
+  }
+  const host = nonEmpty(environ.GCE_METADATA_IP) ?? nonEmpty(environ.GCE_METADATA_HOST);
+  const credentialsFile = nonEmpty(environ.GOOGLE_APPLICATION_CREDENTIALS);
+  const loopbackAuth = /^(1|true|yes|on)$/i.test(environ.SECRET_FETCH_TEST_LOOPBACK_AUTH ?? '');
+  if (loopbackAuth) {
+    for (const [key, url] of Object.entries(endpoints) as [keyof Endpoints, string | undefined][]) {
+      if (url?.startsWith('http:') && !LOOPBACK.test(url)) {
+        throw new UsageError(
+          `SECRET_FETCH_TEST_LOOPBACK_AUTH would send credentials in clear text to --${ENDPOINT_FLAGS[key]} ${url}`,
+          'it is a test hook for loopback endpoints only: unset it',
+        );
+      }
+    }
+  }
+  return Object.freeze({
+    metadataServer: host === undefined ? 'http://169.254.169.254' : /^https?:\/\//.test(host) ? host : `http://${host}`,
+    expectMetadataServer:
+      credentialsFile === undefined &&
+      detection !== 'none' &&
+      (host !== undefined ||
+        detection === 'assume-present' ||
+        detection === 'ping-only' ||
+        HOSTED.some((name) => nonEmpty(environ[name]) !== undefined)),
+    credentialsFile,
+    loopbackAuth,
+  });
 }
 
 function resolveFormat(given: string, ref: SourceRef): Format {

@@ -1,5 +1,5 @@
 // One retry policy for every remote call: exponential backoff with full jitter on transient
-// failures, bounded by attempts and by the run's deadline. The client libraries' own retries are
+// failures, for as long as the run's deadline allows. The client libraries' own retries are
 // switched off where we can, so there is exactly one policy to reason about.
 
 import { SecretFetchError, UnavailableError } from './errors.ts';
@@ -8,7 +8,11 @@ import type { Logger } from './log.ts';
 /** Turns a library error into one of ours; undefined means "not recognised". */
 export type Classify = (error: unknown) => SecretFetchError | undefined;
 
-export type Retry = <T>(what: string, attempt: () => Promise<T>, classify: Classify) => Promise<T>;
+/**
+ * Calls `attempt` until it succeeds, a failure is not transient, or the deadline leaves no room for
+ * another wait. `hint` is the fix named if the deadline passes before any attempt has failed.
+ */
+export type Retry = <T>(what: string, attempt: () => Promise<T>, classify: Classify, hint?: string) => Promise<T>;
 
 const NETWORK_CODES = new Set([
   'ECONNRESET',
@@ -24,12 +28,18 @@ const NETWORK_CODES = new Set([
 ]);
 
 export interface RetryPolicy {
-  readonly maxAttempts: number;
   readonly baseDelayMs: number;
   readonly maxDelayMs: number;
+  /**
+   * A safety cap per call. The deadline is what ends retrying: under the default --timeout of 30s
+   * a call that keeps failing makes about 17 attempts (the mean full-jitter waits add up to 30s).
+   * The cap bounds what one run sends a service that stays down under a long --timeout (up to 24h),
+   * and the warning lines it logs: 100 attempts are about 4 minutes of waits at the 5 s ceiling.
+   */
+  readonly maxAttempts: number;
 }
 
-export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 100, maxDelayMs: 5_000 };
+export const DEFAULT_RETRY_POLICY: RetryPolicy = { baseDelayMs: 100, maxDelayMs: 5_000, maxAttempts: 100 };
 
 export function createRetry(options: {
   log: Logger;
@@ -39,30 +49,45 @@ export function createRetry(options: {
 }): Retry {
   const policy = options.policy ?? DEFAULT_RETRY_POLICY;
   const random = options.random ?? Math.random;
-  return async (what, attempt, classify) => {
-    for (let n = 1; ; n++) {
-      options.deadline.check(what);
-      options.deadline.active.add(what);
-      try {
-        return await attempt();
-      } catch (error) {
-        if (error instanceof SecretFetchError) throw error;
-        const failure = classify(error) ?? networkFailure(error, what);
-        // Not recognised: a bug rather than weather, so it is not retried (the CLI reports it).
-        if (failure === undefined) throw error;
-        const backoff = Math.floor(random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (n - 1)));
-        // The server's Retry-After is a floor on the wait, bounded only by the deadline.
-        const after = retryAfterMs(error);
-        const delay = after === undefined ? backoff : Math.max(backoff, after);
-        const retryable = failure instanceof UnavailableError;
-        if (!retryable || n >= policy.maxAttempts || delay >= options.deadline.remainingMs()) throw failure;
-        options.log.warn(
-          `attempt ${n} to ${what} failed (${failure.message}); retrying in ${delay} ms${after === undefined ? '' : ' (Retry-After)'}`,
-        );
-        await new Promise((resolve) => setTimeout(resolve, delay));
-      } finally {
-        options.deadline.active.delete(what);
+  const { deadline, log } = options;
+  return async (what, attempt, classify, hint) => {
+    const operation = deadline.begin(what, hint);
+    try {
+      for (let n = 1; ; n++) {
+        deadline.check(operation);
+        try {
+          return await attempt();
+        } catch (error) {
+          if (error instanceof SecretFetchError) throw error;
+          const failure = classify(error) ?? networkFailure(error, what);
+          // Not recognised: a bug rather than weather, so it is not retried (the CLI reports it).
+          if (failure === undefined) throw error;
+          if (!(failure instanceof UnavailableError)) throw failure;
+          operation.attempts = n;
+          operation.last = failure;
+          // How long we may wait and still leave the next attempt baseDelayMs to run before the deadline.
+          const room = deadline.remainingMs() - policy.baseDelayMs;
+          // The server's Retry-After is a floor on the wait, bounded only by the deadline.
+          const after = retryAfterMs(error);
+          if (room <= 0 || (after ?? 0) > room) throw deadline.giveUp(operation, after);
+          // Full jitter over the exponential ceiling, drawn within the room the deadline leaves.
+          const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (n - 1), room);
+          const delay = Math.max(Math.floor(random() * ceiling), after ?? 0);
+          if (n >= policy.maxAttempts) {
+            throw new UnavailableError(
+              `${failure.message} after ${n} attempts, the most secret-fetch makes for one request`,
+              failure.hint,
+              { cause: failure },
+            );
+          }
+          log.warn(
+            `attempt ${n} to ${what} failed (${failure.message}); retrying in ${delay} ms${after === undefined ? '' : ' (Retry-After)'}`,
+          );
+          await new Promise((resolve) => setTimeout(resolve, delay));
+        }
       }
+    } finally {
+      deadline.end(operation);
     }
   };
 }
@@ -93,38 +118,92 @@ function networkFailure(error: unknown, what: string): UnavailableError | undefi
   return new UnavailableError(`could not ${what}: ${code}`, 'check the network and the endpoint', { cause: error });
 }
 
+/** A call in flight under a deadline: what it does, and how its attempts went so far. */
+export class Operation {
+  readonly what: string;
+  /** The fix to name if the deadline passes before any attempt failed. */
+  readonly hint: string | undefined;
+  attempts = 0;
+  last: UnavailableError | undefined;
+
+  constructor(what: string, hint?: string) {
+    this.what = what;
+    this.hint = hint;
+  }
+}
+
 /** The overall --timeout: every stage checks it, and the CLI races the whole run against it. */
 export class Deadline {
   readonly #at: number;
   readonly #timeoutMs: number;
-  /** What is in flight now, so a timeout can say what it was waiting for. */
-  readonly active = new Set<string>();
+  readonly #clock: () => number;
+  /** What is in flight now, so a timeout can say what it was waiting for and what went wrong. */
+  readonly #inFlight = new Set<Operation>();
 
-  constructor(timeoutMs: number, now = Date.now()) {
+  /** `clock` is monotonic by default, so a step of the wall clock neither stretches nor cuts the deadline. */
+  constructor(timeoutMs: number, clock: () => number = () => performance.now()) {
     this.#timeoutMs = timeoutMs;
-    this.#at = now + timeoutMs;
+    this.#clock = clock;
+    this.#at = clock() + timeoutMs;
   }
 
   remainingMs(): number {
-    return Math.max(0, this.#at - Date.now());
+    return Math.max(0, this.#at - this.#clock());
   }
 
-  check(what: string): void {
-    if (this.remainingMs() <= 0) throw this.expired(what);
+  begin(what: string, hint?: string): Operation {
+    const operation = new Operation(what, hint);
+    this.#inFlight.add(operation);
+    return operation;
+  }
+
+  end(operation: Operation): void {
+    this.#inFlight.delete(operation);
+  }
+
+  check(operation: Operation | string): void {
+    if (this.remainingMs() <= 0) throw this.expired(operation);
   }
 
   /** Rejects when the deadline passes, naming what was still in flight. */
   async expire(): Promise<never> {
     await new Promise((resolve) => setTimeout(resolve, this.remainingMs()).unref());
-    throw this.expired([...this.active][0] ?? 'fetch the secrets');
+    throw this.expired([...this.#inFlight][0] ?? 'fetch the secrets');
   }
 
-  expired(what: string): UnavailableError {
+  /** The deadline passed while `operation` was running or waiting to retry: say what, and what went wrong. */
+  expired(operation: Operation | string): UnavailableError {
+    const { what, last, attempts, hint } = typeof operation === 'string' ? new Operation(operation) : operation;
+    const within = `could not ${what} within the --timeout of ${formatMs(this.#timeoutMs)}`;
     return new UnavailableError(
-      `could not ${what} within the --timeout of ${formatMs(this.#timeoutMs)}`,
-      'the service is slow or unreachable; check the endpoint, or raise --timeout',
+      last === undefined ? within : `${within}: ${last.message} after ${plural(attempts, 'attempt')}`,
+      orRaiseTimeout(last?.hint ?? hint ?? 'the service is slow or unreachable; check the endpoint'),
+      { cause: last },
     );
   }
+
+  /** Retrying `operation` would wait past the deadline (`retryAfterMs`: the wait the server asked for). */
+  giveUp(operation: Operation, retryAfterMs?: number): UnavailableError {
+    const last = operation.last as UnavailableError;
+    const timeout = `the --timeout of ${formatMs(this.#timeoutMs)}`;
+    const why =
+      retryAfterMs === undefined
+        ? `no time left within ${timeout}`
+        : `its Retry-After of ${formatMs(retryAfterMs)} ends past ${timeout}`;
+    return new UnavailableError(
+      `${last.message} after ${plural(operation.attempts, 'attempt')}; ${why}`,
+      orRaiseTimeout(last.hint ?? 'the service is failing; try again later'),
+      { cause: last },
+    );
+  }
+}
+
+function orRaiseTimeout(hint: string): string {
+  return /--timeout/.test(hint) ? hint : `${hint}, or raise --timeout`;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
 function formatMs(ms: number): string {

@@ -34,10 +34,11 @@ export interface RunContext {
   readonly staged: StagedFiles;
   readonly clients?: Clients;
   /**
-   * Called with --supervise just before the command starts: the fetch is over, so the caller
-   * stops its --timeout and its interrupt handlers (signals are forwarded to the command now).
+   * Called with --supervise just before the command starts (with its Supervisor; without one for
+   * a sidecar): the fetch is over, so the caller stops its --timeout and its interrupt handlers
+   * (signals are forwarded to the command now), and stops the command if secret-fetch crashes.
    */
-  readonly onSupervise?: () => void;
+  readonly onSupervise?: (supervisor?: Supervisor) => void;
 }
 
 /** Runs the whole pipeline; resolves to the exit code when there is no command to exec. */
@@ -45,7 +46,7 @@ export async function run(options: Options, initial: RunContext): Promise<number
   let context = initial;
   const { log } = context;
   const fetchContext: FetchContext = {
-    clients: context.clients ?? createClients(options.endpoints),
+    clients: context.clients ?? createClients(options.endpoints, options.credentials),
     retry: createRetry({ log, deadline: context.deadline }),
     log,
     maxBytes: options.maxBytes,
@@ -250,7 +251,7 @@ export async function fetchPlaintext(
   }
   if (plan.kmsKey === undefined || decryptsItself(ref)) return { secret: fetched.data, version: fetched.version };
   try {
-    const client = await context.clients.kms();
+    const client = await context.clients.kms(context.retry);
     const { decryptSecret } = await import('./decrypt/index.ts');
     const secret = await decryptSecret(
       client,

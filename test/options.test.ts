@@ -264,3 +264,55 @@ describe('--supervise, --grace, --cleanup, --refresh, --on-change', () => {
     );
   });
 });
+
+describe('credentials', () => {
+  const run = ['--source', 'gs://vault/o.env', '--env', '--', 'true'];
+  const plan = (env: Record<string, string>) => options(run, env).credentials;
+
+  it('waits for a metadata server only where one is expected, and never with a credentials file', () => {
+    expect(plan({})).toEqual({
+      metadataServer: 'http://169.254.169.254',
+      expectMetadataServer: false,
+      credentialsFile: undefined,
+      loopbackAuth: false,
+    });
+    const expected: Record<string, string>[] = [
+      { KUBERNETES_SERVICE_HOST: '10.0.0.1' },
+      { K_SERVICE: 'app' },
+      { GCE_METADATA_HOST: 'metadata.google.internal' },
+      { METADATA_SERVER_DETECTION: 'ping-only' },
+      { METADATA_SERVER_DETECTION: 'Assume-Present' },
+    ];
+    for (const env of expected) {
+      expect(plan(env).expectMetadataServer, JSON.stringify(env)).toBe(true);
+    }
+    expect(plan({ KUBERNETES_SERVICE_HOST: '10.0.0.1', METADATA_SERVER_DETECTION: 'none' }).expectMetadataServer).toBe(
+      false,
+    );
+    expect(plan({ K_SERVICE: 'app', GOOGLE_APPLICATION_CREDENTIALS: '/k.json' })).toMatchObject({
+      expectMetadataServer: false,
+      credentialsFile: '/k.json',
+    });
+  });
+
+  it('names the metadata server as google-auth-library finds it: GCE_METADATA_IP, then GCE_METADATA_HOST', () => {
+    expect(plan({ GCE_METADATA_HOST: '127.0.0.1:8080' }).metadataServer).toBe('http://127.0.0.1:8080');
+    expect(plan({ GCE_METADATA_HOST: 'h:1', GCE_METADATA_IP: '10.1.2.3' }).metadataServer).toBe('http://10.1.2.3');
+  });
+
+  it('refuses an unknown METADATA_SERVER_DETECTION, and the loopback test hook with an endpoint off loopback', () => {
+    expect(usageError(run, { METADATA_SERVER_DETECTION: 'maybe' }).message).toBe(
+      'METADATA_SERVER_DETECTION=maybe is not known',
+    );
+    const hook = { SECRET_FETCH_TEST_LOOPBACK_AUTH: '1' };
+    expect(plan({ ...hook, STORAGE_EMULATOR_HOST: 'http://127.0.0.1:9000' }).loopbackAuth).toBe(true);
+    expect(
+      options([...run.slice(0, 3), '--kms-endpoint', 'http://[::1]:9', ...run.slice(3)], hook).credentials.loopbackAuth,
+    ).toBe(true);
+    expect(
+      usageError([...run.slice(0, 3), '--kms-endpoint', 'http://kms.internal', ...run.slice(3)], hook).message,
+    ).toBe(
+      'SECRET_FETCH_TEST_LOOPBACK_AUTH would send credentials in clear text to --kms-endpoint http://kms.internal',
+    );
+  });
+});

@@ -1,11 +1,11 @@
-// The retry policy with a fake deadline, a fixed `random` and fake timers: full-jitter backoff,
-// Retry-After as a floor on the wait, the deadline as the only bound on it.
+// The retry policy with a deadline on a fake clock, a fixed `random` and fake timers: full-jitter
+// backoff, Retry-After as a floor on the wait, the deadline (not an attempt count) as the bound.
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createKmsClient } from '../src/decrypt/kms.ts';
 import { PermissionError, UnavailableError } from '../src/errors.ts';
 import type { Logger } from '../src/log.ts';
-import { type Classify, createRetry, type Deadline, retryAfterMs } from '../src/retry.ts';
+import { type Classify, createRetry, Deadline, type RetryPolicy, retryAfterMs } from '../src/retry.ts';
 import { createStorageClient } from '../src/sources/gcs.ts';
 import { startTestServers } from './servers/start.ts';
 
@@ -17,36 +17,34 @@ function apiError(code: number, headers: Record<string, string> | Headers = {}) 
 const classify: Classify = (error) => {
   const code = (error as { code?: number }).code;
   if (code === 403) return new PermissionError('denied');
-  if (code === 429 || code === 503) return new UnavailableError(`answered ${code}`);
+  if (code === 429 || code === 503) return new UnavailableError(`answered ${code}`, 'it is down');
   return undefined;
 };
 
-function fakeDeadline(remaining: () => number): Deadline {
-  return {
-    active: new Set<string>(),
-    check: () => {},
-    remainingMs: remaining,
-  } as unknown as Deadline;
-}
-
-function setup(options: { random?: number; remaining?: number; base?: number } = {}) {
+function setup(options: { random?: number; timeout?: number; base?: number; maxAttempts?: number } = {}) {
   const warnings: string[] = [];
   const log: Logger = { debug: () => {}, info: () => {}, warn: (m) => warnings.push(m), error: () => {} };
-  const retry = createRetry({
-    log,
-    deadline: fakeDeadline(() => options.remaining ?? 60_000),
-    policy: { maxAttempts: 5, baseDelayMs: options.base ?? 100, maxDelayMs: 5_000 },
-    random: () => options.random ?? 0,
-  });
-  return { retry, warnings };
+  // The deadline reads the faked Date.now, so it runs out as the fake timers advance.
+  const deadline = new Deadline(options.timeout ?? 60_000, () => Date.now());
+  const policy: RetryPolicy = {
+    baseDelayMs: options.base ?? 100,
+    maxDelayMs: 5_000,
+    maxAttempts: options.maxAttempts ?? 100,
+  };
+  const retry = createRetry({ log, deadline, policy, random: () => options.random ?? 0 });
+  return { retry, warnings, deadline };
 }
 
-/** An attempt that fails with these errors in turn, then succeeds. */
-function failing(...errors: unknown[]) {
+/**
+ * An attempt that fails with these errors in turn, then succeeds (or, given a function, fails with
+ * what it returns for ever); each attempt takes `ms` of fake time.
+ */
+function failing(errors: unknown[] | (() => unknown), ms = 0) {
   const calls: number[] = [];
   const attempt = async () => {
     calls.push(Date.now());
-    const next = errors.shift();
+    vi.setSystemTime(Date.now() + ms);
+    const next = typeof errors === 'function' ? errors() : errors.shift();
     if (next !== undefined) throw next;
     return 'ok';
   };
@@ -54,6 +52,18 @@ function failing(...errors: unknown[]) {
 }
 
 const delays = (warnings: string[]) => warnings.map((w) => Number(/retrying in (\d+) ms/.exec(w)?.[1]));
+
+/** Runs `retry` to its end on fake timers and returns the error it rejected with. */
+async function rejection(done: Promise<unknown>): Promise<Error> {
+  const settled = done.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (error: Error) => error,
+  );
+  await vi.runAllTimersAsync();
+  return settled;
+}
 
 beforeEach(() => {
   vi.useFakeTimers({ now: 1_000_000 });
@@ -65,7 +75,7 @@ afterEach(() => {
 describe('backoff', () => {
   it('waits a full-jitter exponential delay between attempts', async () => {
     const { retry, warnings } = setup({ random: 0.5 });
-    const { attempt, calls } = failing(apiError(503), apiError(503), apiError(503));
+    const { attempt, calls } = failing([apiError(503), apiError(503), apiError(503)]);
     const done = retry('read it', attempt, classify);
     await vi.runAllTimersAsync();
     await expect(done).resolves.toBe('ok');
@@ -74,20 +84,58 @@ describe('backoff', () => {
     expect(warnings[0]).toBe('attempt 1 to read it failed (answered 503); retrying in 50 ms');
   });
 
-  it('gives up after maxAttempts with the last failure', async () => {
-    const { retry, warnings } = setup({ random: 0.1 });
-    const { attempt, calls } = failing(...Array.from({ length: 6 }, () => apiError(429)));
+  it('keeps retrying past any small count while the deadline allows, capped at 5 s a wait', async () => {
+    const { retry, warnings } = setup({ random: 0.999 });
+    const { attempt, calls } = failing(Array.from({ length: 12 }, () => apiError(429)));
     const done = retry('read it', attempt, classify);
-    const settled = expect(done).rejects.toThrow(UnavailableError);
     await vi.runAllTimersAsync();
-    await settled;
-    expect(calls).toHaveLength(5);
-    expect(warnings).toHaveLength(4);
+    await expect(done).resolves.toBe('ok');
+    expect(calls).toHaveLength(13);
+    expect(delays(warnings)).toEqual([99, 199, 399, 799, 1598, 3196, 4995, 4995, 4995, 4995, 4995, 4995]);
+    expect(warnings.at(-1)).toMatch(/^attempt 12 to read it failed \(answered 429\); retrying in 4995 ms$/);
+  });
+
+  it('a storm that outlasts the deadline: gives up in time, naming the last failure, the attempts and the fix', async () => {
+    const { retry, warnings } = setup({ random: 0.5, timeout: 10_000 });
+    const { attempt, calls } = failing(() => apiError(503), 20);
+    const error = await rejection(retry('read it', attempt, classify));
+    expect(error).toBeInstanceOf(UnavailableError);
+    expect((error as UnavailableError).line).toBe(
+      `answered 503 after ${calls.length} attempts; no time left within the --timeout of 10s (it is down, or raise --timeout)`,
+    );
+    // Every wait fitted in the deadline, and the last attempt started with time left to run.
+    expect(calls.at(-1)).toBeLessThanOrEqual(1_000_000 + 10_000 - 100);
+    expect(Date.now()).toBeLessThanOrEqual(1_000_000 + 10_000);
+    expect(calls.length).toBeGreaterThan(5);
+    expect(warnings).toHaveLength(calls.length - 1);
+  });
+
+  it('stops at the safety cap on attempts even when the deadline is far', async () => {
+    const { retry, warnings } = setup({ random: 0.5, maxAttempts: 7 });
+    const { attempt, calls } = failing(() => apiError(503));
+    const error = await rejection(retry('read it', attempt, classify));
+    expect(error.message).toBe('answered 503 after 7 attempts, the most secret-fetch makes for one request');
+    expect(calls).toHaveLength(7);
+    expect(warnings).toHaveLength(6);
+  });
+
+  it('when the deadline passes during an attempt, says what was in flight and how it failed before', async () => {
+    const { retry, deadline } = setup({ timeout: 1_000 });
+    let n = 0;
+    const attempt = async () => {
+      if (++n === 1) throw apiError(503);
+      return new Promise<never>(() => {}); // the second attempt stalls
+    };
+    const race = Promise.race([retry('read it', attempt, classify), deadline.expire()]);
+    const error = await rejection(race);
+    expect((error as UnavailableError).line).toBe(
+      'could not read it within the --timeout of 1s: answered 503 after 1 attempt (it is down, or raise --timeout)',
+    );
   });
 
   it('never retries a failure that is not transient, even with Retry-After', async () => {
     const { retry, warnings } = setup();
-    const { attempt, calls } = failing(apiError(403, { 'retry-after': '1' }));
+    const { attempt, calls } = failing([apiError(403, { 'retry-after': '1' })]);
     await expect(retry('read it', attempt, classify)).rejects.toThrow(PermissionError);
     expect(calls).toHaveLength(1);
     expect(warnings).toEqual([]);
@@ -97,7 +145,7 @@ describe('backoff', () => {
 describe('Retry-After', () => {
   it('waits at least the seconds the server asks for', async () => {
     const { retry, warnings } = setup({ random: 0 });
-    const { attempt, calls } = failing(apiError(429, { 'Retry-After': '3' }));
+    const { attempt, calls } = failing([apiError(429, { 'Retry-After': '3' })]);
     const done = retry('read it', attempt, classify);
     await vi.advanceTimersByTimeAsync(2_999);
     expect(calls).toHaveLength(1);
@@ -109,7 +157,7 @@ describe('Retry-After', () => {
 
   it('keeps the backoff when it is longer than Retry-After', async () => {
     const { retry, warnings } = setup({ random: 0.9, base: 4_000 });
-    const { attempt } = failing(apiError(503, { 'retry-after': '1' }));
+    const { attempt } = failing([apiError(503, { 'retry-after': '1' })]);
     const done = retry('read it', attempt, classify);
     await vi.runAllTimersAsync();
     await expect(done).resolves.toBe('ok');
@@ -119,7 +167,7 @@ describe('Retry-After', () => {
   it('reads an HTTP-date and a Headers object', async () => {
     const { retry, warnings } = setup();
     const when = new Date(Date.now() + 2_000).toUTCString();
-    const { attempt } = failing(apiError(503, new Headers({ 'Retry-After': when })));
+    const { attempt } = failing([apiError(503, new Headers({ 'Retry-After': when }))]);
     const done = retry('read it', attempt, classify);
     await vi.runAllTimersAsync();
     await expect(done).resolves.toBe('ok');
@@ -127,9 +175,12 @@ describe('Retry-After', () => {
   });
 
   it('gives up at once when Retry-After reaches past the deadline', async () => {
-    const { retry, warnings } = setup({ remaining: 5_000 });
-    const { attempt, calls } = failing(apiError(429, { 'retry-after': '10' }));
-    await expect(retry('read it', attempt, classify)).rejects.toThrow('answered 429');
+    const { retry, warnings } = setup({ timeout: 5_000 });
+    const { attempt, calls } = failing([apiError(429, { 'retry-after': '10' })]);
+    const error = await rejection(retry('read it', attempt, classify));
+    expect((error as UnavailableError).line).toBe(
+      'answered 429 after 1 attempt; its Retry-After of 10s ends past the --timeout of 5s (it is down, or raise --timeout)',
+    );
     expect(calls).toHaveLength(1);
     expect(warnings).toEqual([]);
   });
@@ -174,7 +225,7 @@ describe('what the client libraries expose', () => {
       servers.kms.createKey(key);
       const kms = await createKmsClient(servers.kms.url);
       servers.kms.failNext({ method: 'POST' }, [{ status: 429, headers: { 'Retry-After': '3' } }]);
-      const error = await caught(kms.decrypt({ name: key, ciphertext: Buffer.from('x') }, { maxRetries: 0 }));
+      const error = await caught(kms.decrypt({ name: key, ciphertext: Buffer.from('x') }, { retry: null }));
       expect((error as { code?: unknown }).code).toBe(8);
       expect(retryAfterMs(error)).toBeUndefined();
     } finally {

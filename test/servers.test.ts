@@ -1,4 +1,5 @@
-// The GCS and KMS test servers, driven by the real Google client libraries over loopback.
+// The GCS and KMS test servers, driven by the real Google client libraries over loopback, and the
+// metadata server (driven by google-auth-library in test/integration/metadata.test.ts).
 //
 // How the clients surface server errors (the main code depends on these):
 // - @google-cloud/storage 8.4: an ApiError whose `code` is the HTTP status as a NUMBER (403, 404, 412, 503)
@@ -28,6 +29,7 @@ import { type File, Storage } from '@google-cloud/storage';
 import { GoogleAuth, PassThroughClient } from 'google-auth-library';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { crc32c, crc32cBase64 } from './servers/crc32c.ts';
+import { type MetadataServer, startMetadataServer, TOKEN_PATH } from './servers/metadata.ts';
 import { startTestServers, type TestServers } from './servers/start.ts';
 
 let servers: TestServers;
@@ -1024,5 +1026,39 @@ describe('start.ts', () => {
     child.kill('SIGTERM');
     const [code] = await once(child, 'exit');
     expect(code).toBe(0);
+  });
+});
+
+describe('metadata server', () => {
+  let metadata: MetadataServer;
+  beforeAll(async () => {
+    metadata = await startMetadataServer({ email: 'sa@p.iam.gserviceaccount.com' });
+  });
+  afterAll(async () => metadata?.close());
+  beforeEach(() => metadata.reset());
+  const get = (path: string, flavor = true) =>
+    fetch(`${metadata.url}${path}`, { headers: flavor ? { 'Metadata-Flavor': 'Google' } : {} });
+
+  it('answers a token and the service account, flavored, and refuses a request without the header', async () => {
+    const token = await get(`${TOKEN_PATH}?scopes=https://www.googleapis.com/auth/cloud-platform`);
+    expect(token.status).toBe(200);
+    expect(token.headers.get('metadata-flavor')).toBe('Google');
+    expect(await token.json()).toEqual({ access_token: metadata.token, expires_in: 3599, token_type: 'Bearer' });
+    const email = await get('/computeMetadata/v1/instance/service-accounts/default/email');
+    expect(await email.text()).toBe('sa@p.iam.gserviceaccount.com');
+    expect((await get('/computeMetadata/v1/instance')).status).toBe(200);
+    expect((await get(TOKEN_PATH, false)).status).toBe(403);
+    expect((await get('/computeMetadata/v1/nope')).status).toBe(404);
+    expect(metadata.tokenRequests).toBe(2);
+  });
+
+  it('fails the next requests as told: statuses, then resets, by path with or without the prefix', async () => {
+    metadata.failNext({ path: '/instance/service-accounts/default/token' }, [{ status: 404 }, { status: 503 }]);
+    metadata.failNext({}, ['reset']);
+    expect((await get(TOKEN_PATH)).status).toBe(404);
+    expect((await get(TOKEN_PATH)).status).toBe(503);
+    await expect(get(TOKEN_PATH)).rejects.toThrow();
+    expect((await get(TOKEN_PATH)).status).toBe(200);
+    expect(metadata.pendingFaults).toBe(0);
   });
 });

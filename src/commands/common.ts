@@ -5,9 +5,10 @@
 import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { type Clients, createClients, type Endpoints } from '../clients.ts';
+import type { CredentialsPlan } from '../credentials.ts';
 import { UsageError } from '../errors.ts';
 import type { LogFormat, Logger } from '../log.ts';
-import { envNameOf, parseDuration, parseEndpoints } from '../options.ts';
+import { credentialsPlan, envNameOf, parseDuration, parseEndpoints } from '../options.ts';
 import { createRetry, Deadline, type Retry } from '../retry.ts';
 import type { CommandContext } from './index.ts';
 
@@ -36,6 +37,7 @@ export interface ParsedSubcommand<F extends Record<string, SubcommandFlag>> {
   readonly values: { readonly [K in keyof F]: FlagValue<F[K]> };
   readonly positionals: readonly string[];
   readonly endpoints: Endpoints;
+  readonly credentials: CredentialsPlan;
   readonly timeoutMs: number;
   readonly log: Logger;
   /** --log-format: a subcommand whose stdout is a report may print it as JSON lines too. */
@@ -99,14 +101,16 @@ export function parseSubcommand<F extends Record<string, SubcommandFlag>>(
   }
   const verbose = values.verbose === true || /^(1|true|yes|on)$/i.test(context.environ.SECRET_FETCH_VERBOSE ?? '');
   const log = context.useLogger({ format: logFormat, verbose });
+  const endpoints = parseEndpoints({
+    storage: fromEnv('storage-endpoint') ?? nonEmpty(context.environ.STORAGE_EMULATOR_HOST),
+    kms: fromEnv('kms-endpoint'),
+    secretManager: fromEnv('secret-manager-endpoint'),
+  });
   return {
     values: values as ParsedSubcommand<F>['values'],
     positionals,
-    endpoints: parseEndpoints({
-      storage: fromEnv('storage-endpoint') ?? nonEmpty(context.environ.STORAGE_EMULATOR_HOST),
-      kms: fromEnv('kms-endpoint'),
-      secretManager: fromEnv('secret-manager-endpoint'),
-    }),
+    endpoints,
+    credentials: credentialsPlan(context.environ, endpoints),
     timeoutMs: parseDuration('timeout', fromEnv('timeout') ?? '30s'),
     log,
     logFormat,
@@ -123,7 +127,7 @@ export interface RemoteContext {
 export function remoteContext(parsed: ParsedSubcommand<Record<string, SubcommandFlag>>): RemoteContext {
   const deadline = new Deadline(parsed.timeoutMs);
   return {
-    clients: createClients(parsed.endpoints),
+    clients: createClients(parsed.endpoints, parsed.credentials),
     retry: createRetry({ log: parsed.log, deadline }),
     deadline,
   };

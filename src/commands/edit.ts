@@ -131,7 +131,7 @@ export const editCommand: Subcommand = {
               ? edited.reveal()
               : await sealForUpload(edited.reveal(), kmsKey, describeSource(ref), writing.clients, writing.retry);
           return uploadSecretObject(
-            await writing.clients.storage(),
+            await writing.clients.storage(writing.retry),
             { bucket: ref.bucket, object: ref.object, data, ifGenerationMatch: generation as string },
             writing.retry,
             log,

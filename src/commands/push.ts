@@ -89,7 +89,7 @@ export const pushCommand: Subcommand = {
             ? plaintext.reveal()
             : await sealForUpload(plaintext.reveal(), kmsKey, file, remote.clients, remote.retry);
         return uploadSecretObject(
-          await remote.clients.storage(),
+          await remote.clients.storage(remote.retry),
           { bucket: target.bucket, object: target.object, data, ifGenerationMatch: ifGeneration ?? '0' },
           remote.retry,
           parsed.log,

@@ -15,7 +15,7 @@ export async function sealForUpload(
   clients: Clients,
   retry: Retry,
 ): Promise<Buffer> {
-  const kms = await clients.kms();
+  const kms = await clients.kms(retry);
   if (plaintext.length <= KMS_MAX_PLAINTEXT) return encryptWithKms(kms, { keyName, plaintext, what }, retry);
   return sealEnvelope(plaintext, (key, aad) =>
     encryptWithKms(

@@ -81,7 +81,7 @@ export const signCommand: Subcommand = {
     const { clients, retry, deadline } = remoteContext(parsed);
     const { log } = parsed;
     const work = async (): Promise<number> => {
-      const kms = await clients.kms();
+      const kms = await clients.kms(retry);
       // First, so a wrong, missing or denied key fails before the object is read.
       const publicKey = await fetchPublicKey(kms, keyVersion, retry);
       if (ref === undefined) {

@@ -5,6 +5,7 @@
 
 import type { KeyManagementServiceClient } from '@google-cloud/kms';
 import { crc32c } from '../crc32c.ts';
+import { type ClientAuth, defaultAuth } from '../credentials.ts';
 import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
@@ -26,27 +27,29 @@ export interface KmsClient
 /** A CryptoKey's resource name, as Decrypt takes it (not a key version). */
 export const KMS_KEY_NAME = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
 
-export async function createKmsClient(endpoint: string | undefined): Promise<KmsClient> {
-  const [{ KeyManagementServiceClient }, gax] = await Promise.all([
+export async function createKmsClient(
+  endpoint: string | undefined,
+  auth: ClientAuth = defaultAuth(endpoint),
+): Promise<KmsClient> {
+  const [{ KeyManagementServiceClient }, gax, { GoogleAuth, PassThroughClient }] = await Promise.all([
     import('@google-cloud/kms/build/src/v1/key_management_service_client.js'),
     import('google-gax/fallback'),
+    import('google-auth-library'),
   ]);
-  if (endpoint === undefined) return new KeyManagementServiceClient({ fallback: true }, gax);
-  const url = new URL(endpoint);
-  const secure = url.protocol === 'https:';
-  const options = {
-    fallback: true,
-    apiEndpoint: url.hostname,
-    port: Number(url.port || (secure ? 443 : 80)),
-    protocol: secure ? 'https' : 'http',
-  };
-  if (secure) return new KeyManagementServiceClient(options, gax);
-  // A plain-http endpoint is a local emulator or test server: send no credentials at all.
-  const { GoogleAuth, PassThroughClient } = await import('google-auth-library');
-  return new KeyManagementServiceClient(
-    { ...options, auth: new GoogleAuth({ authClient: new PassThroughClient() }) },
-    gax,
-  );
+  const options: ConstructorParameters<typeof KeyManagementServiceClient>[0] & object = { fallback: true };
+  if (endpoint !== undefined) {
+    const url = new URL(endpoint);
+    const secure = url.protocol === 'https:';
+    Object.assign(options, {
+      apiEndpoint: url.hostname,
+      port: Number(url.port || (secure ? 443 : 80)),
+      protocol: secure ? 'https' : 'http',
+    });
+  }
+  // 'none': a local emulator or test server gets no credentials at all.
+  if (auth === 'none') options.auth = new GoogleAuth({ authClient: new PassThroughClient() });
+  else if (typeof auth === 'object') options.auth = new GoogleAuth({ authClient: auth });
+  return new KeyManagementServiceClient(options, gax);
 }
 
 export interface DecryptRequest {
@@ -76,8 +79,9 @@ export async function decryptWithKms(client: KmsClient, request: DecryptRequest,
     () =>
       client.decrypt(
         { name: keyName, ciphertext, ciphertextCrc32c: { value: crc32c(ciphertext) }, ...bound },
-        // One retry policy, ours: the library would retry 503/504 only and never 429.
-        { maxRetries: 0 },
+        // One retry policy, ours: the library would retry 503/504 only and never 429, and with
+        // maxRetries 0 it still reports a 503 as DEADLINE_EXCEEDED; retry: null skips its wrapper.
+        { retry: null },
       ),
     (error) => mapKmsError(error, what, keyName, request),
   );
@@ -113,7 +117,7 @@ export async function encryptWithKms(client: KmsClient, request: EncryptRequest,
     () =>
       client.encrypt(
         { name: keyName, plaintext, plaintextCrc32c: { value: crc32c(plaintext) }, ...bound },
-        { maxRetries: 0 },
+        { retry: null },
       ),
     (error) => mapKmsError(error, what, keyName, { operation: 'encrypt' }),
   );
@@ -139,13 +143,25 @@ export function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
 }
 
 // google-gax reports gRPC status codes, also in REST mode.
+const UNKNOWN = 2;
 const INVALID_ARGUMENT = 3;
+const DEADLINE_EXCEEDED = 4;
 const NOT_FOUND = 5;
 const PERMISSION_DENIED = 7;
 const RESOURCE_EXHAUSTED = 8;
 const FAILED_PRECONDITION = 9;
+const INTERNAL = 13;
 const UNAVAILABLE = 14;
 const UNAUTHENTICATED = 16;
+
+/** The statuses that are retried, by name for the log (HTTP 429 is RESOURCE_EXHAUSTED, 503 UNAVAILABLE). */
+const TRANSIENT: Record<number, string> = {
+  [UNKNOWN]: 'UNKNOWN',
+  [DEADLINE_EXCEEDED]: 'DEADLINE_EXCEEDED',
+  [RESOURCE_EXHAUSTED]: 'RESOURCE_EXHAUSTED',
+  [INTERNAL]: 'INTERNAL',
+  [UNAVAILABLE]: 'UNAVAILABLE',
+};
 
 export function mapKmsError(
   error: unknown,
@@ -200,11 +216,11 @@ export function mapKmsError(
       );
     case RESOURCE_EXHAUSTED:
     case UNAVAILABLE:
-    case 4: // DEADLINE_EXCEEDED
-    case 13: // INTERNAL
-    case 2: // UNKNOWN (gax maps unexpected HTTP 5xx here)
+    case DEADLINE_EXCEEDED:
+    case INTERNAL:
+    case UNKNOWN: // gax maps unexpected HTTP 5xx here
       return new UnavailableError(
-        `Cloud KMS failed to ${operation} ${what} (status ${String(code)})`,
+        `Cloud KMS failed to ${operation} ${what} (status ${code} ${TRANSIENT[code]})`,
         'the service is failing; try again later',
       );
     default:

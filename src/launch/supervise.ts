@@ -45,7 +45,7 @@ export interface SuperviseOptions {
   readonly cleanup: readonly string[];
   readonly log: Logger;
   /** Called just before the command starts: from then on, signals go to the command. */
-  readonly onStart?: () => void;
+  readonly onStart?: (supervisor: Supervisor) => void;
 }
 
 /** Starts `plan` as a child and resolves to the status secret-fetch should exit with. */
@@ -96,7 +96,7 @@ export class Supervisor {
       if (process.pid === 1) log.warn(PID1_HINT);
       // The interrupt handlers of the fetch stage are swapped for forwarders in one tick: a
       // signal is dispatched from the event loop, so none can fall between the two.
-      this.#options.onStart?.();
+      this.#options.onStart?.(this);
       for (const signal of FORWARDED_SIGNALS) process.on(signal, () => this.#forward(signal));
       this.#listening = true;
     }
@@ -134,6 +134,25 @@ export class Supervisor {
     this.#stopping = true;
     this.#next = undefined;
     if (this.running) this.#stop('SIGTERM');
+  }
+
+  /**
+   * For a crash of secret-fetch itself: stops the command for good as a forwarded SIGTERM would
+   * (SIGKILL after --grace) and resolves once it has exited and --cleanup ran, so that the command
+   * is never left running without its supervisor.
+   */
+  async terminate(): Promise<void> {
+    const pid = this.#child?.pid;
+    if (this.running && pid !== undefined) {
+      this.#options.log.warn(
+        `stopping ${show(this.#command)} (pid ${pid}) before exiting: SIGTERM, then SIGKILL after --grace ${formatMs(this.#options.graceMs)}`,
+      );
+    }
+    this.stop();
+    await this.done.then(
+      () => {},
+      () => {},
+    );
   }
 
   #forward(signal: ForwardedSignal): void {

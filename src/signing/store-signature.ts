@@ -27,7 +27,7 @@ export async function storeSignature(
   context: StoreContext,
 ): Promise<string> {
   const where = `${describeSource({ ...ref, generation: undefined })}#${read.generation}`;
-  const storage = await context.clients.storage();
+  const storage = await context.clients.storage(context.retry);
   // A pinned URI patches that generation, live or not; otherwise the live object, which must
   // still be the generation that was read.
   const file = storage

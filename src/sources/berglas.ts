@@ -33,7 +33,7 @@ export async function fetchBerglasSecret(
   try {
     context.log.debug(`${where}: a berglas secret under ${keyName}`);
     const unwrap = unwrapWithKms(
-      await context.clients.kms(),
+      await context.clients.kms(context.retry),
       {
         keyName,
         what: `the data key of ${where}`,

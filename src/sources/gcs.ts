@@ -4,7 +4,15 @@
 
 import type { Storage } from '@google-cloud/storage';
 import { crc32c } from '../crc32c.ts';
-import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
+import { type ClientAuth, defaultAuth } from '../credentials.ts';
+import {
+  IntegrityError,
+  NotFoundError,
+  PermissionError,
+  type SecretFetchError,
+  UnavailableError,
+  UsageError,
+} from '../errors.ts';
 import { Secret } from '../secret.ts';
 import { type ObjectToVerify, requireSignature, verifyObjectSignature } from '../signing/verify.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
@@ -23,13 +31,20 @@ export interface PinnedObject {
   readonly signatureVerified: boolean;
 }
 
-export async function createStorageClient(endpoint: string | undefined): Promise<Storage> {
+export async function createStorageClient(
+  endpoint: string | undefined,
+  auth: ClientAuth = defaultAuth(endpoint),
+): Promise<Storage> {
   const { Storage } = await import('@google-cloud/storage');
   // Retries are ours (see fetchObject), so a retried stream can never be piped twice.
   const retryOptions = { autoRetry: false, maxRetries: 0 };
-  return endpoint
-    ? new Storage({ apiEndpoint: endpoint.replace(/\/$/, ''), retryOptions })
-    : new Storage({ retryOptions });
+  return new Storage({
+    retryOptions,
+    ...(endpoint === undefined ? {} : { apiEndpoint: endpoint.replace(/\/$/, '') }),
+    // The library sends no credentials to any endpoint but its default unless told to.
+    ...(auth === 'none' ? {} : { useAuthWithCustomEndpoint: true }),
+    ...(typeof auth === 'object' ? { authClient: auth } : {}),
+  });
 }
 
 export async function fetchObject(ref: ObjectRef, context: FetchContext): Promise<FetchedSecret> {
@@ -101,7 +116,7 @@ export async function readObject(
   beforeDownload?: (info: ObjectInfo) => void,
 ): Promise<ObjectInfo & { readonly data: Buffer }> {
   const where = describeSource(ref);
-  const storage = await context.clients.storage();
+  const storage = await context.clients.storage(context.retry);
   const file = storage
     .bucket(ref.bucket)
     .file(ref.object, ref.generation ? { generation: Number(ref.generation) } : {});
@@ -189,10 +204,25 @@ export function mapStorageError(
       'the download was corrupted in transit; run again',
     );
   }
-  if (typeof code === 'number' && (code === 429 || code >= 500)) {
+  // Transient, as Cloud Storage's retry strategy lists them: 408, 429 and 5xx.
+  if (typeof code === 'number' && (code === 408 || code === 429 || code >= 500)) {
     return new UnavailableError(
       `Cloud Storage answered ${code} for ${where}`,
       'the service is failing; try again later',
+    );
+  }
+  // Final: the same request would get the same answer (other 4xx are not expected, and stay internal errors).
+  if (code === 400) {
+    return new UsageError(
+      `Cloud Storage refused the request for ${where} as invalid (400)`,
+      'check the bucket name, the object name and the generation',
+    );
+  }
+  if (code === 412) {
+    // secret-fetch sends no precondition, so this is not weather: say so rather than retry.
+    return new IntegrityError(
+      `Cloud Storage answered 412 (precondition failed) for ${where}, to a read that sets no precondition`,
+      'is a proxy between secret-fetch and Cloud Storage adding one? If not, please report this',
     );
   }
   return undefined;
@@ -201,7 +231,7 @@ export function mapStorageError(
 /** The generation of the live object: one metadata read, no download (for --refresh). */
 export async function objectGeneration(ref: ObjectRef, context: FetchContext): Promise<string> {
   const where = describeSource(ref);
-  const storage = await context.clients.storage();
+  const storage = await context.clients.storage(context.retry);
   const [metadata] = await context.retry(
     `read the metadata of ${where}`,
     () => storage.bucket(ref.bucket).file(ref.object).getMetadata(),

@@ -5,6 +5,7 @@
 
 import type { SecretManagerServiceClient } from '@google-cloud/secret-manager/build/src/v1/secret_manager_service_client.js';
 import { crc32c } from '../crc32c.ts';
+import { type ClientAuth, defaultAuth } from '../credentials.ts';
 import {
   IntegrityError,
   NotFoundError,
@@ -19,27 +20,30 @@ import { describeSource, type SecretManagerRef, secretVersionName } from './refe
 
 export type SecretManagerClient = Pick<SecretManagerServiceClient, 'accessSecretVersion' | 'getSecretVersion'>;
 
-export async function createSecretManagerClient(endpoint: string | undefined): Promise<SecretManagerClient> {
-  const [{ SecretManagerServiceClient }, gax] = await Promise.all([
+export async function createSecretManagerClient(
+  endpoint: string | undefined,
+  auth: ClientAuth = defaultAuth(endpoint),
+): Promise<SecretManagerClient> {
+  const [{ SecretManagerServiceClient }, gax, { GoogleAuth, PassThroughClient }] = await Promise.all([
     import('@google-cloud/secret-manager/build/src/v1/secret_manager_service_client.js'),
     import('google-gax/fallback'),
+    import('google-auth-library'),
   ]);
-  if (endpoint === undefined) return new SecretManagerServiceClient({ fallback: true }, gax);
-  const url = new URL(endpoint);
-  const secure = url.protocol === 'https:';
-  const options = {
-    fallback: true,
-    apiEndpoint: url.hostname,
-    port: Number(url.port || (secure ? 443 : 80)),
-    protocol: secure ? 'https' : 'http',
-  };
-  if (secure) return new SecretManagerServiceClient(options, gax);
-  // A plain-http endpoint is a local emulator or test server: send no credentials at all.
-  const { GoogleAuth, PassThroughClient } = await import('google-auth-library');
-  return new SecretManagerServiceClient(
-    { ...options, auth: new GoogleAuth({ authClient: new PassThroughClient() }) },
-    gax,
-  );
+  const options: ConstructorParameters<typeof SecretManagerServiceClient>[0] & object = { fallback: true };
+  if (endpoint !== undefined) {
+    const url = new URL(endpoint);
+    const secure = url.protocol === 'https:';
+    Object.assign(options, {
+      apiEndpoint: url.hostname,
+      port: Number(url.port || (secure ? 443 : 80)),
+      protocol: secure ? 'https' : 'http',
+    });
+  }
+  // 'none': a local emulator or test server gets no credentials at all; an AuthClient is the one
+  // credential the run loaded (and waited for), shared by every client.
+  if (auth === 'none') options.auth = new GoogleAuth({ authClient: new PassThroughClient() });
+  else if (typeof auth === 'object') options.auth = new GoogleAuth({ authClient: auth });
+  return new SecretManagerServiceClient(options, gax);
 }
 
 // One retry policy, ours. `maxRetries: 0` alone would turn a 429 or 503 (AccessSecretVersion's own
@@ -50,7 +54,7 @@ const ONE_ATTEMPT = { maxRetries: 0, retry: { retryCodes: [] } };
 export async function accessSecretVersion(ref: SecretManagerRef, context: FetchContext): Promise<FetchedSecret> {
   const where = describeSource(ref);
   const name = secretVersionName(ref);
-  const client = await context.clients.secretManager();
+  const client = await context.clients.secretManager(context.retry);
   const [response] = await context.retry(
     `access ${where}`,
     () => client.accessSecretVersion({ name }, ONE_ATTEMPT),
@@ -103,7 +107,7 @@ function verifyPayload(data: Buffer, dataCrc32c: unknown, at: string, maxBytes: 
  */
 export async function currentSecretVersion(ref: SecretManagerRef, context: FetchContext): Promise<string> {
   if (isVersionNumber(ref.version)) return ref.version;
-  const client = await context.clients.secretManager();
+  const client = await context.clients.secretManager(context.retry);
   const [metadata] = await context.retry(
     `read the version of ${describeSource(ref)}`,
     () => client.getSecretVersion({ name: secretVersionName(ref) }, ONE_ATTEMPT),

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, 
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
+import type { FaultResponse } from '../servers/http.ts';
 import { startTestServers } from '../servers/start.ts';
 import { BINARY, expectNoCanary, filesIn, KEY, OTHER_KEY, type Result, ROOT, runBinary, tmpfsDir } from './harness.ts';
 
@@ -61,8 +62,17 @@ function localFile(c: Ctx, name: string, data: Buffer | string): string {
 
 const outArg = (c: Ctx, name = 'secret') => ['--out', join(c.out, name)];
 const ciphertext = (text = `SECRET_KEY = "${CANARY}"\n`) => servers.kms.encrypt(KEY, Buffer.from(text));
-const storm = (status: number) => Array.from({ length: 5 }, () => ({ status }));
+// Faults that outlast any deadline: the storm cases run with STORM_TIMEOUT, and the faults left are reset after each case.
+const storm = (fault: FaultResponse) => Array.from({ length: 1000 }, () => fault);
+const STORM_TIMEOUT = ['--timeout', '2s'];
+/** The last failure and the deadline, in whichever order the line gives them (given up, or expired mid-attempt). */
+const outlasted = (failure: string) =>
+  new RegExp(`^(?=.*${failure} after \\d+ attempts?)(?=.*the --timeout of 2s)(?=.*raise --timeout\\)$)`);
 const big = (bytes: number) => `TOKEN=${CANARY}${'x'.repeat(bytes)}\n`;
+
+/** A retry warning: the attempt, what failed with its HTTP status, gRPC status or network code, and the delay. */
+const RETRY_WARNING =
+  /^secret-fetch: warning: attempt \d+ to .+ failed \(.*(answered [0-9]{3}|\(status [0-9]+ [A-Z_]+\)|: E[A-Z_]+).*\); retrying in \d+ ms( \(Retry-After\))?$/;
 
 /** One case per malformed document, with --env so the parsed entries are the point. */
 function formatCase(name: string, file: string, text: string | Buffer, message: RegExp): Case {
@@ -402,71 +412,117 @@ const CASES: Case[] = [
     args: (c) => ['--source', put(c, 'a.cfg.enc', ciphertext()), '--kms-key', DENIED_KEY, ...outArg(c)],
   },
 
-  // Services that stay down.
+  // Final answers: never retried, though the next answer would be fine (a retry would log a warning and succeed).
+  ...(
+    [
+      [400, EXIT.usage, /Cloud Storage refused the request for gs:\/\/vault\/.*\/a\.env as invalid \(400\)/],
+      [401, EXIT.permission, /no valid credentials for gs:\/\/vault\/.*\/a\.env/],
+      [403, EXIT.permission, /access denied to gs:\/\/vault\/.*\/a\.env/],
+      [404, EXIT.notFound, /gs:\/\/vault\/.*\/a\.env does not exist/],
+      [
+        412,
+        EXIT.integrity,
+        /Cloud Storage answered 412 \(precondition failed\) for gs:\/\/vault\/.*\/a\.env, to a read/,
+      ],
+    ] as const
+  ).map(
+    ([status, code, message]): Case => ({
+      name: `Cloud Storage answers ${status} once`,
+      code,
+      message,
+      args: (c) => {
+        const uri = put(c, 'a.env', `TOKEN=${CANARY}\n`);
+        servers.gcs.failNext({ method: 'GET' }, [{ status }]);
+        return ['--source', uri, '--env', ...outArg(c)];
+      },
+    }),
+  ),
+  ...(
+    [
+      [400, EXIT.integrity, /cannot decrypt gs:\/\/.*\/a\.cfg\.enc with .*: the ciphertext does not match this key/],
+      [401, EXIT.permission, /no valid credentials to use .*cryptoKeys\/web/],
+      [403, EXIT.permission, /permission denied to decrypt with .*cryptoKeys\/web/],
+      [404, EXIT.notFound, /KMS key .*cryptoKeys\/web does not exist/],
+      [412, EXIT.integrity, /with .*cryptoKeys\/web: the key version is disabled or destroyed/],
+    ] as const
+  ).map(
+    ([status, code, message]): Case => ({
+      name: `Cloud KMS answers ${status} once`,
+      code,
+      message,
+      args: (c) => {
+        const uri = put(c, 'a.cfg.enc', ciphertext());
+        servers.kms.failNext({ method: 'POST' }, [{ status }]);
+        return ['--source', uri, '--kms-key', KEY, ...outArg(c)];
+      },
+    }),
+  ),
+
+  // Services that stay down past the deadline.
   {
     name: '429 storm on Cloud Storage metadata',
     code: EXIT.unavailable,
-    message: /Cloud Storage answered 429 for gs:\/\/vault\/.*\/a\.env/,
+    message: outlasted('Cloud Storage answered 429 for gs://vault/.*/a\\.env'),
     retried: true,
     args: (c) => {
       const uri = put(c, 'a.env', `TOKEN=${CANARY}\n`);
-      servers.gcs.failNext({ method: 'GET' }, storm(429));
-      return ['--source', uri, '--env', ...outArg(c)];
+      servers.gcs.failNext({ method: 'GET' }, storm({ status: 429 }));
+      return ['--source', uri, '--env', ...STORM_TIMEOUT, ...outArg(c)];
     },
   },
   {
     name: '503 storm on the Cloud Storage download',
     code: EXIT.unavailable,
-    message: /Cloud Storage answered 503 for gs:\/\/vault\/.*\/a\.env#\d+/,
+    message: outlasted('Cloud Storage answered 503 for gs://vault/.*/a\\.env#\\d+'),
     retried: true,
     args: (c) => {
       const uri = put(c, 'a.env', `TOKEN=${CANARY}\n`);
-      servers.gcs.failNext({ method: 'GET', query: { alt: 'media' } }, storm(503));
-      return ['--source', uri, '--env', ...outArg(c)];
+      servers.gcs.failNext({ method: 'GET', query: { alt: 'media' } }, storm({ status: 503 }));
+      return ['--source', uri, '--env', ...STORM_TIMEOUT, ...outArg(c)];
     },
   },
   {
     name: '503 storm on Cloud KMS',
     code: EXIT.unavailable,
-    message: /Cloud KMS failed to decrypt gs:\/\/.*\/a\.cfg\.enc \(status \d+\)/,
+    message: outlasted('Cloud KMS failed to decrypt gs://.*/a\\.cfg\\.enc \\(status 14 UNAVAILABLE\\)'),
     retried: true,
     args: (c) => {
       const uri = put(c, 'a.cfg.enc', ciphertext());
-      servers.kms.failNext({ method: 'POST' }, storm(503));
-      return ['--source', uri, '--kms-key', KEY, ...outArg(c)];
+      servers.kms.failNext({ method: 'POST' }, storm({ status: 503 }));
+      return ['--source', uri, '--kms-key', KEY, ...STORM_TIMEOUT, ...outArg(c)];
     },
   },
   {
     name: '429 storm on Cloud KMS',
     code: EXIT.unavailable,
-    message: /Cloud KMS failed to decrypt gs:\/\/.*\/a\.cfg\.enc \(status 8\)/,
+    message: outlasted('Cloud KMS failed to decrypt gs://.*/a\\.cfg\\.enc \\(status 8 RESOURCE_EXHAUSTED\\)'),
     retried: true,
     args: (c) => {
       const uri = put(c, 'a.cfg.enc', ciphertext());
-      servers.kms.failNext({ method: 'POST' }, storm(429));
-      return ['--source', uri, '--kms-key', KEY, ...outArg(c)];
+      servers.kms.failNext({ method: 'POST' }, storm({ status: 429 }));
+      return ['--source', uri, '--kms-key', KEY, ...STORM_TIMEOUT, ...outArg(c)];
     },
   },
   {
     name: 'connection resets on every download',
     code: EXIT.unavailable,
-    message: /could not download gs:\/\/vault\/.*\/a\.env#\d+: ECONNRESET/,
+    message: outlasted('could not download gs://vault/.*/a\\.env#\\d+: ECONNRESET'),
     retried: true,
     args: (c) => {
       const uri = put(c, 'a.env', `TOKEN=${CANARY}\n`);
-      servers.gcs.failNext({ method: 'GET', query: { alt: 'media' } }, Array(5).fill('reset'));
-      return ['--source', uri, '--env', ...outArg(c)];
+      servers.gcs.failNext({ method: 'GET', query: { alt: 'media' } }, storm('reset'));
+      return ['--source', uri, '--env', ...STORM_TIMEOUT, ...outArg(c)];
     },
   },
   {
     name: 'truncated body on every download',
     code: EXIT.unavailable,
-    message: /could not download gs:\/\/vault\/.*\/a\.env#\d+/,
+    message: outlasted('could not download gs://vault/.*/a\\.env#\\d+: [A-Z_]+'),
     retried: true,
     args: (c) => {
       const uri = put(c, 'a.env', `TOKEN=${CANARY}${'y'.repeat(4000)}\n`);
-      servers.gcs.failNext({ method: 'GET', query: { alt: 'media' } }, Array(5).fill('truncate'));
-      return ['--source', uri, '--env', ...outArg(c)];
+      servers.gcs.failNext({ method: 'GET', query: { alt: 'media' } }, storm('truncate'));
+      return ['--source', uri, '--env', ...STORM_TIMEOUT, ...outArg(c)];
     },
   },
   {
@@ -564,6 +620,7 @@ describe('bad input: one line, the exact code, nothing left, nothing started, no
     const lines = result.stderr.trimEnd().split('\n');
     // Retries are logged (attempt, delay, status): warnings before the one error line.
     const errors = test.retried ? lines.filter((l) => !/^secret-fetch: warning: attempt \d+ to /.test(l)) : lines;
+    for (const warning of lines.filter((l) => !errors.includes(l))) expect(warning).toMatch(RETRY_WARNING);
     expect(errors, result.stderr).toHaveLength(1);
     expect(errors[0]).toMatch(/^secret-fetch: error: /);
     expect(errors[0]).toMatch(test.message);

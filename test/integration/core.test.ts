@@ -298,20 +298,37 @@ describe('failures: one line, a distinct code, no file, no command', () => {
     expectNothingLeft();
   });
 
-  it('a service that keeps failing, after retries', async () => {
+  it('a service that stays down past --timeout: retried until the deadline, then 69 naming the last failure', async () => {
+    // More 503s than any run can ask for within the deadline: only the deadline can end the retrying.
     servers.gcs.failNext(
       { method: 'GET' },
-      Array.from({ length: 5 }, () => ({ status: 503 })),
+      Array.from({ length: 1000 }, () => ({ status: 503 })),
     );
-    const result = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()], {
-      env: env(),
-    });
-    expect(result.code).toBe(EXIT.unavailable);
-    expect(result.stderr.trimEnd().split('\n').at(-1)).toMatch(
-      /Cloud Storage answered 503 for gs:\/\/vault\/app\/secrets\.cfg\.enc/,
-    );
-    expect(result.stderr).toMatch(/attempt 1 to read the metadata of gs:\/\/vault\/app\/secrets\.cfg\.enc failed/);
-    expectNothingLeft();
+    try {
+      const result = await runBinary(
+        [...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), '--timeout', '2s', ...command()],
+        { env: env() },
+      );
+      expect(result.code, result.stderr).toBe(EXIT.unavailable);
+      const lines = result.stderr.trimEnd().split('\n');
+      const last = lines.pop() as string;
+      expect(last).toMatch(/^secret-fetch: error: /);
+      expect(last).toMatch(/Cloud Storage answered 503 for gs:\/\/vault\/app\/secrets\.cfg\.enc after \d+ attempts?/);
+      expect(last).toMatch(/the --timeout of 2s.* \(the service is failing; try again later, or raise --timeout\)$/);
+      // Every line before it is one logged retry: attempt, failure with its status, delay.
+      expect(lines.length).toBeGreaterThanOrEqual(1);
+      for (const [i, line] of lines.entries()) {
+        expect(line).toMatch(
+          new RegExp(
+            `^secret-fetch: warning: attempt ${i + 1} to read the metadata of gs://vault/app/secrets\\.cfg\\.enc failed \\(Cloud Storage answered 503 for .*\\); retrying in \\d+ ms$`,
+          ),
+        );
+      }
+      expect(servers.gcs.pendingFaults).toBeGreaterThan(900);
+      expectNothingLeft();
+    } finally {
+      servers.gcs.reset();
+    }
   });
 
   it('rides out a passing 503 on each service', async () => {

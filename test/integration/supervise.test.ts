@@ -8,7 +8,7 @@ import { EXIT } from '../../src/errors.ts';
 import { FORWARDED_SIGNALS } from '../../src/launch/supervise.ts';
 import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
 import { startTestServers } from '../servers/start.ts';
-import { BINARY, KEY, ROOT, runBinary, spawnBinary as start, tmpfsDir } from './harness.ts';
+import { BINARY, KEY, ROOT, type Running, runBinary, spawnBinary as start, tmpfsDir } from './harness.ts';
 
 const FIXTURE = join(ROOT, 'test', 'fixtures', 'signals.py');
 const TINI = '/usr/bin/tini';
@@ -104,6 +104,60 @@ describe('--supervise', () => {
     expect(lines).toEqual([
       expect.stringMatching(/^secret-fetch: warning: .*signals\.py.* did not exit within --grace 600ms of SIGTERM/),
     ]);
+  });
+
+  describe('a crash of secret-fetch itself stops the command instead of orphaning it', () => {
+    // SECRET_FETCH_TEST_CRASH=1 is a test hook: SIGUSR1 then throws in the supervisor, SIGUSR2
+    // leaves a rejected promise unhandled.
+    const crash = { SECRET_FETCH_TEST_CRASH: '1' };
+    const gone = (pid: number) => !existsSync(`/proc/${pid}`);
+    let pids: number[] = [];
+    afterEach(() => {
+      for (const pid of pids) if (!gone(pid)) process.kill(pid, 'SIGKILL'); // an orphan left by a failure
+      pids = [];
+    });
+    const readyPid = async (run: Running) => {
+      const pid = Number(/pid=(\d+)/.exec(await run.line(/^ready pid=/))?.[1]);
+      pids.push(pid);
+      return pid;
+    };
+
+    it('an uncaught exception: SIGTERM to the command, --cleanup, then 70 once it has exited', async () => {
+      const out = join(dir, 'app.cfg');
+      const run = start(['--source', secret, '--out', out, '--supervise', '--cleanup', '--', FIXTURE], {
+        env: { ...crash, EXIT_ON_STOP: '3' },
+      });
+      const pid = await readyPid(run);
+      process.kill(run.pid, 'SIGUSR1');
+      const result = await run.done;
+      expect(result.code, result.stderr).toBe(EXIT.internal);
+      expect(result.stdout).toContain('got SIGTERM\n');
+      expect(gone(pid)).toBe(true);
+      expect(existsSync(out)).toBe(false);
+      expect(result.stderr.trimEnd().split('\n')).toEqual([
+        'secret-fetch: error: internal error: Error; please report this with the command line you used',
+        expect.stringMatching(
+          new RegExp(
+            `^secret-fetch: warning: stopping .*signals\\.py.* \\(pid ${pid}\\) before exiting: SIGTERM, then SIGKILL after --grace 10s$`,
+          ),
+        ),
+      ]);
+    });
+
+    it('an unhandled rejection: a command that ignores SIGTERM gets SIGKILL after --grace', async () => {
+      const run = start([...supervise('--grace', '500ms'), FIXTURE, 'stubborn'], { env: crash });
+      const pid = await readyPid(run);
+      process.kill(run.pid, 'SIGUSR2');
+      const result = await run.done;
+      expect(result.code, result.stderr).toBe(EXIT.internal);
+      expect(result.stdout).toContain('got SIGTERM\n');
+      expect(gone(pid)).toBe(true);
+      const lines = result.stderr.trimEnd().split('\n');
+      expect(lines[0]).toBe(
+        'secret-fetch: error: internal error: Error; please report this with the command line you used',
+      );
+      expect(lines.at(-1)).toMatch(/did not exit within --grace 500ms of SIGTERM: sending SIGKILL$/);
+    });
   });
 
   it('--cleanup removes the --out file when the command exits, and after a SIGTERM', async () => {

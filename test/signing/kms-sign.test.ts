@@ -8,6 +8,7 @@ import { createClients } from '../../src/clients.ts';
 import type { KmsClient } from '../../src/decrypt/kms.ts';
 import { EXIT, type SecretFetchError } from '../../src/errors.ts';
 import type { Logger } from '../../src/log.ts';
+import { credentialsPlan } from '../../src/options.ts';
 import { createRetry, Deadline } from '../../src/retry.ts';
 import { fetchPublicKey, signDigestWithKms } from '../../src/signing/kms-sign.ts';
 import { storeSignature } from '../../src/signing/store-signature.ts';
@@ -28,8 +29,9 @@ beforeAll(async () => {
   servers = await startTestServers();
   version = servers.kms.createSigningKey(SIGNER);
   servers.kms.createKey(SYMMETRIC);
-  clients = createClients({ storage: servers.gcs.url, kms: servers.kms.url, secretManager: undefined });
-  kms = await clients.kms();
+  const endpoints = { storage: servers.gcs.url, kms: servers.kms.url, secretManager: undefined };
+  clients = createClients(endpoints, credentialsPlan({ METADATA_SERVER_DETECTION: 'none' }, endpoints));
+  kms = await clients.kms(retry());
 });
 afterAll(async () => servers?.close());
 beforeEach(() => {

@@ -11,7 +11,7 @@ const DECRYPT = 'cloudkms.cryptoKeyVersions.useToDecrypt';
 export async function checkKmsKey(keyName: string, context: CheckContext): Promise<Check> {
   const grant = kmsKeyGrant(keyName, context.member);
   try {
-    const kms = await context.clients.kms();
+    const kms = await context.clients.kms(context.retry);
     const [response] = await context.retry(
       `test the permissions on ${keyName}`,
       // One retry policy, ours, as for decrypt.

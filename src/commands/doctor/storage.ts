@@ -18,7 +18,7 @@ export async function checkBucket(bucket: string, refs: readonly GsRef[], contex
   let granted: boolean | undefined;
   let bucketCheck: Check;
   try {
-    const storage = await context.clients.storage();
+    const storage = await context.clients.storage(context.retry);
     const [held] = await context.retry(
       `test the permissions on ${where}`,
       () => storage.bucket(bucket).iam.testPermissions([GET]),
@@ -54,7 +54,7 @@ export async function checkBucket(bucket: string, refs: readonly GsRef[], contex
 async function checkObject(ref: GsRef, context: CheckContext, grant: string): Promise<Check> {
   const where = describeSource(ref);
   try {
-    const storage = await context.clients.storage();
+    const storage = await context.clients.storage(context.retry);
     const file = storage
       .bucket(ref.bucket)
       .file(ref.object, ref.generation ? { generation: Number(ref.generation) } : {});
