@@ -225,10 +225,13 @@ describe('secret-fetch doctor', () => {
   });
 
   it('reports a failing service as unavailable (69) once the retries run out', async () => {
-    servers.gcs.failNext({ path: '/b/vault/iam/testPermissions' }, Array(5).fill({ status: 503 }));
-    const result = await doctor([OBJECT]);
+    // Retries last as long as --timeout allows: a storm that outlasts it fails the check.
+    servers.gcs.failNext({ path: '/b/vault/iam/testPermissions' }, Array(1000).fill({ status: 503 }));
+    const result = await doctor([OBJECT, '--timeout', '2s']);
     expect(result.code, result.stdout).toBe(EXIT.unavailable);
-    expect(result.stdout).toContain('FAIL  Cloud Storage answered 503 for gs://vault\n');
+    expect(result.stdout).toMatch(
+      /^FAIL {2}Cloud Storage answered 503 for gs:\/\/vault after \d+ attempts; no time left within the --timeout of 2s\n/m,
+    );
     expect(result.stdout).toMatch(/^ok {4}gs:\/\/vault\/app\/secrets\.cfg\.enc: exists/m);
   });
 

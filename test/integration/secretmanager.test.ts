@@ -372,15 +372,16 @@ const FAILURES: FailureCase[] = [
     name: '503 on every attempt',
     code: EXIT.unavailable,
     message:
-      /^Secret Manager answered 503 UNAVAILABLE for sm:\/\/demo-project\/\S+#latest \(the service is failing; try again later\)$/,
+      /^Secret Manager answered 503 UNAVAILABLE for sm:\/\/demo-project\/\S+#latest after \d+ attempts; no time left within the --timeout of 2s \(the service is failing; try again later, or raise --timeout\)$/,
     retried: true,
     args: (id) => {
       stored(id, payload);
+      // Retries last as long as --timeout allows: a storm that outlasts it ends the run with 69.
       sm().failNext(
         { path: /:access$/ },
-        Array.from({ length: 5 }, () => ({ status: 503 })),
+        Array.from({ length: 1000 }, () => ({ status: 503 })),
       );
-      return source(id);
+      return [...source(id), '--timeout', '2s'];
     },
   },
   {
