@@ -42,6 +42,40 @@ export function defaultAuth(endpoint: string | undefined): ClientAuth {
   return endpoint?.startsWith('http:') ? 'none' : 'adc';
 }
 
+/** Constructor options for a REST-mode (fallback) Google API client: endpoint, port, protocol, auth. */
+export interface FallbackClientOptions {
+  [option: string]: string | number | boolean | object | undefined;
+  fallback: true;
+  apiEndpoint?: string;
+  port?: number;
+  protocol?: string;
+  auth?: InstanceType<typeof import('google-auth-library').GoogleAuth>;
+}
+
+/**
+ * The options the KMS and Secret Manager clients share: `endpoint` split into host, port and
+ * protocol, and `auth` as the library takes it ('none': a local emulator gets no credentials at
+ * all; an AuthClient: the one credential the run loaded, and waited for, shared by every client).
+ */
+export async function fallbackClientOptions(
+  endpoint: string | undefined,
+  auth: ClientAuth,
+): Promise<FallbackClientOptions> {
+  const options: FallbackClientOptions = { fallback: true };
+  if (endpoint !== undefined) {
+    const url = new URL(endpoint);
+    const secure = url.protocol === 'https:';
+    options.apiEndpoint = url.hostname;
+    options.port = Number(url.port || (secure ? 443 : 80));
+    options.protocol = secure ? 'https' : 'http';
+  }
+  if (auth !== 'adc') {
+    const { GoogleAuth, PassThroughClient } = await import('google-auth-library');
+    options.auth = new GoogleAuth({ authClient: auth === 'none' ? new PassThroughClient() : auth });
+  }
+  return options;
+}
+
 export const CLOUD_PLATFORM_SCOPE = 'https://www.googleapis.com/auth/cloud-platform';
 
 const METADATA_HINT =

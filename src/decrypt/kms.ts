@@ -5,7 +5,7 @@
 
 import type { KeyManagementServiceClient } from '@google-cloud/kms';
 import { crc32c } from '../crc32c.ts';
-import { type ClientAuth, defaultAuth } from '../credentials.ts';
+import { type ClientAuth, defaultAuth, fallbackClientOptions } from '../credentials.ts';
 import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
@@ -31,24 +31,11 @@ export async function createKmsClient(
   endpoint: string | undefined,
   auth: ClientAuth = defaultAuth(endpoint),
 ): Promise<KmsClient> {
-  const [{ KeyManagementServiceClient }, gax, { GoogleAuth, PassThroughClient }] = await Promise.all([
+  const [{ KeyManagementServiceClient }, gax, options] = await Promise.all([
     import('@google-cloud/kms/build/src/v1/key_management_service_client.js'),
     import('google-gax/fallback'),
-    import('google-auth-library'),
+    fallbackClientOptions(endpoint, auth),
   ]);
-  const options: ConstructorParameters<typeof KeyManagementServiceClient>[0] & object = { fallback: true };
-  if (endpoint !== undefined) {
-    const url = new URL(endpoint);
-    const secure = url.protocol === 'https:';
-    Object.assign(options, {
-      apiEndpoint: url.hostname,
-      port: Number(url.port || (secure ? 443 : 80)),
-      protocol: secure ? 'https' : 'http',
-    });
-  }
-  // 'none': a local emulator or test server gets no credentials at all.
-  if (auth === 'none') options.auth = new GoogleAuth({ authClient: new PassThroughClient() });
-  else if (typeof auth === 'object') options.auth = new GoogleAuth({ authClient: auth });
   return new KeyManagementServiceClient(options, gax);
 }
 

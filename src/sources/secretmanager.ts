@@ -5,7 +5,7 @@
 
 import type { SecretManagerServiceClient } from '@google-cloud/secret-manager/build/src/v1/secret_manager_service_client.js';
 import { crc32c } from '../crc32c.ts';
-import { type ClientAuth, defaultAuth } from '../credentials.ts';
+import { type ClientAuth, defaultAuth, fallbackClientOptions } from '../credentials.ts';
 import {
   IntegrityError,
   NotFoundError,
@@ -24,25 +24,11 @@ export async function createSecretManagerClient(
   endpoint: string | undefined,
   auth: ClientAuth = defaultAuth(endpoint),
 ): Promise<SecretManagerClient> {
-  const [{ SecretManagerServiceClient }, gax, { GoogleAuth, PassThroughClient }] = await Promise.all([
+  const [{ SecretManagerServiceClient }, gax, options] = await Promise.all([
     import('@google-cloud/secret-manager/build/src/v1/secret_manager_service_client.js'),
     import('google-gax/fallback'),
-    import('google-auth-library'),
+    fallbackClientOptions(endpoint, auth),
   ]);
-  const options: ConstructorParameters<typeof SecretManagerServiceClient>[0] & object = { fallback: true };
-  if (endpoint !== undefined) {
-    const url = new URL(endpoint);
-    const secure = url.protocol === 'https:';
-    Object.assign(options, {
-      apiEndpoint: url.hostname,
-      port: Number(url.port || (secure ? 443 : 80)),
-      protocol: secure ? 'https' : 'http',
-    });
-  }
-  // 'none': a local emulator or test server gets no credentials at all; an AuthClient is the one
-  // credential the run loaded (and waited for), shared by every client.
-  if (auth === 'none') options.auth = new GoogleAuth({ authClient: new PassThroughClient() });
-  else if (typeof auth === 'object') options.auth = new GoogleAuth({ authClient: auth });
   return new SecretManagerServiceClient(options, gax);
 }
 
