@@ -45,8 +45,8 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
     load: async () => (await import('./show.ts')).getCommand,
   },
   push: {
-    usage: 'push FILE gs://BUCKET/OBJECT --kms-key KEY',
-    summary: 'check, encrypt and upload a secret (create only, or --if-generation N)',
+    usage: 'push FILE TARGET [--kms-key KEY]',
+    summary: 'check, encrypt and write a secret to gs://, berglas:// or sm:// (conditionally)',
     load: async () => (await import('./push.ts')).pushCommand,
   },
   edit: {
