@@ -50,8 +50,8 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
     load: async () => (await import('./push.ts')).pushCommand,
   },
   edit: {
-    usage: 'edit gs://BUCKET/OBJECT --kms-key KEY',
-    summary: 'decrypt to tmpfs, $EDITOR, re-encrypt and upload if unchanged meanwhile',
+    usage: 'edit SOURCE [--kms-key KEY]',
+    summary: 'decrypt gs:// or sm:// to tmpfs, $EDITOR, write back if nobody wrote meanwhile',
     load: async () => (await import('./edit.ts')).editCommand,
   },
   doctor: {
