@@ -1,7 +1,7 @@
 // `secret-fetch doctor [SOURCE...]`: a checklist a person can act on. Which credentials were
-// found; whether each source can be read (Cloud Storage and Cloud KMS testIamPermissions, object
-// metadata, files); whether each --out directory is tmpfs and writable; and under each failure
-// the gcloud command that fixes it. It reads the same flags and SECRET_FETCH_* variables as the
+// found; whether each source can be read (Cloud Storage, Secret Manager and Cloud KMS
+// testIamPermissions, object and secret version metadata, files); whether each --out directory is
+// tmpfs and writable; and under each failure the gcloud command that fixes it. It reads the same flags and SECRET_FETCH_* variables as the
 // main run, so run in the container it checks what the entrypoint will do. It never downloads or
 // decrypts anything, so it cannot print a secret.
 
@@ -10,7 +10,14 @@ import { EXIT, UsageError } from '../errors.ts';
 import { writeAll } from '../log.ts';
 import { envNameOf, envValue, FLAGS, perSource, validateKmsKey } from '../options.ts';
 import type { Deadline } from '../retry.ts';
-import { describeSource, parseSourceRef, type SourceRef } from '../sources/reference.ts';
+import { berglasKeyName } from '../sources/berglas.ts';
+import {
+  describeSource,
+  isObjectRef,
+  parseSourceRef,
+  type SecretManagerRef,
+  type SourceRef,
+} from '../sources/reference.ts';
 import { COMMON_HELP, parseSubcommand, type RemoteContext, remoteContext, type SubcommandSpec } from './common.ts';
 import {
   type Check,
@@ -23,20 +30,22 @@ import {
   warn,
 } from './doctor/checklist.ts';
 import { credentialsCheck, findCredentials, UNKNOWN_MEMBER } from './doctor/credentials.ts';
-import { checkFileSource, checkOutTarget, notCheckedByThisBuild } from './doctor/files.ts';
+import { checkFileSource, checkOutTarget } from './doctor/files.ts';
 import { checkKmsKey } from './doctor/kms.ts';
-import { checkBucket, type GsRef } from './doctor/storage.ts';
+import { checkSecret } from './doctor/secretmanager.ts';
+import { checkBucket, type FollowUp } from './doctor/storage.ts';
 import type { Subcommand } from './index.ts';
 
 const HELP = `Usage: secret-fetch doctor [SOURCE...] [--kms-key NAME] [--out PATH] [--allow-disk] [flags]
 
 Checks what a run with these sources, keys and --out paths needs, without downloading or
 decrypting anything: which credentials are found (kind, email, project); whether each source can
-be read (Cloud Storage: storage.objects.get on the bucket and the object's metadata; Cloud KMS:
+be read (gs:// and berglas://: storage.objects.get on the bucket and the object's metadata, and for
+berglas:// the KMS key its berglas-kms-key metadata names; sm://: secretmanager.versions.access on
+the secret and, given secretmanager.versions.get, the version's metadata; Cloud KMS:
 cloudkms.cryptoKeyVersions.useToDecrypt on the key; files: can be opened); whether each --out
 directory exists, is tmpfs or ramfs, and is writable. One line per check (ok, FAIL, warn), and under
 each failure the fix: for a missing permission, the gcloud command with the names filled in.
-sm:// and berglas:// sources are not checked by this build (a warning says so).
 
 Without SOURCE or --source, it reads SECRET_FETCH_SOURCE, SECRET_FETCH_KMS_KEY, SECRET_FETCH_OUT and
 SECRET_FETCH_ALLOW_DISK as the main run does: run in the container, it checks what the entrypoint will do.
@@ -56,7 +65,9 @@ Examples:
 
 Exit codes: 0 when no check failed (warnings do not fail); otherwise the most important failure's:
   ${EXIT.permission}  permission: no credentials, or a permission not granted (the fix is a gcloud grant)
-  ${EXIT.notFound}  not found: a bucket, object, generation, file or key does not exist
+  ${EXIT.notFound}  not found: a bucket, object, generation, secret, version, file or key does not exist (or the version is disabled)
+  ${EXIT.integrity}  integrity: a berglas object names another key than --kms-key
+  ${EXIT.format}  format: a berglas:// object has no usable berglas-kms-key metadata
   ${EXIT.output}  output: an --out directory is missing, not tmpfs, or not writable
   ${EXIT.unavailable}  unavailable: a service failed or the --timeout deadline passed
   ${EXIT.usage}  usage: a bad flag or value (nothing was checked)
@@ -199,31 +210,50 @@ async function runChecks(
       ]),
     );
   }
-  const buckets = new Map<string, GsRef[]>();
-  for (const { ref } of plan.sources) {
-    if (ref.scheme === 'gs') {
-      const seen = buckets.get(ref.bucket);
-      if (seen === undefined) buckets.set(ref.bucket, [ref]);
-      else seen.push(ref);
+  // Each key gets one line: a --kms-key's comes after the sources, a berglas key's (named by the
+  // object's metadata, so known only once it was read) under the first object that names it.
+  const keysChecked = new Set<string>(keys);
+  const berglasKey: FollowUp = async (ref, metadata) => {
+    if (ref.scheme !== 'berglas') return [];
+    const where = describeSource(ref);
+    const pinned = plan.sources.find((s) => s.ref === ref)?.kmsKey;
+    let key: string;
+    try {
+      key = berglasKeyName(metadata, where, pinned);
+    } catch (error) {
+      return [failFrom('berglas-key', where, error)];
     }
-  }
+    if (keysChecked.has(key)) return [];
+    keysChecked.add(key);
+    return [await checkKmsKey(key, context)];
+  };
+  const buckets = groupBy(plan.sources.map((s) => s.ref).filter(isObjectRef), (ref) => ref.bucket);
+  const secrets = groupBy(
+    plan.sources.map((s) => s.ref).filter((ref): ref is SecretManagerRef => ref.scheme === 'sm'),
+    (ref) => `sm://${ref.project}/${ref.secret}`,
+  );
   const checked = new Set<string>();
   for (const { ref } of plan.sources) {
     switch (ref.scheme) {
       case 'gs':
-        if (checked.has(ref.bucket)) break;
-        checked.add(ref.bucket);
+      case 'berglas':
+        if (checked.has(`gs://${ref.bucket}`)) break;
+        checked.add(`gs://${ref.bucket}`);
         run(`test the permissions on gs://${ref.bucket}`, 'bucket', `gs://${ref.bucket}`, () =>
-          checkBucket(ref.bucket, buckets.get(ref.bucket) ?? [ref], context),
+          checkBucket(ref.bucket, buckets.get(ref.bucket) ?? [ref], context, berglasKey),
         );
         break;
+      case 'sm': {
+        const where = `sm://${ref.project}/${ref.secret}`;
+        if (checked.has(where)) break;
+        checked.add(where);
+        run(`test the permissions on ${where}`, 'secret', where, () =>
+          checkSecret(secrets.get(where) ?? [ref], context),
+        );
+        break;
+      }
       case 'file':
         run(`open ${ref.path}`, 'file', ref.path, async () => [checkFileSource(ref.path)]);
-        break;
-      // Secret Manager and berglas sources get their check (one function each) with their readers.
-      case 'sm':
-      case 'berglas':
-        run(`check ${describeSource(ref)}`, 'source', describeSource(ref), async () => [notCheckedByThisBuild(ref)]);
         break;
     }
   }
@@ -237,23 +267,44 @@ async function runChecks(
   return checks;
 }
 
+function groupBy<T>(items: readonly T[], keyOf: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const group = groups.get(keyOf(item));
+    if (group === undefined) groups.set(keyOf(item), [item]);
+    else group.push(item);
+  }
+  return groups;
+}
+
 /** Which services present credentials (not http://), and what to say when none does. */
 function credentialUse(plan: DoctorPlan, endpoints: Endpoints, kms: boolean): { users: string[]; idle: string } {
   const services: [string, string][] = [];
-  if (plan.sources.some((s) => s.ref.scheme === 'gs')) {
+  if (plan.sources.some((s) => isObjectRef(s.ref))) {
     services.push(['Cloud Storage', endpoints.storage ?? 'https://storage.googleapis.com']);
   }
-  if (kms) services.push(['Cloud KMS', endpoints.kms ?? 'https://cloudkms.googleapis.com']);
+  if (plan.sources.some((s) => s.ref.scheme === 'sm')) {
+    services.push(['Secret Manager', endpoints.secretManager ?? 'https://secretmanager.googleapis.com']);
+  }
+  // A berglas object names its own key.
+  if (kms || plan.sources.some((s) => s.ref.scheme === 'berglas')) {
+    services.push(['Cloud KMS', endpoints.kms ?? 'https://cloudkms.googleapis.com']);
+  }
   const named = (list: [string, string][]) => list.map(([name, url]) => `${name} at ${url}`);
   const users = named(services.filter(([, url]) => !url.startsWith('http://')));
   const local = named(services.filter(([, url]) => url.startsWith('http://')));
   const idle =
     local.length > 0
-      ? `${local.join(' and ')} ${local.length === 1 ? 'is' : 'are'} reached over http://, without credentials`
+      ? `${listed(local)} ${local.length === 1 ? 'is' : 'are'} reached over http://, without credentials`
       : plan.sources.length > 0
         ? 'only local files are read'
         : 'no source to read';
-  return { users, idle };
+  return { users: users.length > 0 ? [listed(users)] : [], idle };
+}
+
+/** "a", "a and b", "a, b and c". */
+function listed(items: readonly string[]): string {
+  return items.length <= 2 ? items.join(' and ') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
 }
 
 /** `task`, or an UnavailableError naming `what` once the --timeout deadline passes. */

@@ -1,7 +1,8 @@
 // `secret-fetch edit SOURCE`: decrypt into a private file on tmpfs, open $VISUAL/$EDITOR, and
-// upload the result only if it is new, non-empty, parses in its format, and the object is still
-// at the generation that was read. The temp directory is removed on every path, including the
-// editor failing and an interrupt.
+// write the result only if it is new, non-empty, parses in its format, and the source is still
+// at what was read: the object's generation (a Cloud Storage precondition), or the secret's newest
+// version (read just before the add: Secret Manager has no precondition). The temp directory is
+// removed on every path, including the editor failing and an interrupt.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -9,31 +10,38 @@ import { basename, join } from 'node:path';
 import { OutputError, UsageError } from '../errors.ts';
 import { validateKmsKey } from '../options.ts';
 import { uploadSecretObject } from '../publish/gcs.ts';
+import { payloadTooLarge, publishSecretVersion, SECRET_MANAGER_MAX_PAYLOAD } from '../publish/secretmanager.ts';
 import { fetchPlaintext } from '../run.ts';
 import { isOnMemoryFilesystem, StagedFiles } from '../sinks/file.ts';
 import { readSecretFile } from '../sources/file.ts';
-import { describeSource, parseSourceRef } from '../sources/reference.ts';
+import { describeSource, parseSourceRef, sourceFileName } from '../sources/reference.ts';
 import { COMMON_HELP, parseSubcommand, remoteContext, writeStdout } from './common.ts';
 import type { Subcommand } from './index.ts';
 import { chooseFormat, validateSecret } from './push.ts';
 import { sealForUpload } from './seal.ts';
 
 const HELP = `Usage: secret-fetch edit gs://BUCKET/OBJECT --kms-key KEY [--format F] [--tempfile-dir DIR]
+       secret-fetch edit sm://PROJECT/SECRET [--kms-key KEY] [--format F] [--tempfile-dir DIR]
 
-Decrypts the object into a private file (mode 0600, in a new 0700 directory on tmpfs), opens
-$VISUAL or $EDITOR (default vi) on it, then re-encrypts and uploads the result only if it changed,
-is not empty, parses in its format, and the object is still at the generation that was read
-(exit 75 if someone changed it meanwhile; your edit is not uploaded). Unchanged content uploads
-nothing and exits 0. The temp file is removed on every path. Prints TARGET#NEW_GENERATION.
+Decrypts the object (or the secret's latest version) into a private file (mode 0600, in a new 0700
+directory on tmpfs), opens $VISUAL or $EDITOR (default vi) on it, then re-encrypts and writes the
+result only if it changed, is not empty, parses in its format, and nobody wrote in between (exit 75
+if someone did; your edit is not written). Unchanged content writes nothing and exits 0. The temp
+file is removed on every path. Prints TARGET#NEW_GENERATION, or sm://PROJECT/SECRET#NEW_VERSION.
+
+For gs:// the upload is conditioned on the generation read. For sm:// a new version is added only
+if the version read is still the newest; Secret Manager takes no precondition, so that is a read
+just before the add, not an atomic check (a version number higher than expected is reported).
 
 Flags:
-  --kms-key KEY          the object's key (required unless --plaintext)
-  --plaintext            the object is not encrypted
-  --format FORMAT        how to validate the result (default: by the object's name)
+  --kms-key KEY          the key (gs://: required unless --plaintext; sm://: when the payload is KMS ciphertext)
+  --plaintext            gs:// only: the object is not encrypted
+  --format FORMAT        how to validate the result (default: by the object's name; a secret ID has none)
   --tempfile-dir DIR     where the private temp directory goes (tmpfs; default /dev/shm)
 
-Example:
+Examples:
   EDITOR=nano secret-fetch edit gs://vault/app.env.enc --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k
+  secret-fetch edit sm://my-project/app-env --format dotenv
 
 ${COMMON_HELP}
 `;
@@ -55,37 +63,54 @@ export const editCommand: Subcommand = {
     if (parsed === undefined) return 0;
     const [uri] = parsed.positionals as [string];
     const ref = parseSourceRef(uri);
-    if (ref.scheme !== 'gs')
-      throw new UsageError(`edit ${uri}: only gs:// objects can be edited`, 'write gs://BUCKET/OBJECT');
-    if (ref.generation !== undefined) {
+    if (ref.scheme !== 'gs' && ref.scheme !== 'sm') {
+      throw new UsageError(
+        `edit ${uri}: only gs:// objects and sm:// secrets can be edited`,
+        'write gs://BUCKET/OBJECT or sm://PROJECT/SECRET',
+      );
+    }
+    if (ref.scheme === 'gs' && ref.generation !== undefined) {
       throw new UsageError(`edit ${uri} names a generation`, 'edit the live object: drop the #generation');
+    }
+    // The reference fills in `latest`: look at what was written.
+    if (ref.scheme === 'sm' && (uri.includes('#') || uri.includes('/versions/'))) {
+      throw new UsageError(`edit ${uri} names a version`, 'edit the latest version: drop the #version');
     }
     const { values, log } = parsed;
     const kmsKey = values['kms-key'];
     if (kmsKey !== undefined) validateKmsKey(kmsKey);
-    if (kmsKey === undefined && values.plaintext !== true) {
+    if (ref.scheme === 'sm' && values.plaintext === true) {
+      throw new UsageError(`--plaintext with ${uri}`, 'drop it: without --kms-key the payload is the secret itself');
+    }
+    if (ref.scheme === 'gs' && kmsKey === undefined && values.plaintext !== true) {
       throw new UsageError(
         `edit ${uri} without --kms-key`,
         'add --kms-key KEY, or --plaintext for an unencrypted object',
       );
     }
-    const format = chooseFormat(values.format, ref, ref.object);
+    const name = sourceFileName(ref);
+    const format = chooseFormat(values.format, ref, name);
     const tempfileDir = values['tempfile-dir'] ?? context.environ.SECRET_FETCH_TEMPFILE_DIR ?? '/dev/shm';
     checkTmpfs(tempfileDir);
 
-    // The generation read is the one the upload must still find.
+    // The generation (or version) read is the one the write must still find.
     const reading = remoteContext(parsed);
     const fetch = { clients: reading.clients, retry: reading.retry, log, maxBytes: 64 * 1024 ** 2 };
-    const { secret: original, version: generation } = await Promise.race([
+    const { secret: original, version } = await Promise.race([
       fetchPlaintext({ uri, ref, kmsKey, masterKey: undefined, format, out: undefined }, ref, fetch),
       reading.deadline.expire(),
     ]);
+    if (version === undefined) {
+      original.wipe();
+      throw new Error(`the ${ref.scheme}:// reader reported no version`); // a bug: fail closed
+    }
+    const read = version;
 
     const dir = mkdtempSync(join(tempfileDir, 'secret-fetch-edit-'));
     const removeDir = () => rmSync(dir, { recursive: true, force: true });
     const forget = context.onExit(removeDir);
     try {
-      const path = join(dir, basename(ref.object));
+      const path = join(dir, basename(name));
       const staged = new StagedFiles();
       staged.stage(path, original.reveal(), { mode: 0o600, allowDisk: true, uid: undefined, gid: undefined });
       staged.commit();
@@ -124,21 +149,34 @@ export const editCommand: Subcommand = {
           return 0;
         }
         await validateSecret(edited, format, describeSource(ref));
+        if (ref.scheme === 'sm' && edited.byteLength > SECRET_MANAGER_MAX_PAYLOAD) {
+          throw payloadTooLarge(`sm://${ref.project}/${ref.secret}`, edited.byteLength);
+        }
         const writing = remoteContext(parsed);
-        const upload = async () => {
+        const write = async () => {
           const data =
             kmsKey === undefined
               ? edited.reveal()
               : await sealForUpload(edited.reveal(), kmsKey, describeSource(ref), writing.clients, writing.retry);
-          return uploadSecretObject(
+          if (ref.scheme === 'sm') {
+            const version = await publishSecretVersion(
+              await writing.clients.secretManager(writing.retry),
+              { project: ref.project, secret: ref.secret, data, condition: { kind: 'on-top', version: read } },
+              writing.retry,
+              log,
+            );
+            return `sm://${ref.project}/${ref.secret}#${version}`;
+          }
+          const generation = await uploadSecretObject(
             await writing.clients.storage(writing.retry),
-            { bucket: ref.bucket, object: ref.object, data, ifGenerationMatch: generation as string },
+            { bucket: ref.bucket, object: ref.object, data, ifGenerationMatch: read },
             writing.retry,
             log,
           );
+          return `${describeSource(ref)}#${generation}`;
         };
-        const next = await Promise.race([upload(), writing.deadline.expire()]);
-        writeStdout(Buffer.from(`${describeSource(ref)}#${next}\n`));
+        const written = await Promise.race([write(), writing.deadline.expire()]);
+        writeStdout(Buffer.from(`${written}\n`));
         return 0;
       } finally {
         edited.wipe();

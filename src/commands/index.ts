@@ -45,13 +45,13 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
     load: async () => (await import('./show.ts')).getCommand,
   },
   push: {
-    usage: 'push FILE gs://BUCKET/OBJECT --kms-key KEY',
-    summary: 'check, encrypt and upload a secret (create only, or --if-generation N)',
+    usage: 'push FILE TARGET [--kms-key KEY]',
+    summary: 'check, encrypt and write a secret to gs://, berglas:// or sm:// (conditionally)',
     load: async () => (await import('./push.ts')).pushCommand,
   },
   edit: {
-    usage: 'edit gs://BUCKET/OBJECT --kms-key KEY',
-    summary: 'decrypt to tmpfs, $EDITOR, re-encrypt and upload if unchanged meanwhile',
+    usage: 'edit SOURCE [--kms-key KEY]',
+    summary: 'decrypt gs:// or sm:// to tmpfs, $EDITOR, write back if nobody wrote meanwhile',
     load: async () => (await import('./edit.ts')).editCommand,
   },
   doctor: {

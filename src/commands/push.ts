@@ -1,37 +1,87 @@
-// `secret-fetch push FILE TARGET`: validate, encrypt and upload a secret in one step, replacing
-// the hand-written `gcloud kms encrypt && gcloud storage cp` chains. Safe by default: the file
-// must parse in its format, gs:// objects are encrypted unless --plaintext says otherwise, and
-// the upload is conditional (create only, or replace exactly --if-generation).
+// `secret-fetch push FILE TARGET`: validate, encrypt and write a secret in one step, replacing
+// the hand-written `gcloud kms encrypt && gcloud storage cp` (or `gcloud secrets versions add`)
+// chains. Safe by default: the file must parse in its format, gs:// objects are encrypted unless
+// --plaintext says otherwise, and the write is conditional: create only, or replace exactly
+// --if-generation (Cloud Storage); a first version, or one on top of exactly --if-version (Secret
+// Manager, where that is a check just before the add: the API has no precondition).
 
 import { UsageError } from '../errors.ts';
 import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
 import { validateKmsKey } from '../options.ts';
 import { uploadSecretObject } from '../publish/gcs.ts';
+import {
+  payloadTooLarge,
+  publishSecretVersion,
+  SECRET_MANAGER_MAX_PAYLOAD,
+  secretUri,
+  type VersionCondition,
+} from '../publish/secretmanager.ts';
 import type { Secret } from '../secret.ts';
+import { BERGLAS_ID_METADATA, BERGLAS_KEY_METADATA } from '../sources/berglas.ts';
 import { readSecretFile } from '../sources/file.ts';
-import { describeSource, parseSourceRef, type SourceRef, sourceFileName } from '../sources/reference.ts';
-import { COMMON_HELP, parseSubcommand, remoteContext, writeStdout } from './common.ts';
+import {
+  describeSource,
+  type ObjectRef,
+  parseSourceRef,
+  type SecretManagerRef,
+  type SourceRef,
+  sourceFileName,
+} from '../sources/reference.ts';
+import {
+  COMMON_HELP,
+  type ParsedSubcommand,
+  parseSubcommand,
+  type RemoteContext,
+  remoteContext,
+  writeStdout,
+} from './common.ts';
 import type { Subcommand } from './index.ts';
-import { sealForUpload } from './seal.ts';
+import { sealBerglasForUpload, sealForUpload } from './seal.ts';
 
-const HELP = `Usage: secret-fetch push FILE TARGET --kms-key KEY [--if-generation N] [--format F]
+const HELP = `Usage: secret-fetch push FILE TARGET [--kms-key KEY] [--if-generation N | --if-version N | --create] [--format F]
 
-Checks that FILE parses in its format (by --format, else by TARGET's or FILE's name), encrypts it
-with Cloud KMS and uploads it to TARGET (gs://BUCKET/OBJECT) with Cache-Control: private, no-store.
-The upload is conditional: without --if-generation it creates the object only if it does not
-exist; with --if-generation N it replaces generation N only, so two operators never overwrite
-each other silently (exit 75 when the condition fails; nothing is written). Prints the new
-generation as TARGET#GENERATION. FILE may be - for stdin.
+Checks that FILE parses in its format (by --format, else by TARGET's or FILE's name; a secret ID
+has no extension, so for sm:// it is FILE's name), refuses an empty FILE, and writes it to TARGET:
+
+  gs://BUCKET/OBJECT       encrypted with --kms-key (Cloud KMS; an envelope over 64 KiB) and uploaded
+                           with Cache-Control: private, no-store. Without --if-generation the object
+                           is created only if it does not exist; with --if-generation N only
+                           generation N is replaced. Prints gs://BUCKET/OBJECT#GENERATION.
+  berglas://BUCKET/OBJECT  a berglas secret under --kms-key (required): berglas's body, whose data
+                           key is bound to the object name, and the berglas-kms-key and
+                           berglas-secret metadata, so berglas and berglas:// sources read it.
+                           Conditional as for gs://. Prints berglas://BUCKET/OBJECT#GENERATION.
+  sm://PROJECT/SECRET      a new Secret Manager version, at most 64 KiB: FILE itself, or with
+                           --kms-key its KMS ciphertext (read it with --source sm://... --kms-key).
+                           Without a flag the secret must exist and have no version yet; with
+                           --if-version N the newest version must still be N; --create creates the
+                           secret first (and fails if it exists). Secret Manager takes no
+                           precondition when adding a version, so --if-version is checked by a read
+                           just before the add, not atomically as on Cloud Storage: a version
+                           number higher than expected is reported as a warning. Prints
+                           sm://PROJECT/SECRET#VERSION.
+
+When a condition fails, push exits 75 and writes nothing. FILE may be - for stdin.
 
 Flags:
-  --kms-key KEY        projects/P/locations/L/keyRings/R/cryptoKeys/K (required unless --plaintext)
-  --if-generation N    replace generation N (see: secret-fetch show -v, or gcloud storage objects describe)
+  --kms-key KEY        projects/P/locations/L/keyRings/R/cryptoKeys/K (gs:// unless --plaintext, berglas://)
+  --if-generation N    gs://, berglas://: replace generation N (secret-fetch show -v, gcloud storage objects describe)
+  --if-version N       sm://: add a version only if N is still the newest (gcloud secrets versions list)
+  --create             sm://: create the secret (automatic replication), then add version 1
   --format FORMAT      ${['auto', ...FORMATS].join('|')} (default auto)
-  --plaintext          upload without encryption (the bucket's own encryption only)
+  --plaintext          gs:// only: upload without encryption (the bucket's own encryption only)
 
-Example:
+IAM: gs:// and berglas:// need storage.objects.create (and .delete to replace: roles/storage.objectUser)
+and roles/cloudkms.cryptoKeyEncrypter on the key; sm:// needs roles/secretmanager.secretVersionAdder
+and, for the check of the newest version, roles/secretmanager.viewer on the secret (--create:
+roles/secretmanager.admin on the project instead).
+
+Examples:
   secret-fetch push app.env gs://vault/app.env.enc --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k
   secret-fetch push app.env gs://vault/app.env.enc --kms-key ... --if-generation 1700000000000001
+  secret-fetch push app.env berglas://vault/app.env --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k
+  secret-fetch push app.env sm://my-project/app-env --create
+  secret-fetch push app.env sm://my-project/app-env --if-version 3
 
 ${COMMON_HELP}
 `;
@@ -39,9 +89,13 @@ ${COMMON_HELP}
 const FLAGS = {
   'kms-key': { type: 'string' },
   'if-generation': { type: 'string' },
+  'if-version': { type: 'string' },
+  create: { type: 'boolean' },
   format: { type: 'string' },
   plaintext: { type: 'boolean' },
 } as const;
+
+type PushFlags = ParsedSubcommand<typeof FLAGS>['values'];
 
 export const pushCommand: Subcommand = {
   run: async (argv, context) => {
@@ -56,47 +110,18 @@ export const pushCommand: Subcommand = {
     const { values } = parsed;
     const kmsKey = values['kms-key'];
     if (kmsKey !== undefined) validateKmsKey(kmsKey);
-    if (kmsKey === undefined && values.plaintext !== true) {
-      throw new UsageError(
-        `push to ${targetUri} without --kms-key`,
-        'add --kms-key KEY, or --plaintext to store it unencrypted',
-      );
-    }
-    if (kmsKey !== undefined && values.plaintext === true) {
-      throw new UsageError('--plaintext and --kms-key together', 'drop one of them');
-    }
-    const ifGeneration = values['if-generation'];
-    if (ifGeneration !== undefined && !/^[1-9][0-9]{0,19}$/.test(ifGeneration)) {
-      throw new UsageError(
-        `--if-generation ${ifGeneration} is not a generation`,
-        'give the decimal generation to replace',
-      );
-    }
-    if (target.generation !== undefined) {
-      throw new UsageError(
-        `push target ${targetUri} names a generation`,
-        'use --if-generation N to replace generation N',
-      );
-    }
+    const write = target.scheme === 'sm' ? planVersion(target, values) : planObject(target, targetUri, values);
 
     const plaintext = readInput(file);
     try {
       await validateSecret(plaintext, chooseFormat(values.format, target, file), file);
+      // Refused before any call: no KMS ciphertext of it could fit either.
+      if (target.scheme === 'sm' && plaintext.byteLength > SECRET_MANAGER_MAX_PAYLOAD) {
+        throw payloadTooLarge(secretUri(target), plaintext.byteLength);
+      }
       const remote = remoteContext(parsed);
-      const upload = async (): Promise<string> => {
-        const data =
-          kmsKey === undefined
-            ? plaintext.reveal()
-            : await sealForUpload(plaintext.reveal(), kmsKey, file, remote.clients, remote.retry);
-        return uploadSecretObject(
-          await remote.clients.storage(remote.retry),
-          { bucket: target.bucket, object: target.object, data, ifGenerationMatch: ifGeneration ?? '0' },
-          remote.retry,
-          parsed.log,
-        );
-      };
-      const generation = await Promise.race([upload(), remote.deadline.expire()]);
-      writeStdout(Buffer.from(`${describeSource(target)}#${generation}\n`));
+      const written = await Promise.race([write(plaintext, kmsKey, file, remote, parsed), remote.deadline.expire()]);
+      writeStdout(Buffer.from(`${written}\n`));
       return 0;
     } finally {
       plaintext.wipe();
@@ -104,12 +129,150 @@ export const pushCommand: Subcommand = {
   },
 };
 
-type GsTarget = Extract<SourceRef, { scheme: 'gs' }>;
+/** Writes the checked plaintext; resolves to what push prints (TARGET#GENERATION or #VERSION). */
+type Write = (
+  plaintext: Secret,
+  kmsKey: string | undefined,
+  file: string,
+  remote: RemoteContext,
+  parsed: ParsedSubcommand<typeof FLAGS>,
+) => Promise<string>;
 
-function parseTarget(uri: string): GsTarget {
+/** gs:// and berglas://: flags checked up front, then an upload conditioned on the generation. */
+function planObject(target: ObjectRef, uri: string, values: PushFlags): Write {
+  const kmsKey = values['kms-key'];
+  refuse(
+    values['if-version'] !== undefined || values.create === true,
+    `--if-version and --create are for sm:// targets`,
+    `to replace an object, use --if-generation N`,
+  );
+  if (target.scheme === 'berglas') {
+    refuse(
+      kmsKey === undefined,
+      `push to ${uri} without --kms-key`,
+      'a berglas secret is always encrypted: add --kms-key KEY',
+    );
+    refuse(
+      values.plaintext === true,
+      '--plaintext with a berglas:// target',
+      'a berglas secret is always encrypted: drop --plaintext',
+    );
+  } else {
+    refuse(
+      kmsKey === undefined && values.plaintext !== true,
+      `push to ${uri} without --kms-key`,
+      'add --kms-key KEY, or --plaintext to store it unencrypted',
+    );
+    refuse(kmsKey !== undefined && values.plaintext === true, '--plaintext and --kms-key together', 'drop one of them');
+  }
+  const ifGeneration = values['if-generation'];
+  refuse(
+    ifGeneration !== undefined && !/^[1-9][0-9]{0,19}$/.test(ifGeneration),
+    `--if-generation ${ifGeneration} is not a generation`,
+    'give the decimal generation to replace',
+  );
+  refuse(
+    target.generation !== undefined,
+    `push target ${uri} names a generation`,
+    'use --if-generation N to replace generation N',
+  );
+
+  return async (plaintext, key, file, remote, parsed) => {
+    const data =
+      key === undefined
+        ? plaintext.reveal()
+        : target.scheme === 'berglas'
+          ? await sealBerglasForUpload(plaintext.reveal(), key, target.object, file, remote.clients, remote.retry)
+          : await sealForUpload(plaintext.reveal(), key, file, remote.clients, remote.retry);
+    const metadata =
+      target.scheme === 'berglas' && key !== undefined
+        ? { [BERGLAS_ID_METADATA]: '1', [BERGLAS_KEY_METADATA]: key }
+        : undefined;
+    const generation = await uploadSecretObject(
+      await remote.clients.storage(remote.retry),
+      {
+        bucket: target.bucket,
+        object: target.object,
+        uri: describeSource(target),
+        data,
+        ifGenerationMatch: ifGeneration ?? '0',
+        ...(metadata === undefined ? {} : { metadata }),
+      },
+      remote.retry,
+      parsed.log,
+    );
+    return `${describeSource(target)}#${generation}`;
+  };
+}
+
+/** sm://: flags checked up front, then the condition read and the version added. */
+function planVersion(target: SecretManagerRef, values: PushFlags): Write {
+  const where = secretUri(target);
+  refuse(
+    values['if-generation'] !== undefined,
+    '--if-generation is for gs:// and berglas:// targets',
+    `to add a version on top of version N of ${where}, use --if-version N`,
+  );
+  refuse(
+    values.plaintext === true,
+    `--plaintext with ${where}`,
+    'drop it: without --kms-key the file itself is the payload (Secret Manager encrypts it at rest)',
+  );
+  const ifVersion = values['if-version'];
+  refuse(
+    ifVersion !== undefined && !/^[1-9][0-9]{0,19}$/.test(ifVersion),
+    `--if-version ${ifVersion} is not a version number`,
+    'give the number of the newest version (gcloud secrets versions list)',
+  );
+  refuse(
+    ifVersion !== undefined && values.create === true,
+    '--create and --if-version together',
+    'a secret being created has no version: drop --if-version',
+  );
+  const condition: VersionCondition =
+    values.create === true
+      ? { kind: 'create' }
+      : ifVersion === undefined
+        ? { kind: 'first' }
+        : { kind: 'on-top', version: ifVersion };
+
+  return async (plaintext, kmsKey, file, remote, parsed) => {
+    const data =
+      kmsKey === undefined
+        ? plaintext.reveal()
+        : await sealForUpload(plaintext.reveal(), kmsKey, file, remote.clients, remote.retry);
+    // KMS adds its own bytes: a ciphertext over the limit is refused before Secret Manager is called.
+    if (data.length > SECRET_MANAGER_MAX_PAYLOAD) throw payloadTooLarge(where, data.length);
+    const version = await publishSecretVersion(
+      await remote.clients.secretManager(remote.retry),
+      { project: target.project, secret: target.secret, data, condition },
+      remote.retry,
+      parsed.log,
+    );
+    return `${where}#${version}`;
+  };
+}
+
+function refuse(condition: boolean, message: string, hint: string): void {
+  if (condition) throw new UsageError(message, hint);
+}
+
+type Target = ObjectRef | SecretManagerRef;
+
+function parseTarget(uri: string): Target {
   const ref = parseSourceRef(uri);
-  if (ref.scheme !== 'gs') {
-    throw new UsageError(`push target ${uri} is not a gs:// object`, 'write gs://BUCKET/OBJECT');
+  if (ref.scheme === 'file') {
+    throw new UsageError(
+      `push target ${uri} is not a gs://, berglas:// or sm:// target`,
+      'write gs://BUCKET/OBJECT, berglas://BUCKET/OBJECT or sm://PROJECT/SECRET',
+    );
+  }
+  // The reference fills in `latest`: look at what was written.
+  if (ref.scheme === 'sm' && (uri.includes('#') || uri.includes('/versions/'))) {
+    throw new UsageError(
+      `push target ${uri} names a version`,
+      `push adds a new version: write ${secretUri(ref)} (and --if-version N to add on top of version N)`,
+    );
   }
   return ref;
 }

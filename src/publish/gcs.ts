@@ -15,6 +15,10 @@ export interface UploadRequest {
   readonly data: Buffer;
   /** The generation to replace, or '0' to create only if absent. */
   readonly ifGenerationMatch: string;
+  /** How messages name the target (default gs://BUCKET/OBJECT; push to berglas:// says berglas://). */
+  readonly uri?: string;
+  /** Custom metadata (x-goog-meta-*), e.g. berglas's key name. */
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 /** Secrets must never sit in a cache between GCS and a reader. */
@@ -27,8 +31,8 @@ export async function uploadSecretObject(
   retry: Retry,
   log: Logger,
 ): Promise<string> {
-  const { bucket, object, data, ifGenerationMatch } = request;
-  const where = `gs://${bucket}/${object}`;
+  const { bucket, object, data, ifGenerationMatch, metadata } = request;
+  const where = request.uri ?? `gs://${bucket}/${object}`;
   const file = storage.bucket(bucket).file(object);
   let attempts = 0;
   try {
@@ -40,7 +44,11 @@ export async function uploadSecretObject(
           resumable: false,
           validation: 'crc32c',
           preconditionOpts: { ifGenerationMatch: Number(ifGenerationMatch) },
-          metadata: { contentType: 'application/octet-stream', cacheControl: SECRET_CACHE_CONTROL },
+          metadata: {
+            contentType: 'application/octet-stream',
+            cacheControl: SECRET_CACHE_CONTROL,
+            ...(metadata === undefined ? {} : { metadata: { ...metadata } }),
+          },
         });
       },
       (error) =>

@@ -15,6 +15,8 @@ type BerglasRef = Extract<SourceRef, { scheme: 'berglas' }>;
 
 /** The metadata key under which berglas stores the KMS key's name. */
 export const BERGLAS_KEY_METADATA = 'berglas-kms-key';
+/** The metadata key, set to "1", by which berglas tells its secrets from other objects in a bucket. */
+export const BERGLAS_ID_METADATA = 'berglas-secret';
 
 /**
  * Reads and decrypts a berglas secret. With `expectedKey` (--kms-key), the object must name

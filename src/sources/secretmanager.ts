@@ -18,7 +18,14 @@ import { Secret } from '../secret.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
 import { describeSource, type SecretManagerRef, secretVersionName } from './reference.ts';
 
-export type SecretManagerClient = Pick<SecretManagerServiceClient, 'accessSecretVersion' | 'getSecretVersion'>;
+/**
+ * What secret-fetch calls: access and get version (the sm:// reader), addSecretVersion and
+ * createSecret (push and edit, src/publish/secretmanager.ts), testIamPermissions (doctor).
+ */
+export type SecretManagerClient = Pick<
+  SecretManagerServiceClient,
+  'accessSecretVersion' | 'getSecretVersion' | 'addSecretVersion' | 'createSecret' | 'testIamPermissions'
+>;
 
 export async function createSecretManagerClient(
   endpoint: string | undefined,
@@ -35,7 +42,7 @@ export async function createSecretManagerClient(
 // One retry policy, ours. `maxRetries: 0` alone would turn a 429 or 503 (AccessSecretVersion's own
 // retry codes) into a DEADLINE_EXCEEDED "Exceeded maximum number of retries" that hides the status;
 // with no retry codes the first error comes back as it is.
-const ONE_ATTEMPT = { maxRetries: 0, retry: { retryCodes: [] } };
+export const ONE_ATTEMPT = { maxRetries: 0, retry: { retryCodes: [] } };
 
 export async function accessSecretVersion(ref: SecretManagerRef, context: FetchContext): Promise<FetchedSecret> {
   const where = describeSource(ref);

@@ -7,9 +7,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
-import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
+import { addSecretVersion, encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
+import { writeBerglasObject } from '../fixtures/envelopes.ts';
 import { startTestServers, type TestServers } from '../servers/start.ts';
-import { expectFailure, expectNoCanary, KEY, type Result, ROOT, runBinary, tmpfsDir } from './harness.ts';
+import { expectFailure, expectNoCanary, KEY, OTHER_KEY, type Result, ROOT, runBinary, tmpfsDir } from './harness.ts';
 
 let servers: TestServers;
 let out: { dir: string; cleanup: () => void };
@@ -18,6 +19,8 @@ let scratch: string;
 const CANARY = `canary-${randomBytes(8).toString('hex')}`;
 const OBJECT = 'gs://vault/app/secrets.cfg.enc';
 const EMAIL = 'web@doctor-demo.iam.gserviceaccount.com';
+const SECRET = 'projects/doctor-demo/secrets/db-password';
+const BERGLAS = 'berglas://vault/app/berglas.env';
 
 beforeAll(async () => {
   servers = await startTestServers();
@@ -25,6 +28,9 @@ beforeAll(async () => {
   const ciphertext = await encryptWithKms(servers.kms.url, KEY, Buffer.from(`SECRET_KEY = "${CANARY}"\n`));
   await uploadObject(servers.gcs.url, 'vault', 'app/secrets.cfg.enc', ciphertext);
   await uploadObject(servers.gcs.url, 'vault', 'app/other.env', Buffer.from(`TOKEN=${CANARY}\n`));
+  servers.kms.createKey(OTHER_KEY);
+  await addSecretVersion(servers.secretManager.url, SECRET, Buffer.from(CANARY));
+  await writeBerglasObject(servers, 'vault', 'app/berglas.env', Buffer.from(`TOKEN=${CANARY}\n`), OTHER_KEY);
   // Not tmpfs: the worktree's own disk, as in test/sinks/file.test.ts.
   scratch = mkdtempSync(join(ROOT, '.doctor-test-'));
 });
@@ -35,6 +41,7 @@ afterAll(async () => {
 beforeEach(() => {
   servers.gcs.reset();
   servers.kms.reset();
+  servers.secretManager.reset();
   out = tmpfsDir();
 });
 afterEach(() => out.cleanup());
@@ -215,13 +222,107 @@ describe('secret-fetch doctor', () => {
     expectNoCanary(result, [CANARY]);
   });
 
-  it('says plainly that sm:// and berglas:// sources are not checked by this build', async () => {
-    const result = await doctor(['sm://my-project/db-password', 'berglas://vault/app']);
-    expect(result.code).toBe(0);
-    expect(checkLines(result).slice(1)).toEqual([
-      'warn  sm://my-project/db-password#latest: not checked by this build (it checks gs:// objects and files)',
-      'warn  berglas://vault/app: not checked by this build (it checks gs:// objects and files)',
+  it('checks an sm:// secret: the access permission, then the version metadata, never the payload', async () => {
+    const result = await doctor(['sm://doctor-demo/db-password']);
+    expect(result.code, result.stdout).toBe(0);
+    expect(checkLines(result)).toEqual([
+      expect.stringMatching(
+        /^ok {4}credentials: none found, and none needed \(Secret Manager at http:.* is reached over http:/,
+      ),
+      'ok    sm://doctor-demo/db-password: secretmanager.versions.access granted',
+      'ok    sm://doctor-demo/db-password#latest: version 1 (latest) exists and is enabled (not accessed)',
     ]);
+    expect(servers.secretManager.requests.map((r) => [r.method, r.path])).toEqual(
+      expect.arrayContaining([
+        ['POST', `/v1/${SECRET}:testIamPermissions`],
+        ['GET', `/v1/${SECRET}/versions/latest`],
+      ]),
+    );
+    expect(servers.secretManager.requests.some((r) => r.path.endsWith(':access'))).toBe(false);
+    expectNoCanary(result, [CANARY]);
+  });
+
+  it('fails a denied secret with 77 and the accessor grant on that secret for that account', async () => {
+    servers.secretManager.denySecret(SECRET);
+    const key = serviceAccountKeyFile();
+    const result = await doctor(['sm://doctor-demo/db-password'], { GOOGLE_APPLICATION_CREDENTIALS: key.path });
+    expect(result.code, result.stdout).toBe(EXIT.permission);
+    expect(result.stdout).toContain(
+      `FAIL  sm://doctor-demo/db-password: secretmanager.versions.access is not granted to serviceAccount:${EMAIL} (or the secret does not exist)\n` +
+        `      fix: gcloud secrets add-iam-policy-binding db-password --project=doctor-demo --member=serviceAccount:${EMAIL} --role=roles/secretmanager.secretAccessor\n`,
+    );
+    expect(checkLines(result)).toHaveLength(2);
+    expect(summaryLine(result)).toBe('1 failed, 1 passed: exit 77 (permission)');
+  });
+
+  it('fails a missing secret with 66, and a disabled version with 66 and the command that enables it', async () => {
+    const missing = await doctor(['sm://doctor-demo/nope']);
+    expect(missing.code, missing.stdout).toBe(EXIT.notFound);
+    expect(missing.stdout).toContain(
+      'FAIL  the secret nope does not exist in project doctor-demo\n      fix: check the name (gcloud secrets list --project=doctor-demo), or create it: secret-fetch push FILE sm://doctor-demo/nope --create\n',
+    );
+    const rotated = 'projects/doctor-demo/secrets/rotated';
+    servers.secretManager.createSecret(rotated);
+    servers.secretManager.addVersion(rotated, 'first');
+    servers.secretManager.addVersion(rotated, 'second', { state: 'DISABLED' });
+    const disabled = await doctor(['sm://doctor-demo/rotated', 'sm://doctor-demo/rotated#1']);
+    expect(disabled.code, disabled.stdout).toBe(EXIT.notFound);
+    expect(checkLines(disabled).slice(1)).toEqual([
+      'ok    sm://doctor-demo/rotated: secretmanager.versions.access granted',
+      'FAIL  sm://doctor-demo/rotated#latest: version 2 (latest) is disabled',
+      'ok    sm://doctor-demo/rotated#1: version 1 exists and is enabled (not accessed)',
+    ]);
+    expect(disabled.stdout).toContain(
+      '      fix: gcloud secrets versions enable 2 --secret=rotated --project=doctor-demo, or pin an enabled version with #N (latest never skips it)\n',
+    );
+  });
+
+  it('with the accessor role alone, passes the secret and says the version could not be looked at', async () => {
+    servers.secretManager.grant(SECRET, ['secretmanager.versions.access']);
+    const result = await doctor(['sm://doctor-demo/db-password#1']);
+    expect(result.code, result.stdout).toBe(0);
+    expect(checkLines(result).slice(1)).toEqual([
+      'ok    sm://doctor-demo/db-password: secretmanager.versions.access granted',
+      'warn  sm://doctor-demo/db-password#1: not checked whether this version exists and is enabled: secretmanager.versions.get is not granted (the accessor role does not include it; only --refresh on latest or an alias needs it)',
+    ]);
+  });
+
+  it('checks a berglas:// object like a gs:// one, then the key its metadata names', async () => {
+    const result = await doctor([BERGLAS]);
+    expect(result.code, result.stdout).toBe(0);
+    expect(checkLines(result).slice(1)).toEqual([
+      'ok    gs://vault: storage.objects.get granted',
+      expect.stringMatching(
+        /^ok {4}berglas:\/\/vault\/app\/berglas\.env: exists, generation [0-9]+, [0-9]+ bytes \(not downloaded\)$/,
+      ),
+      `ok    ${OTHER_KEY}: cloudkms.cryptoKeyVersions.useToDecrypt granted`,
+    ]);
+    expect(servers.kms.requests.map((r) => r.path)).toEqual([`/v1/${OTHER_KEY}:testIamPermissions`]);
+    expect(servers.gcs.requests.some((r) => r.query.alt === 'media')).toBe(false);
+  });
+
+  it('fails a berglas object whose key is denied with 77 and the grant on that key', async () => {
+    servers.kms.denyKey(OTHER_KEY);
+    const result = await doctor([BERGLAS, 'gs://vault/app/other.env']);
+    expect(result.code, result.stdout).toBe(EXIT.permission);
+    expect(result.stdout).toContain(
+      `FAIL  ${OTHER_KEY}: cloudkms.cryptoKeyVersions.useToDecrypt is not granted to serviceAccount:SERVICE_ACCOUNT_EMAIL (or the key does not exist: KMS does not say which)\n` +
+        '      fix: gcloud kms keys add-iam-policy-binding other --location=global --keyring=apps --project=demo --member=serviceAccount:SERVICE_ACCOUNT_EMAIL --role=roles/cloudkms.cryptoKeyDecrypter',
+    );
+    expect(summaryLine(result)).toBe('1 failed, 4 passed: exit 77 (permission)');
+  });
+
+  it('refuses a berglas object under another key than --kms-key (76), or without berglas metadata (65)', async () => {
+    const pinned = await doctor([BERGLAS, '--kms-key', KEY]);
+    expect(pinned.code, pinned.stdout).toBe(EXIT.integrity);
+    expect(pinned.stdout).toContain(
+      `FAIL  ${BERGLAS} names the key ${OTHER_KEY} in its berglas-kms-key metadata, not the --kms-key ${KEY}\n`,
+    );
+    const plain = await doctor(['berglas://vault/app/other.env']);
+    expect(plain.code, plain.stdout).toBe(EXIT.format);
+    expect(plain.stdout).toContain(
+      'FAIL  berglas://vault/app/other.env is not a berglas secret: its metadata has no berglas-kms-key\n',
+    );
   });
 
   it('reports a failing service as unavailable (69) once the retries run out', async () => {

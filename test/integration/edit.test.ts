@@ -6,7 +6,13 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
-import { decryptWithKmsClient, encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
+import {
+  accessSecretVersion,
+  addSecretVersion,
+  decryptWithKmsClient,
+  encryptWithKms,
+  uploadObject,
+} from '../fixtures/cloud.ts';
 import { startTestServers, type TestServers } from '../servers/start.ts';
 import { expectFailure, filesIn, KEY, runBinary, tmpfsDir } from './harness.ts';
 
@@ -143,7 +149,7 @@ describe('edit', () => {
     expectFailure(
       await runBinary(['edit', '/etc/hostname', '--kms-key', KEY], { env: servers.env }),
       EXIT.usage,
-      /only gs:\/\/ objects can be edited/,
+      /only gs:\/\/ objects and sm:\/\/ secrets can be edited/,
     );
     expectFailure(
       await runBinary(['edit', `gs://vault/${object}`], { env: servers.env }),
@@ -151,5 +157,68 @@ describe('edit', () => {
       /without --kms-key/,
     );
     expect(servers.gcs.requests).toEqual([]);
+  });
+});
+
+describe('edit sm://', () => {
+  const PROJECT = 'edit-project';
+  let secret = '';
+  const uri = () => `sm://${PROJECT}/${secret}`;
+  const versionText = async (version: string) =>
+    (
+      await decryptWithKmsClient(
+        servers.kms.url,
+        KEY,
+        await accessSecretVersion(
+          servers.secretManager.url,
+          `projects/${PROJECT}/secrets/${secret}/versions/${version}`,
+        ),
+      )
+    ).toString();
+  const editSecret = (editorPath: string, extra: string[] = []) =>
+    runBinary(['edit', uri(), '--kms-key', KEY, '--format', 'dotenv', '--tempfile-dir', temp.dir, ...extra], {
+      env: { ...servers.env, EDITOR: editorPath },
+    });
+
+  beforeEach(async () => {
+    secret = `app-${randomBytes(4).toString('hex')}`;
+    const ciphertext = await encryptWithKms(servers.kms.url, KEY, Buffer.from(ORIGINAL));
+    await addSecretVersion(servers.secretManager.url, `projects/${PROJECT}/secrets/${secret}`, ciphertext);
+  });
+
+  it('reads the latest version, and adds the change as the next version while it is still the newest', async () => {
+    const { path, seen } = editor(`sed -i 's/DB_USER=app/DB_USER=web/' "$f"`);
+    const result = await editSecret(path);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe(`${uri()}#2\n`);
+    expect(await versionText('2')).toBe(ORIGINAL.replace('DB_USER=app', 'DB_USER=web'));
+    expect(await versionText('1')).toBe(ORIGINAL);
+    const file = readFileSync(seen, 'utf8').trim().split('\n')[3] as string;
+    expect(file.endsWith(`/${secret}`)).toBe(true);
+    expect(filesIn(temp.dir)).toEqual([]);
+  });
+
+  it('a version added while the editor is open wins: 75, and no version is added on top of it', async () => {
+    const control = `${servers.secretManager.url}/_emulator/versions`;
+    const body = JSON.stringify({ secret: `projects/${PROJECT}/secrets/${secret}`, data: 'b3RoZXI=' });
+    const { path } = editor(
+      `python3 -c "import urllib.request as u; u.urlopen(u.Request('${control}', data=b'${body.replaceAll('"', '\\"')}', method='POST'))"\necho EXTRA=1 >> "$f"`,
+    );
+    servers.secretManager.requests.length = 0;
+    const result = await editSecret(path);
+    expectFailure(result, EXIT.conflict, /is no longer at version 1: version 2 was added since/, [PASSWORD]);
+    expect(servers.secretManager.requests.some((r) => r.path.endsWith(':addVersion'))).toBe(false);
+    expect(filesIn(temp.dir)).toEqual([]);
+  });
+
+  it('refuses a #version before reading anything', async () => {
+    servers.secretManager.requests.length = 0;
+    expectFailure(
+      await runBinary(['edit', `${uri()}#1`], { env: servers.env }),
+      EXIT.usage,
+      /names a version \(edit the latest version/,
+    );
+    expect(servers.secretManager.requests).toEqual([]);
   });
 });

@@ -1,7 +1,7 @@
 // secret-fetch push: validate, encrypt and upload conditionally, against the test servers; what
 // it uploads is read back by the entrypoint path and by the independent KMS client.
 
-import { randomBytes } from 'node:crypto';
+import { createDecipheriv, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -127,7 +127,7 @@ describe('push', () => {
     expectFailure(
       await run(['push', file('f.env', 'A=1\n'), 'file:/tmp/x', '--kms-key', KEY]),
       EXIT.usage,
-      /is not a gs:\/\/ object/,
+      /is not a gs:\/\/, berglas:\/\/ or sm:\/\/ target/,
     );
     expect(servers.gcs.requests).toEqual([]);
   });
@@ -178,5 +178,82 @@ describe('push', () => {
     const result = await run(['push', file('p.json', '{"A":"1"}'), 'gs://vault/push/p.json', '--plaintext']);
     expect(result.code, result.stderr).toBe(0);
     expect(servers.gcs.getObject('vault', 'push/p.json')?.data.toString()).toBe('{"A":"1"}');
+  });
+});
+
+describe('push to berglas://', () => {
+  /** Opens a berglas body the way berglas does, with the real KMS client and node:crypto only. */
+  async function openIndependently(body: Buffer, boundTo: string): Promise<string> {
+    const [wrapped, sealed] = body
+      .toString('latin1')
+      .split(':')
+      .map((part) => Buffer.from(part, 'base64'));
+    const dek = await decryptWithKmsClient(servers.kms.url, KEY, wrapped as Buffer, Buffer.from(boundTo));
+    const data = sealed as Buffer;
+    const decipher = createDecipheriv('aes-256-gcm', dek, data.subarray(0, 12));
+    decipher.setAuthTag(data.subarray(data.length - 16));
+    return Buffer.concat([decipher.update(data.subarray(12, data.length - 16)), decipher.final()]).toString();
+  }
+
+  it('writes a berglas secret: berglas metadata, data key bound to the object name, read back by berglas://', async () => {
+    const object = `push/${randomBytes(4).toString('hex')}/app.env`;
+    const result = await run(['push', file('app.env', DOTENV), `berglas://vault/${object}`, '--kms-key', KEY]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const stored = servers.gcs.getObject('vault', object);
+    expect(result.stdout).toBe(`berglas://vault/${object}#${stored?.generation}\n`);
+    expect(stored?.metadata).toEqual({ 'berglas-secret': '1', 'berglas-kms-key': KEY });
+    expect(stored?.cacheControl).toBe('private, no-store');
+    const body = stored?.data as Buffer;
+    expect(body.toString('latin1')).toMatch(/^[A-Za-z0-9+/]+=*:[A-Za-z0-9+/]+=*$/);
+    expect(body.includes(Buffer.from(PASSWORD))).toBe(false);
+    // Independently: KMS unwraps the data key only with the object name as AAD.
+    expect(await openIndependently(body, object)).toBe(DOTENV);
+    await expect(openIndependently(body, `${object}.copy`)).rejects.toThrow();
+    const back = await run([
+      '--source',
+      `berglas://vault/${object}`,
+      '--kms-key',
+      KEY,
+      '--env',
+      '--',
+      'sh',
+      '-c',
+      'echo "$DB_PASSWORD"',
+    ]);
+    expect(back.stdout).toBe(`${PASSWORD}\n`);
+  });
+
+  it('is conditional like gs://: create only, or replace exactly --if-generation', async () => {
+    const object = `push/${randomBytes(4).toString('hex')}/race.env`;
+    const uri = `berglas://vault/${object}`;
+    const first = await run(['push', file('a.env', 'A=1\n'), uri, '--kms-key', KEY]);
+    expect(first.code, first.stderr).toBe(0);
+    const generation = first.stdout.trim().split('#')[1] as string;
+    expectFailure(
+      await run(['push', file('b.env', 'A=2\n'), uri, '--kms-key', KEY]),
+      EXIT.conflict,
+      new RegExp(`^secret-fetch: error: berglas://vault/${object} already exists`),
+    );
+    const replaced = await run(['push', file('c.env', 'A=3\n'), uri, '--kms-key', KEY, '--if-generation', generation]);
+    expect(replaced.code, replaced.stderr).toBe(0);
+    expect(await openIndependently(servers.gcs.getObject('vault', object)?.data as Buffer, object)).toBe('A=3\n');
+  });
+
+  it('refuses a berglas:// target without --kms-key, or with --plaintext, before any call', async () => {
+    servers.gcs.requests.length = 0;
+    servers.kms.requests.length = 0;
+    expectFailure(
+      await run(['push', file('a.env', 'A=1\n'), 'berglas://vault/push/k.env']),
+      EXIT.usage,
+      /without --kms-key \(a berglas secret is always encrypted/,
+    );
+    expectFailure(
+      await run(['push', file('a.env', 'A=1\n'), 'berglas://vault/push/k.env', '--kms-key', KEY, '--plaintext']),
+      EXIT.usage,
+      /--plaintext with a berglas:\/\/ target/,
+    );
+    expect(servers.gcs.requests).toEqual([]);
+    expect(servers.kms.requests).toEqual([]);
   });
 });

@@ -67,13 +67,24 @@ export function failFrom(check: string, resource: string, error: unknown, fix?: 
 
 // The most important failure decides the exit code: without a permission nothing else can be
 // seen properly (Cloud Storage answers 403, not 404, for an object one may not read), a missing
-// resource next, then the output, then a service that failed (the check may pass on a retry).
-const PRIORITY: readonly number[] = [EXIT.permission, EXIT.notFound, EXIT.output, EXIT.unavailable, EXIT.internal];
+// resource next, then what was found but is wrong (a berglas object's metadata), then the
+// output, then a service that failed (the check may pass on a retry).
+const PRIORITY: readonly number[] = [
+  EXIT.permission,
+  EXIT.notFound,
+  EXIT.integrity,
+  EXIT.format,
+  EXIT.output,
+  EXIT.unavailable,
+  EXIT.internal,
+];
 
 const CLASS_NAMES: Readonly<Record<number, string>> = {
   [EXIT.usage]: 'usage',
   [EXIT.permission]: 'permission',
   [EXIT.notFound]: 'not found',
+  [EXIT.integrity]: 'integrity',
+  [EXIT.format]: 'format',
   [EXIT.output]: 'output',
   [EXIT.unavailable]: 'unavailable',
   [EXIT.internal]: 'internal',

@@ -6,7 +6,6 @@ import { dirname } from 'node:path';
 import { UsageError } from '../../errors.ts';
 import { checkWritableTarget, memoryFilesystemOf } from '../../sinks/file.ts';
 import { openSecretFile } from '../../sources/file.ts';
-import { describeSource, type SourceRef } from '../../sources/reference.ts';
 import { type Check, failFrom, ok, warn } from './checklist.ts';
 
 export function checkFileSource(path: string): Check {
@@ -42,10 +41,4 @@ export function checkOutTarget(target: string, allowDisk: boolean): Check {
   } catch (error) {
     return failFrom('out', target, error);
   }
-}
-
-/** A source this build cannot read yet: said plainly, as a warning (see doctor.ts, sourceChecks). */
-export function notCheckedByThisBuild(ref: SourceRef): Check {
-  const where = describeSource(ref);
-  return warn('source', where, `${where}: not checked by this build (it checks gs:// objects and files)`);
 }

@@ -5,6 +5,8 @@
 export const OBJECT_VIEWER = 'roles/storage.objectViewer';
 /** The role that holds cloudkms.cryptoKeyVersions.useToDecrypt (and not encrypt). */
 export const KEY_DECRYPTER = 'roles/cloudkms.cryptoKeyDecrypter';
+/** The role that holds secretmanager.versions.access (and nothing else). */
+export const SECRET_ACCESSOR = 'roles/secretmanager.secretAccessor';
 
 /** `gcloud storage buckets add-iam-policy-binding gs://BUCKET --member=M --role=roles/storage.objectViewer`. */
 export function bucketGrant(bucket: string, member: string): string {
@@ -30,6 +32,15 @@ export function kmsKeyGrant(keyName: string, member: string): string {
     ],
     member,
     KEY_DECRYPTER,
+  );
+}
+
+/** `gcloud secrets add-iam-policy-binding SECRET --project=P --member=M --role=roles/secretmanager.secretAccessor`. */
+export function secretGrant(project: string, secret: string, member: string): string {
+  return command(
+    ['gcloud', 'secrets', 'add-iam-policy-binding', secret, `--project=${project}`],
+    member,
+    SECRET_ACCESSOR,
   );
 }
 

@@ -1,18 +1,25 @@
-// gs:// sources: does the caller hold storage.objects.get on the bucket (testIamPermissions), and
-// does each object exist (its metadata: generation and size). Nothing is downloaded.
+// gs:// and berglas:// sources: does the caller hold storage.objects.get on the bucket
+// (testIamPermissions), and does each object exist (its metadata: generation and size). Nothing is
+// downloaded. A berglas object's metadata names its KMS key, which `followUp` checks next.
 
 import { EXIT, NotFoundError, PermissionError } from '../../errors.ts';
-import { mapStorageError } from '../../sources/gcs.ts';
-import { describeSource, type SourceRef } from '../../sources/reference.ts';
+import { type CustomMetadata, mapStorageError } from '../../sources/gcs.ts';
+import { describeSource, type ObjectRef } from '../../sources/reference.ts';
 import { type Check, type CheckContext, fail, failFrom, ok, warn } from './checklist.ts';
 import { bucketGrant } from './grants.ts';
 
-export type GsRef = Extract<SourceRef, { scheme: 'gs' }>;
+/** More checks that an existing object's custom metadata calls for (a berglas object's key). */
+export type FollowUp = (ref: ObjectRef, metadata: CustomMetadata) => Promise<readonly Check[]>;
 
 const GET = 'storage.objects.get';
 
-/** The bucket's line, then one line per object of `refs` (all in that bucket). */
-export async function checkBucket(bucket: string, refs: readonly GsRef[], context: CheckContext): Promise<Check[]> {
+/** The bucket's line, then one line per object of `refs` (all in that bucket), each with its follow-ups. */
+export async function checkBucket(
+  bucket: string,
+  refs: readonly ObjectRef[],
+  context: CheckContext,
+  followUp: FollowUp,
+): Promise<Check[]> {
   const where = `gs://${bucket}`;
   const grant = bucketGrant(bucket, context.member);
   let granted: boolean | undefined;
@@ -37,7 +44,8 @@ export async function checkBucket(bucket: string, refs: readonly GsRef[], contex
   } catch (error) {
     bucketCheck = failFrom('bucket', where, error);
   }
-  const objects = await Promise.all(refs.map((ref) => checkObject(ref, context, grant)));
+  const found = await Promise.all(refs.map((ref) => checkObject(ref, context, grant)));
+  const objects = found.map((f) => f.check);
   // Bucket IAM is not the whole story on a bucket with fine-grained access: an object ACL can
   // grant the read the bucket's policy does not.
   if (granted === false && objects.every((o) => o.status === 'ok')) {
@@ -48,10 +56,20 @@ export async function checkBucket(bucket: string, refs: readonly GsRef[], contex
       grant,
     );
   }
-  return [bucketCheck, ...objects];
+  const more = await Promise.all(
+    found.map(({ ref, metadata }) => (metadata === undefined ? [] : followUp(ref, metadata))),
+  );
+  return [bucketCheck, ...found.flatMap((f, i) => [f.check, ...(more[i] ?? [])])];
 }
 
-async function checkObject(ref: GsRef, context: CheckContext, grant: string): Promise<Check> {
+interface FoundObject {
+  readonly ref: ObjectRef;
+  readonly check: Check;
+  /** The custom metadata of an object that exists. */
+  readonly metadata?: CustomMetadata;
+}
+
+async function checkObject(ref: ObjectRef, context: CheckContext, grant: string): Promise<FoundObject> {
   const where = describeSource(ref);
   try {
     const storage = await context.clients.storage(context.retry);
@@ -71,12 +89,17 @@ async function checkObject(ref: GsRef, context: CheckContext, grant: string): Pr
     );
     const generation = String(metadata.generation ?? '');
     const size = String(metadata.size ?? '');
-    return ok('object', where, `${where}: exists, generation ${generation}, ${size} bytes (not downloaded)`, {
+    const custom: Record<string, string> = {};
+    for (const [key, value] of Object.entries(metadata.metadata ?? {})) {
+      if (typeof value === 'string') custom[key] = value;
+    }
+    const check = ok('object', where, `${where}: exists, generation ${generation}, ${size} bytes (not downloaded)`, {
       generation,
       size,
     });
+    return { ref, check, metadata: custom };
   } catch (error) {
-    return failFrom('object', where, error);
+    return { ref, check: failFrom('object', where, error) };
   }
 }
 

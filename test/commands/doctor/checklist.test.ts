@@ -12,17 +12,18 @@ import {
 } from '../../../src/commands/doctor/checklist.ts';
 import { EXIT, NotFoundError, PermissionError } from '../../../src/errors.ts';
 
+const wrongKey = fail('berglas-key', 'berglas://vault/a', 'names another key', EXIT.integrity);
 const good = ok('bucket', 'gs://vault', 'gs://vault: storage.objects.get granted');
 const denied = fail('kms-key', 'k', 'k: not granted', EXIT.permission, 'gcloud kms keys add-iam-policy-binding k');
 const missing = fail('object', 'gs://vault/x', 'gs://vault/x does not exist', EXIT.notFound, 'gcloud storage ls -a');
 const disk = fail('out', '/data/a', 'refusing to write /data/a', EXIT.output, 'mount a memory volume');
 const slow = fail('bucket', 'gs://b', 'could not test', EXIT.unavailable, 'try again');
-const notChecked = warn('source', 'sm://p/s#latest', 'sm://p/s#latest: not checked by this build');
+const notChecked = warn('secret-version', 'sm://p/s#1', 'sm://p/s#1: not checked whether this version exists');
 
 describe('renderCheck', () => {
   it('prints one line per check, labelled ok, FAIL or warn, in one column', () => {
     expect(renderCheck(good)).toBe('ok    gs://vault: storage.objects.get granted\n');
-    expect(renderCheck(notChecked)).toBe('warn  sm://p/s#latest: not checked by this build\n');
+    expect(renderCheck(notChecked)).toBe('warn  sm://p/s#1: not checked whether this version exists\n');
   });
 
   it('puts the fix of a failure on an indented line under it', () => {
@@ -67,6 +68,8 @@ describe('exitCodeOf', () => {
     ['a lone failure gives its own code', [good, missing], EXIT.notFound],
     ['permission before not found', [missing, denied], EXIT.permission],
     ['not found before output', [disk, missing], EXIT.notFound],
+    ['not found before a wrong berglas key', [wrongKey, missing], EXIT.notFound],
+    ['a wrong berglas key before output', [disk, wrongKey], EXIT.integrity],
     ['output before unavailable', [slow, disk], EXIT.output],
     ['unavailable alone', [good, slow], EXIT.unavailable],
     ['everything at once', [slow, disk, missing, notChecked, denied], EXIT.permission],

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { memberOf, UNKNOWN_MEMBER } from '../../../src/commands/doctor/credentials.ts';
-import { bucketGrant, kmsKeyGrant, shellWord } from '../../../src/commands/doctor/grants.ts';
+import { bucketGrant, kmsKeyGrant, secretGrant, shellWord } from '../../../src/commands/doctor/grants.ts';
 
 const SA = 'serviceAccount:web@demo.iam.gserviceaccount.com';
 
@@ -32,6 +32,20 @@ describe('kmsKeyGrant', () => {
   it('passes a name it cannot split to gcloud whole (gcloud takes full resource names)', () => {
     expect(kmsKeyGrant('projects/demo/keyRings/apps', SA)).toBe(
       `gcloud kms keys add-iam-policy-binding projects/demo/keyRings/apps --member=${SA} --role=roles/cloudkms.cryptoKeyDecrypter`,
+    );
+  });
+});
+
+describe('secretGrant', () => {
+  it('grants the accessor role on the one secret, with its project', () => {
+    expect(secretGrant('demo', 'db-password', SA)).toBe(
+      `gcloud secrets add-iam-policy-binding db-password --project=demo --member=${SA} --role=roles/secretmanager.secretAccessor`,
+    );
+  });
+
+  it('says what to put in place of an unknown identity', () => {
+    expect(secretGrant('demo', 'db-password', UNKNOWN_MEMBER)).toMatch(
+      / --member=serviceAccount:SERVICE_ACCOUNT_EMAIL --role=roles\/secretmanager.secretAccessor {2}# replace SERVICE_ACCOUNT_EMAIL /,
     );
   });
 });
