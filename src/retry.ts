@@ -94,8 +94,8 @@ export function createRetry(options: {
 
 /**
  * The Retry-After header of a failed HTTP response, in ms: delta-seconds or an HTTP-date.
- * @google-cloud/storage's ApiError carries the response (`response.headers`); google-gax's
- * errors (Cloud KMS) carry no response headers, so for them this is always undefined.
+ * @google-cloud/storage's ApiError and our Cloud KMS client's KmsApiError carry the response
+ * (`response.headers`); google-gax's errors (Secret Manager) carry none, so for them it is undefined.
  */
 export function retryAfterMs(error: unknown, now = Date.now()): number | undefined {
   const headers = (error as { response?: { headers?: unknown } } | null)?.response?.headers;

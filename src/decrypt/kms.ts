@@ -1,43 +1,17 @@
-// Cloud KMS symmetric Decrypt and Encrypt, through @google-cloud/kms in REST mode (no gRPC), loaded
+// Cloud KMS symmetric Decrypt and Encrypt, through our thin REST client (kms-client.ts), loaded
 // only when a key is needed. Follows the KMS data-integrity guidelines: send the CRC32C of every
-// input (KMS refuses a mismatch with INVALID_ARGUMENT), and check the CRC32C of what it returns
-// (the client library checks neither).
+// input (KMS refuses a mismatch with INVALID_ARGUMENT), and check the CRC32C of what it returns.
 
-import type { KeyManagementServiceClient } from '@google-cloud/kms';
 import { crc32c } from '../crc32c.ts';
-import { type ClientAuth, defaultAuth, fallbackClientOptions } from '../credentials.ts';
 import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
+import type { KmsClient } from './kms-client.ts';
 
-export interface KmsClient
-  extends Pick<KeyManagementServiceClient, 'decrypt' | 'encrypt' | 'asymmetricSign' | 'getPublicKey'> {
-  // asymmetricSign and getPublicKey serve secret-fetch sign (src/signing/kms-sign.ts).
-  /**
-   * The IAMPolicy mixin, for secret-fetch doctor: may the key be used, without decrypting anything.
-   * Typed here because the generated signature wants a protobuf class instance, not the plain
-   * request object the client actually sends.
-   */
-  testIamPermissions(
-    request: { readonly resource: string; readonly permissions: string[] },
-    options?: { readonly maxRetries?: number },
-  ): Promise<[{ permissions?: string[] | null }, ...unknown[]]>;
-}
+export { createKmsClient, type KmsClient } from './kms-client.ts';
 
 /** A CryptoKey's resource name, as Decrypt takes it (not a key version). */
 export const KMS_KEY_NAME = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
-
-export async function createKmsClient(
-  endpoint: string | undefined,
-  auth: ClientAuth = defaultAuth(endpoint),
-): Promise<KmsClient> {
-  const [{ KeyManagementServiceClient }, gax, options] = await Promise.all([
-    import('@google-cloud/kms/build/src/v1/key_management_service_client.js'),
-    import('google-gax/fallback'),
-    fallbackClientOptions(endpoint, auth),
-  ]);
-  return new KeyManagementServiceClient(options, gax);
-}
 
 export interface DecryptRequest {
   readonly keyName: string;
@@ -63,13 +37,8 @@ export async function decryptWithKms(client: KmsClient, request: DecryptRequest,
       : { additionalAuthenticatedData: aad, additionalAuthenticatedDataCrc32c: { value: crc32c(aad) } };
   const [response] = await retry(
     `decrypt ${what} with ${keyName}`,
-    () =>
-      client.decrypt(
-        { name: keyName, ciphertext, ciphertextCrc32c: { value: crc32c(ciphertext) }, ...bound },
-        // One retry policy, ours: the library would retry 503/504 only and never 429, and with
-        // maxRetries 0 it still reports a 503 as DEADLINE_EXCEEDED; retry: null skips its wrapper.
-        { retry: null },
-      ),
+    // One retry policy, ours: the client makes one request per call.
+    () => client.decrypt({ name: keyName, ciphertext, ciphertextCrc32c: { value: crc32c(ciphertext) }, ...bound }),
     (error) => mapKmsError(error, what, keyName, request),
   );
   const plaintext = toBuffer(response.plaintext);
@@ -101,11 +70,7 @@ export async function encryptWithKms(client: KmsClient, request: EncryptRequest,
       : { additionalAuthenticatedData: aad, additionalAuthenticatedDataCrc32c: { value: crc32c(aad) } };
   const [response] = await retry(
     `encrypt ${what} with ${keyName}`,
-    () =>
-      client.encrypt(
-        { name: keyName, plaintext, plaintextCrc32c: { value: crc32c(plaintext) }, ...bound },
-        { retry: null },
-      ),
+    () => client.encrypt({ name: keyName, plaintext, plaintextCrc32c: { value: crc32c(plaintext) }, ...bound }),
     (error) => mapKmsError(error, what, keyName, { operation: 'encrypt' }),
   );
   const ciphertext = toBuffer(response.ciphertext);
@@ -129,7 +94,7 @@ export function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
     : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
-// google-gax reports gRPC status codes, also in REST mode.
+// gRPC status codes, as google-gax reported them and kms-client.ts still does.
 const UNKNOWN = 2;
 const INVALID_ARGUMENT = 3;
 const DEADLINE_EXCEEDED = 4;
@@ -205,7 +170,7 @@ export function mapKmsError(
     case UNAVAILABLE:
     case DEADLINE_EXCEEDED:
     case INTERNAL:
-    case UNKNOWN: // gax maps unexpected HTTP 5xx here
+    case UNKNOWN: // an answer no JSON API gives (a redirect, a body that is not JSON)
       return new UnavailableError(
         `Cloud KMS failed to ${operation} ${what} (status ${code} ${TRANSIENT[code]})`,
         'the service is failing; try again later',

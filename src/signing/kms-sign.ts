@@ -18,7 +18,7 @@ import type { Retry } from '../retry.ts';
 import { isP256 } from './verify.ts';
 
 export const SIGNING_ALGORITHM = 'EC_SIGN_P256_SHA256';
-// CryptoKeyVersionAlgorithm's number, in case a response keeps enums numeric.
+// CryptoKeyVersionAlgorithm's number, in case a server answers enums as numbers.
 const SIGNING_ALGORITHM_NUMBER = 12;
 
 export interface PublicKey {
@@ -30,7 +30,7 @@ export interface PublicKey {
 export async function fetchPublicKey(client: KmsClient, keyVersion: string, retry: Retry): Promise<PublicKey> {
   const [response] = await retry(
     `read the public key of ${keyVersion}`,
-    () => client.getPublicKey({ name: keyVersion }, { maxRetries: 0 }),
+    () => client.getPublicKey({ name: keyVersion }),
     (error) => mapKmsSignError(error, keyVersion, 'read the public key of'),
   );
   if (response.name !== keyVersion) {
@@ -75,10 +75,7 @@ export async function signDigestWithKms(
   const [response] = await retry(
     `sign with ${keyVersion}`,
     () =>
-      client.asymmetricSign(
-        { name: keyVersion, digest: { sha256: digest }, digestCrc32c: { value: crc32c(digest) } },
-        { maxRetries: 0 },
-      ),
+      client.asymmetricSign({ name: keyVersion, digest: { sha256: digest }, digestCrc32c: { value: crc32c(digest) } }),
     (error) => mapKmsSignError(error, keyVersion, 'sign with'),
   );
   if (response.name !== keyVersion) {
@@ -107,7 +104,7 @@ function sameCrc(given: unknown, actual: number): boolean {
   return (typeof given === 'string' || typeof given === 'number') && String(given) === String(actual);
 }
 
-// google-gax reports gRPC status codes, also in REST mode.
+// gRPC status codes, as kms-client.ts reports them.
 export function mapKmsSignError(
   error: unknown,
   keyVersion: string,
@@ -150,7 +147,7 @@ export function mapKmsSignError(
     case 14: // UNAVAILABLE
     case 4: // DEADLINE_EXCEEDED
     case 13: // INTERNAL
-    case 2: // UNKNOWN (gax maps unexpected HTTP 5xx here)
+    case 2: // UNKNOWN (an answer no JSON API gives)
       return new UnavailableError(
         `Cloud KMS failed to ${doing} ${keyVersion} (status ${String(code)})`,
         'the service is failing; try again later',

@@ -14,8 +14,7 @@ export async function checkKmsKey(keyName: string, context: CheckContext): Promi
     const kms = await context.clients.kms(context.retry);
     const [response] = await context.retry(
       `test the permissions on ${keyName}`,
-      // One retry policy, ours, as for decrypt.
-      () => kms.testIamPermissions({ resource: keyName, permissions: [DECRYPT] }, { maxRetries: 0 }),
+      () => kms.testIamPermissions({ resource: keyName, permissions: [DECRYPT] }),
       (error) => classify(error, keyName),
     );
     if ((response.permissions ?? []).includes(DECRYPT)) return ok('kms-key', keyName, `${keyName}: ${DECRYPT} granted`);
@@ -31,7 +30,7 @@ export async function checkKmsKey(keyName: string, context: CheckContext): Promi
   }
 }
 
-// google-gax reports gRPC status codes, also in REST mode.
+// gRPC status codes, as kms-client.ts reports them.
 function classify(error: unknown, keyName: string) {
   const code = (error as { code?: unknown } | null)?.code;
   const project = /^projects\/([^/]+)\//.exec(keyName)?.[1] ?? 'PROJECT';
@@ -53,7 +52,7 @@ function classify(error: unknown, keyName: string) {
         `no valid credentials to use ${keyName}`,
         'set up Application Default Credentials or Workload Identity',
       );
-    case 2: // UNKNOWN (gax maps unexpected HTTP 5xx here)
+    case 2: // UNKNOWN (an answer no JSON API gives)
     case 4: // DEADLINE_EXCEEDED
     case 8: // RESOURCE_EXHAUSTED
     case 13: // INTERNAL

@@ -1,0 +1,271 @@
+// A thin Cloud KMS v1 REST client over Node's fetch, for the five calls secret-fetch makes. The
+// official client (google-gax in REST mode, its protobuf definitions and the IAM and locations
+// mixins) cost about 110 ms of every gs:// + KMS run to load; this costs none. What stays the
+// library's: credentials (google-auth-library's headers), and retries (ours, in retry.ts). Errors
+// carry the gRPC status code google-gax reported, so the callers' mappings did not change.
+//
+// The wire format is proto3 JSON: bytes as standard base64, Int64Value wrappers (the CRC32C
+// fields) as decimal strings, enums by name; the name travels in the URL, not the body.
+
+import type { AuthClient } from 'google-auth-library';
+import { CLOUD_PLATFORM_SCOPE, type ClientAuth, defaultAuth } from '../credentials.ts';
+
+const DEFAULT_ENDPOINT = 'https://cloudkms.googleapis.com';
+
+/** An Int64Value as callers give it; KMS's answers carry decimal strings. */
+export interface Int64Value {
+  readonly value: number | string;
+}
+
+export interface KmsCallOptions {
+  /** Aborts the request (the caller's deadline). */
+  readonly signal?: AbortSignal;
+}
+
+export interface KmsClient {
+  decrypt(
+    request: {
+      readonly name: string;
+      readonly ciphertext: Uint8Array;
+      readonly ciphertextCrc32c?: Int64Value;
+      readonly additionalAuthenticatedData?: Uint8Array;
+      readonly additionalAuthenticatedDataCrc32c?: Int64Value;
+    },
+    options?: KmsCallOptions,
+  ): Promise<[DecryptResponse]>;
+  encrypt(
+    request: {
+      readonly name: string;
+      readonly plaintext: Uint8Array;
+      readonly plaintextCrc32c?: Int64Value;
+      readonly additionalAuthenticatedData?: Uint8Array;
+      readonly additionalAuthenticatedDataCrc32c?: Int64Value;
+    },
+    options?: KmsCallOptions,
+  ): Promise<[EncryptResponse]>;
+  // asymmetricSign and getPublicKey serve secret-fetch sign (src/signing/kms-sign.ts).
+  asymmetricSign(
+    request: {
+      readonly name: string;
+      readonly digest: { readonly sha256: Uint8Array };
+      readonly digestCrc32c?: Int64Value;
+    },
+    options?: KmsCallOptions,
+  ): Promise<[AsymmetricSignResponse]>;
+  getPublicKey(request: { readonly name: string }, options?: KmsCallOptions): Promise<[PublicKeyResponse]>;
+  /** The IAMPolicy mixin, for secret-fetch doctor: may the key be used, without decrypting anything. */
+  testIamPermissions(
+    request: { readonly resource: string; readonly permissions: readonly string[] },
+    options?: KmsCallOptions,
+  ): Promise<[TestIamPermissionsResponse]>;
+}
+
+// The answers, as far as the callers read them. Bytes stay base64 strings (toBuffer decodes them).
+export interface DecryptResponse {
+  readonly plaintext?: string;
+  readonly plaintextCrc32c?: Int64Value;
+  readonly usedPrimary?: boolean;
+  readonly protectionLevel?: string;
+}
+export interface EncryptResponse {
+  readonly name?: string;
+  readonly ciphertext?: string;
+  readonly ciphertextCrc32c?: Int64Value;
+  readonly verifiedPlaintextCrc32c?: boolean;
+  readonly verifiedAdditionalAuthenticatedDataCrc32c?: boolean;
+  readonly protectionLevel?: string;
+}
+export interface AsymmetricSignResponse {
+  readonly name?: string;
+  readonly signature?: string;
+  readonly signatureCrc32c?: Int64Value;
+  readonly verifiedDigestCrc32c?: boolean;
+  readonly protectionLevel?: string;
+}
+export interface PublicKeyResponse {
+  readonly name?: string;
+  readonly pem?: string;
+  readonly pemCrc32c?: Int64Value;
+  /** By name (EC_SIGN_P256_SHA256); a number only if a server ignores the default. */
+  readonly algorithm?: string | number;
+  readonly protectionLevel?: string;
+}
+export interface TestIamPermissionsResponse {
+  readonly permissions?: string[];
+}
+
+/** A failed call, with the gRPC status code google-gax would have reported for it. */
+export class KmsApiError extends Error {
+  /** The gRPC status code (3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...): what the callers switch on. */
+  readonly code: number;
+  /** Its name, from the error body, or derived from the HTTP status. */
+  readonly status: string;
+  /** The HTTP response, whose Retry-After the retry policy honours (retryAfterMs reads it here). */
+  readonly response: { readonly status: number; readonly headers: Headers };
+
+  constructor(message: string, code: number, response: { status: number; headers: Headers }) {
+    super(message);
+    this.name = 'KmsApiError';
+    this.code = code;
+    this.status = GRPC_NAMES[code] ?? 'UNKNOWN';
+    this.response = response;
+  }
+}
+
+const GRPC_NAMES = [
+  'OK',
+  'CANCELLED',
+  'UNKNOWN',
+  'INVALID_ARGUMENT',
+  'DEADLINE_EXCEEDED',
+  'NOT_FOUND',
+  'ALREADY_EXISTS',
+  'PERMISSION_DENIED',
+  'RESOURCE_EXHAUSTED',
+  'FAILED_PRECONDITION',
+  'ABORTED',
+  'OUT_OF_RANGE',
+  'UNIMPLEMENTED',
+  'INTERNAL',
+  'UNAVAILABLE',
+  'DATA_LOSS',
+  'UNAUTHENTICATED',
+];
+
+/** The gRPC code for an HTTP status that came without a Google error body (as google-gax maps it). */
+export function grpcCodeOfHttpStatus(status: number): number {
+  const known: Record<number, number> = {
+    400: 3,
+    401: 16,
+    403: 7,
+    404: 5,
+    409: 10,
+    429: 8,
+    499: 1,
+    501: 12,
+    503: 14,
+    504: 4,
+  };
+  if (known[status] !== undefined) return known[status];
+  if (status >= 400 && status < 500) return 9; // FAILED_PRECONDITION
+  if (status >= 500) return 13; // INTERNAL
+  return 2; // UNKNOWN: a redirect or another answer a JSON API never gives
+}
+
+/** The error for a response that is not 200 OK: from its Google error body when it has one. */
+export function kmsApiError(status: number, headers: Headers, text: string): KmsApiError {
+  let error: { code?: unknown; message?: unknown; status?: unknown } | undefined;
+  try {
+    error = (JSON.parse(text) as { error?: typeof error } | null)?.error;
+  } catch {
+    // Not JSON: a proxy's page, or a truncated body.
+  }
+  const named = typeof error?.status === 'string' ? GRPC_NAMES.indexOf(error.status) : -1;
+  const code = named > 0 ? named : grpcCodeOfHttpStatus(status);
+  const message =
+    typeof error?.message === 'string' && error.message !== '' ? error.message : `Cloud KMS answered HTTP ${status}`;
+  return new KmsApiError(message, code, { status, headers });
+}
+
+export function createKmsClient(endpoint: string | undefined, auth: ClientAuth = defaultAuth(endpoint)): KmsClient {
+  const base = `${new URL(endpoint ?? DEFAULT_ENDPOINT).origin}/v1/`;
+  const headersFor = authHeaders(auth);
+
+  async function call<T>(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    options: KmsCallOptions = {},
+  ): Promise<[T]> {
+    const url = base + path;
+    const headers = new Headers(await headersFor(url));
+    if (body !== undefined) headers.set('content-type', 'application/json');
+    let text: string;
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: options.signal,
+      });
+      text = await response.text();
+    } catch (error) {
+      throw networkError(error, options.signal);
+    }
+    if (!response.ok) throw kmsApiError(response.status, response.headers, text);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new KmsApiError('Cloud KMS answered 200 with a body that is not JSON', 2, response);
+    }
+    return [fromWire(parsed) as T];
+  }
+
+  return {
+    decrypt: ({ name, ...request }, options) => call('POST', `${resource(name)}:decrypt`, toWire(request), options),
+    encrypt: ({ name, ...request }, options) => call('POST', `${resource(name)}:encrypt`, toWire(request), options),
+    asymmetricSign: ({ name, ...request }, options) =>
+      call('POST', `${resource(name)}:asymmetricSign`, toWire(request), options),
+    getPublicKey: ({ name }, options) => call('GET', `${resource(name)}/publicKey`, undefined, options),
+    testIamPermissions: ({ resource: name, permissions }, options) =>
+      call('POST', `${resource(name)}:testIamPermissions`, { permissions }, options),
+  };
+}
+
+/** Request headers from the credential: none for an emulator, the loaded one, or ADC found on first use. */
+function authHeaders(auth: ClientAuth): (url: string) => Promise<Headers | undefined> {
+  if (auth === 'none') return async () => undefined;
+  if (auth !== 'adc') return (url) => auth.getRequestHeaders(url);
+  let found: Promise<AuthClient | InstanceType<typeof import('google-auth-library').GoogleAuth>> | undefined;
+  return async (url) => {
+    found ??= import('google-auth-library').then(
+      ({ GoogleAuth }) => new GoogleAuth({ scopes: [CLOUD_PLATFORM_SCOPE] }),
+    );
+    return (await found).getRequestHeaders(url);
+  };
+}
+
+/** A resource name as a URL path: its slashes stay, anything else is escaped. */
+function resource(name: string): string {
+  return name.split('/').map(encodeURIComponent).join('/');
+}
+
+/**
+ * fetch reports a refused or reset connection as `TypeError: fetch failed` (or `terminated`, mid-body)
+ * with the socket's error as its cause: lift the cause's code, which the retry policy recognises.
+ * An abort by the caller's signal is left as it is.
+ */
+function networkError(error: unknown, signal: AbortSignal | undefined): unknown {
+  if (signal?.aborted) return error;
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
+  if (typeof cause?.code !== 'string') return error;
+  return Object.assign(
+    new Error(`Cloud KMS request failed: ${String(cause.message ?? cause.code)}`, { cause: error }),
+    {
+      code: cause.code,
+    },
+  );
+}
+
+/** A request in proto3 JSON: bytes as base64, an Int64Value ({value}) as a decimal string. */
+function toWire(value: unknown): unknown {
+  if (value instanceof Uint8Array)
+    return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
+  if (Array.isArray(value)) return value.map(toWire);
+  if (typeof value !== 'object' || value === null) return value;
+  const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+  if (entries.length === 1 && entries[0]?.[0] === 'value') return String(entries[0][1]);
+  return Object.fromEntries(entries.map(([k, v]) => [k, toWire(v)]));
+}
+
+/** An answer as the callers read it: each CRC32C (an Int64Value, a decimal string on the wire) as {value}. */
+function fromWire(body: unknown): unknown {
+  if (typeof body !== 'object' || body === null) return {};
+  return Object.fromEntries(
+    Object.entries(body).map(([k, v]) =>
+      k.endsWith('Crc32c') && (typeof v === 'string' || typeof v === 'number') ? [k, { value: String(v) }] : [k, v],
+    ),
+  );
+}
