@@ -37,7 +37,6 @@ const work = mkdtempSync(join(root, 'build', 'work-'));
 const VENDOR_GROUPS: Record<string, string[]> = {
   google: [
     '@google-cloud/storage',
-    '@google-cloud/kms/build/src/v1/key_management_service_client.js',
     '@google-cloud/secret-manager/build/src/v1/secret_manager_service_client.js',
     'google-gax/fallback',
     'google-auth-library',
@@ -60,7 +59,7 @@ const common = {
   // lazily loaded groups: a native import() in the executable would go to Node's ESM resolver.
   supported: { 'dynamic-import': false },
   minify: true,
-  // protobufjs and google-gax look types up by constructor name: renaming them breaks KMS calls.
+  // protobufjs and google-gax look types up by constructor name: renaming them breaks Secret Manager calls.
   keepNames: true,
   legalComments: 'eof',
   metafile: true,
