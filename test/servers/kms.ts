@@ -9,6 +9,8 @@
 //        body {"permissions":[...]}, sent by the IAMPolicy mixin (client.testIamPermissions)
 //   (slashes in the name are NOT percent-encoded; `x-goog-request-params: name=<encoded name>`;
 //   no Authorization header with PassThroughClient; Content-Type: application/json)
+//   secret-fetch's own thin client (src/decrypt/kms-client.ts) sends the same paths and bodies without
+//   `$alt`, so it gets enums by name, and no x-goog-request-params.
 // - bytes travel as standard base64 strings; empty bytes fields are left out entirely.
 // - The Int64Value wrappers (plaintextCrc32c, ciphertextCrc32c, additionalAuthenticatedDataCrc32c)
 //   given as `{value: n}` in JS go on the wire as a bare decimal STRING: `"plaintextCrc32c":"907060870"`.
