@@ -7,9 +7,12 @@ import type { AuthClient } from 'google-auth-library';
 import { type ClientAuth, type CredentialsPlan, freshToken, loadCredentials } from './credentials.ts';
 import type { KmsClient } from './decrypt/kms.ts';
 import type { Retry } from './retry.ts';
+import type { GcsReader } from './sources/gcs-reader.ts';
 import type { SecretManagerClient } from './sources/secretmanager.ts';
 
 export interface Clients {
+  /** The thin Cloud Storage reader every gs:// and berglas:// start uses (sources/gcs-reader.ts). */
+  gcs(retry: Retry): Promise<GcsReader>;
   /** The Cloud Storage client, once its credentials are ready (retried with `retry`). */
   storage(retry: Retry): Promise<Storage>;
   kms(retry: Retry): Promise<KmsClient>;
@@ -38,6 +41,9 @@ export function createClients(endpoints: Endpoints, credentials: CredentialsPlan
   const storage = onceWith((auth: ClientAuth) =>
     import('./sources/gcs.ts').then((m) => m.createStorageClient(endpoints.storage, auth)),
   );
+  const gcs = onceWith((auth: ClientAuth) =>
+    import('./sources/gcs-reader.ts').then((m) => m.createGcsReader(endpoints.storage, auth)),
+  );
   const kms = onceWith((auth: ClientAuth) =>
     import('./decrypt/kms.ts').then((m) => m.createKmsClient(endpoints.kms, auth)),
   );
@@ -45,6 +51,7 @@ export function createClients(endpoints: Endpoints, credentials: CredentialsPlan
     import('./sources/secretmanager.ts').then((m) => m.createSecretManagerClient(endpoints.secretManager, auth)),
   );
   return {
+    gcs: async (retry) => gcs(await authFor(endpoints.storage, retry)),
     storage: async (retry) => storage(await authFor(endpoints.storage, retry)),
     kms: async (retry) => kms(await authFor(endpoints.kms, retry)),
     secretManager: async (retry) => secretManager(await authFor(endpoints.secretManager, retry)),

@@ -100,8 +100,10 @@ export function createRetry(options: {
 export function retryAfterMs(error: unknown, now = Date.now()): number | undefined {
   const headers = (error as { response?: { headers?: unknown } } | null)?.response?.headers;
   let value: unknown;
-  if (headers instanceof Headers) value = headers.get('retry-after');
-  else if (typeof headers === 'object' && headers !== null) {
+  // A fetch Headers (without naming the global, which would load undici) or node's plain object.
+  if (typeof (headers as { get?: unknown } | null)?.get === 'function') {
+    value = (headers as { get(name: string): unknown }).get('retry-after');
+  } else if (typeof headers === 'object' && headers !== null) {
     value = Object.entries(headers).find(([name]) => name.toLowerCase() === 'retry-after')?.[1];
   }
   if (Array.isArray(value)) value = value[0];

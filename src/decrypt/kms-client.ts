@@ -7,8 +7,8 @@
 // The wire format is proto3 JSON: bytes as standard base64, Int64Value wrappers (the CRC32C
 // fields) as decimal strings, enums by name; the name travels in the URL, not the body.
 
-import type { AuthClient } from 'google-auth-library';
-import { CLOUD_PLATFORM_SCOPE, type ClientAuth, defaultAuth } from '../credentials.ts';
+import { type ClientAuth, defaultAuth } from '../credentials.ts';
+import { authHeaders, type ResponseHeaders, restRequest } from '../google-rest.ts';
 
 const DEFAULT_ENDPOINT = 'https://cloudkms.googleapis.com';
 
@@ -101,9 +101,9 @@ export class KmsApiError extends Error {
   /** Its name, from the error body, or derived from the HTTP status. */
   readonly status: string;
   /** The HTTP response, whose Retry-After the retry policy honours (retryAfterMs reads it here). */
-  readonly response: { readonly status: number; readonly headers: Headers };
+  readonly response: { readonly status: number; readonly headers: ResponseHeaders };
 
-  constructor(message: string, code: number, response: { status: number; headers: Headers }) {
+  constructor(message: string, code: number, response: { status: number; headers: ResponseHeaders }) {
     super(message);
     this.name = 'KmsApiError';
     this.code = code;
@@ -153,7 +153,7 @@ export function grpcCodeOfHttpStatus(status: number): number {
 }
 
 /** The error for a response that is not 200 OK: from its Google error body when it has one. */
-export function kmsApiError(status: number, headers: Headers, text: string): KmsApiError {
+export function kmsApiError(status: number, headers: ResponseHeaders, text: string): KmsApiError {
   let error: { code?: unknown; message?: unknown; status?: unknown } | undefined;
   try {
     error = (JSON.parse(text) as { error?: typeof error } | null)?.error;
@@ -178,22 +178,16 @@ export function createKmsClient(endpoint: string | undefined, auth: ClientAuth =
     options: KmsCallOptions = {},
   ): Promise<[T]> {
     const url = base + path;
-    const headers = new Headers(await headersFor(url));
-    if (body !== undefined) headers.set('content-type', 'application/json');
-    let text: string;
-    let response: Response;
-    try {
-      response = await fetch(url, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: options.signal,
-      });
-      text = await response.text();
-    } catch (error) {
-      throw networkError(error, options.signal);
-    }
-    if (!response.ok) throw kmsApiError(response.status, response.headers, text);
+    const headers = await headersFor(url);
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const response = await restRequest(url, {
+      method,
+      headers,
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: options.signal,
+    });
+    const text = response.body.toString('utf8');
+    if (response.status !== 200) throw kmsApiError(response.status, response.headers, text);
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
@@ -214,39 +208,9 @@ export function createKmsClient(endpoint: string | undefined, auth: ClientAuth =
   };
 }
 
-/** Request headers from the credential: none for an emulator, the loaded one, or ADC found on first use. */
-function authHeaders(auth: ClientAuth): (url: string) => Promise<Headers | undefined> {
-  if (auth === 'none') return async () => undefined;
-  if (auth !== 'adc') return (url) => auth.getRequestHeaders(url);
-  let found: Promise<AuthClient | InstanceType<typeof import('google-auth-library').GoogleAuth>> | undefined;
-  return async (url) => {
-    found ??= import('google-auth-library').then(
-      ({ GoogleAuth }) => new GoogleAuth({ scopes: [CLOUD_PLATFORM_SCOPE] }),
-    );
-    return (await found).getRequestHeaders(url);
-  };
-}
-
 /** A resource name as a URL path: its slashes stay, anything else is escaped. */
 function resource(name: string): string {
   return name.split('/').map(encodeURIComponent).join('/');
-}
-
-/**
- * fetch reports a refused or reset connection as `TypeError: fetch failed` (or `terminated`, mid-body)
- * with the socket's error as its cause: lift the cause's code, which the retry policy recognises.
- * An abort by the caller's signal is left as it is.
- */
-function networkError(error: unknown, signal: AbortSignal | undefined): unknown {
-  if (signal?.aborted) return error;
-  const cause = (error as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
-  if (typeof cause?.code !== 'string') return error;
-  return Object.assign(
-    new Error(`Cloud KMS request failed: ${String(cause.message ?? cause.code)}`, { cause: error }),
-    {
-      code: cause.code,
-    },
-  );
 }
 
 /** A request in proto3 JSON: bytes as base64, an Int64Value ({value}) as a decimal string. */

@@ -116,14 +116,10 @@ export async function readObject(
   beforeDownload?: (info: ObjectInfo) => void,
 ): Promise<ObjectInfo & { readonly data: Buffer }> {
   const where = describeSource(ref);
-  const storage = await context.clients.storage(context.retry);
-  const file = storage
-    .bucket(ref.bucket)
-    .file(ref.object, ref.generation ? { generation: Number(ref.generation) } : {});
-
-  const [metadata] = await context.retry(
+  const gcs = await context.clients.gcs(context.retry);
+  const metadata = await context.retry(
     `read the metadata of ${where}`,
-    () => file.getMetadata(),
+    () => gcs.getMetadata(ref.bucket, ref.object, ref.generation),
     (e) => mapStorageError(e, where, 'storage.objects.get'),
   );
   const generation = String(metadata.generation ?? '');
@@ -146,15 +142,13 @@ export async function readObject(
   beforeDownload?.(info);
 
   // Pin the generation read from the metadata, so the data and its checksum can't come from two different writes.
-  const pinned = storage.bucket(ref.bucket).file(ref.object, { generation: Number(generation) });
-  const [data] = await context.retry(
+  const data = await context.retry(
     `download ${where}#${generation}`,
-    () => pinned.download({ validation: 'crc32c' }),
+    () => gcs.download(ref.bucket, ref.object, generation),
     (e) => mapStorageError(e, `${where}#${generation}`, 'storage.objects.get'),
   );
-
-  // The client validates only when GCS sends x-goog-stored-content-encoding; check again against
-  // the metadata we pinned, so a silently skipped validation can't let corrupted bytes through.
+  // Checked against the CRC32C of the metadata we pinned: the bytes and the checksum come from the
+  // same write, and a download corrupted in transit never reaches a sink.
   if (typeof metadata.crc32c === 'string' && metadata.crc32c !== '') {
     const expected = Buffer.from(metadata.crc32c, 'base64').readUInt32BE(0);
     if (crc32c(data) !== expected) {
@@ -231,10 +225,10 @@ export function mapStorageError(
 /** The generation of the live object: one metadata read, no download (for --refresh). */
 export async function objectGeneration(ref: ObjectRef, context: FetchContext): Promise<string> {
   const where = describeSource(ref);
-  const storage = await context.clients.storage(context.retry);
-  const [metadata] = await context.retry(
+  const gcs = await context.clients.gcs(context.retry);
+  const metadata = await context.retry(
     `read the metadata of ${where}`,
-    () => storage.bucket(ref.bucket).file(ref.object).getMetadata(),
+    () => gcs.getMetadata(ref.bucket, ref.object),
     (e) => mapStorageError(e, where, 'storage.objects.get'),
   );
   return String(metadata.generation ?? '');

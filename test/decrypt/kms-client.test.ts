@@ -182,7 +182,7 @@ describe('failures, as the gRPC codes google-gax reported', () => {
       3, 16, 7, 5, 10, 9, 8, 1, 13, 12, 13, 14, 4, 2,
     ]);
     const unknown = { error: { code: 400, message: 'm', status: 'NOT_A_STATUS' } };
-    expect(kmsApiError(400, new Headers(), JSON.stringify(unknown)).code).toBe(3);
+    expect(kmsApiError(400, {}, JSON.stringify(unknown)).code).toBe(3);
   });
 
   it('a 200 whose body is not JSON is UNKNOWN, which the callers retry', async () => {
@@ -202,8 +202,7 @@ describe('network failures, with the socket’s code for the retry policy', () =
   it('a reset connection', async () => {
     server.failNext({ method: 'POST' }, ['reset']);
     const error = await rejection(client.decrypt({ name: KEY, ciphertext: Buffer.from('x') }));
-    expect(['ECONNRESET', 'UND_ERR_SOCKET']).toContain(error.code);
-    expect((error.cause as Error).message).toBe('fetch failed');
+    expect(error.code).toBe('ECONNRESET');
   });
 
   it('a body cut short', async () => {
@@ -245,7 +244,7 @@ describe('network failures, with the socket’s code for the retry policy', () =
   it('a stalled server is left by the caller’s signal', async () => {
     server.failNext({ method: 'GET' }, ['stall']);
     const error = await rejection(client.getPublicKey({ name: version }, { signal: AbortSignal.timeout(100) }));
-    expect((error as unknown as Error).name).toBe('TimeoutError');
+    expect((error as unknown as Error).name).toMatch(/^(TimeoutError|AbortError)$/);
     server.releaseStalled();
   });
 });

@@ -53,7 +53,8 @@ afterEach(() => out.cleanup());
 
 const env = () => ({ ...servers.env });
 const sha = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');
-const decoded = (path: string) => decodeURIComponent(path);
+// The JSON API path of a request, without the /storage/v1 prefix the binary's reader sends.
+const decoded = (path: string) => decodeURIComponent(path).replace(/^\/storage\/v1(?=\/b\/)/, '');
 /** The object name a test writes, unique to it. */
 const named = (name: string) => `${id}/${name}`;
 const kmsDecrypts = () => servers.kms.requests.filter((r) => r.path.endsWith(':decrypt'));
@@ -591,7 +592,12 @@ describe('berglas:// with --refresh', () => {
       await until(() => readFileSync(a, 'utf8') === 'V=two\n');
       expect(readFileSync(b, 'utf8')).toBe('P=one\n');
       const metadataReads = (object: string) =>
-        servers.gcs.requests.filter((r) => r.query.alt !== 'media' && decoded(r.path) === `/b/vault/o/${object}`);
+        servers.gcs.requests.filter(
+          (r) =>
+            String(r.headers['user-agent']).startsWith('secret-fetch/') && // not the fixtures' uploads
+            r.query.alt !== 'media' &&
+            decoded(r.path) === `/b/vault/o/${object}`,
+        );
       // The rotating object: read at start, polled, then read again at the new generation.
       expect(metadataReads(rotating).map((r) => r.query.generation)).toContain(generation);
       // Each poll reads the sources in order, so the poll that saw the change would have read the
