@@ -20,7 +20,7 @@ import { createRetry, Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { commandEnvironment } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
-import { findEnvReferences, resolveEnvReferences } from './sources/env-references.ts';
+import { checkReferences, findEnvReferences, resolveEnvReferences } from './sources/env-references.ts';
 import { fileVersion } from './sources/file.ts';
 import { decryptsItself, type FetchContext, fetchSource } from './sources/index.ts';
 import type { SourceRef } from './sources/reference.ts';
@@ -66,6 +66,10 @@ export async function run(options: Options, initial: RunContext): Promise<number
   );
   // References are parsed before anything is fetched: a malformed one stops the run at once.
   const references = options.resolveReferences ? findEnvReferences(context.environ) : [];
+  checkReferences(references, {
+    outs: options.sources.flatMap((plan) => (plan.out === undefined ? [] : [resolve(context.cwd, plan.out)])),
+    verifying: fetchContext.verifyKey !== undefined,
+  });
   const fileOptions = {
     mode: options.fileMode,
     allowDisk: options.allowDisk,

@@ -7,12 +7,12 @@
 // often than secrets, so a gs:// reference needs the explicit `secret-fetch:` prefix.
 
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { FormatError, NotFoundError, SecretFetchError, UsageError } from '../errors.ts';
 import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
 import type { Logger } from '../log.ts';
 import { Secret } from '../secret.ts';
-import { parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
+import { describeSource, isObjectRef, parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
 
 /** Where a resolved reference goes: into the variable, or into a file whose path the variable gets. */
 export type Destination =
@@ -141,6 +141,44 @@ function parseDestination(text: string | undefined, fail: (problem: string, hint
     );
   }
   return { kind: 'path', path: text };
+}
+
+/**
+ * What the references may not do given the rest of the run, checked before anything is fetched:
+ * share a ?destination= file with another reference or an --out (the last rename would win, and
+ * one variable would name the other's secret), or escape --verify-key (only gs:// and berglas://
+ * objects carry a signature, as for --source).
+ */
+export function checkReferences(
+  references: readonly EnvReference[],
+  run: { readonly outs: readonly string[]; readonly verifying: boolean },
+): void {
+  const outs = new Set(run.outs.map((out) => resolve(out)));
+  const destinations = new Map<string, string>();
+  for (const { variable, ref, destination } of references) {
+    if (run.verifying && !isObjectRef(ref)) {
+      throw new UsageError(
+        `$${variable}: --verify-key cannot check ${describeSource(ref)}: only gs:// and berglas:// objects carry a secret-fetch signature`,
+        'reference a signed Cloud Storage object instead, or drop --verify-key',
+      );
+    }
+    if (destination.kind !== 'path') continue;
+    const path = resolve(destination.path);
+    if (outs.has(path)) {
+      throw new UsageError(
+        `$${variable}: ?destination=${destination.path} is also an --out file`,
+        'give each secret its own file',
+      );
+    }
+    const other = destinations.get(path);
+    if (other !== undefined) {
+      throw new UsageError(
+        `$${variable}: ?destination=${destination.path} is also the destination of $${other}`,
+        'give each reference its own file',
+      );
+    }
+    destinations.set(path, variable);
+  }
 }
 
 export interface ResolveContext {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { EXIT, UsageError } from '../../src/errors.ts';
 import { Secret } from '../../src/secret.ts';
 import {
+  checkReferences,
   findEnvReferences,
   guessFormat,
   looksLikeReference,
@@ -81,6 +82,48 @@ describe('findEnvReferences', () => {
     });
     expect(found.map((r) => r.variable)).toEqual(['A_KEY', 'B_TOKEN', 'C_CFG']);
     expect(looksLikeReference('gs://bucket/x')).toBe(false);
+  });
+});
+
+describe('checkReferences', () => {
+  const refs = (environ: Record<string, string>) => findEnvReferences(environ);
+  const none = { outs: [], verifying: false };
+
+  it('accepts distinct destinations, tempfiles, and gs:// and berglas:// references under --verify-key', () => {
+    const references = refs({
+      A: 'sm://my-project/a?destination=/dev/shm/a',
+      B: 'sm://my-project/b?destination=/dev/shm/b',
+      C: 'sm://my-project/c?destination=tempfile',
+      D: 'sm://my-project/d?destination=tempfile',
+    });
+    expect(() => checkReferences(references, { outs: ['/dev/shm/app.env'], verifying: false })).not.toThrow();
+    const objects = refs({ G: 'secret-fetch:gs://vault/app.env', K: 'berglas://vault/tls.key' });
+    expect(() => checkReferences(objects, { outs: [], verifying: true })).not.toThrow();
+  });
+
+  it.each([
+    [
+      'two references with one ?destination= (after normalising)',
+      { A: 'sm://my-project/a?destination=/dev/shm/x', B: 'berglas://vault/b?destination=/dev/shm/y/../x' },
+      none,
+      /^\$B: \?destination=\/dev\/shm\/y\/\.\.\/x is also the destination of \$A$/,
+    ],
+    [
+      'a ?destination= that is an --out',
+      { A: 'sm://my-project/a?destination=/dev/shm/app.env' },
+      { outs: ['/dev/shm/app.env'], verifying: false },
+      /^\$A: \?destination=\/dev\/shm\/app\.env is also an --out file$/,
+    ],
+    [
+      'an sm:// reference under --verify-key',
+      { G: 'secret-fetch:gs://vault/app.env', S: 'sm://my-project/db' },
+      { outs: [], verifying: true },
+      /^\$S: --verify-key cannot check sm:\/\/my-project\/db#latest: only gs:\/\/ and berglas:\/\/ objects carry/,
+    ],
+  ])('refuses %s, as a usage error before any fetch', (_, environ, run, message) => {
+    const check = () => checkReferences(refs(environ), run);
+    expect(check).toThrow(UsageError);
+    expect(check).toThrow(message);
   });
 });
 
