@@ -204,8 +204,7 @@ export async function resolveEnvReferences(
       try {
         return await resolveOne(reference, context);
       } catch (error) {
-        if (!(error instanceof SecretFetchError)) throw error;
-        throw new SecretFetchError(`$${reference.variable}: ${error.message}`, error.exitCode, error.hint);
+        throw error instanceof SecretFetchError ? error.within(`$${reference.variable}`) : error;
       }
     }),
   );

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EXIT, UsageError } from '../../src/errors.ts';
+import { EXIT, NotFoundError, UsageError } from '../../src/errors.ts';
 import { Secret } from '../../src/secret.ts';
 import {
   checkReferences,
@@ -31,7 +31,7 @@ describe('parseEnvReference', () => {
       },
     ],
     [
-      'secret-fetch:gs://vault/app.json.enc#7?kms-key=' + KEY + '&key=DB_PASSWORD',
+      `secret-fetch:gs://vault/app.json.enc#7?kms-key=${KEY}&key=DB_PASSWORD`,
       {
         uri: 'gs://vault/app.json.enc#7',
         ref: { scheme: 'gs', bucket: 'vault', object: 'app.json.enc', generation: '7' },
@@ -190,6 +190,9 @@ describe('resolveEnvReferences', () => {
       exitCode: EXIT.notFound,
       message: '$DB: sm://my-project/cfg (read as dotenv) has no entry MISSING',
     });
+    // Still the same class of error, with the original as its cause.
+    await expect(resolving).rejects.toBeInstanceOf(NotFoundError);
+    await resolving.catch((error: Error) => expect(error.cause).toBeInstanceOf(NotFoundError));
     await resolving.catch((error: Error & { hint: string }) => {
       expect(`${error.message} ${error.hint}`).not.toContain('canary-value-42');
       expect(error.hint).toBe('its entries are OTHER');
