@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { FormatError, NotFoundError, SecretFetchError, UsageError } from '../errors.ts';
 import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
 import type { Logger } from '../log.ts';
-import { Secret } from '../secret.ts';
+import type { Secret } from '../secret.ts';
 import { describeSource, isObjectRef, parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
 
 /** Where a resolved reference goes: into the variable, or into a file whose path the variable gets. */
@@ -36,6 +36,7 @@ export interface EnvReference {
 const GS_PREFIX = 'secret-fetch:';
 const SCHEMES = ['sm://', 'berglas://', `${GS_PREFIX}gs://`];
 const PARAMETERS = new Set(['destination', 'key', 'format', 'kms-key']);
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 const KMS_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
 
 /** Whether a value is meant as a reference (and must then parse, or the run stops). */
@@ -224,13 +225,7 @@ async function resolveOne(reference: EnvReference, context: ResolveContext): Pro
       context.log.debug(`$${reference.variable}: ${reference.uri} written to ${path}`);
       return path;
     }
-    const text = new Secret(bytes).text(reference.uri);
-    if (text.includes('\0')) {
-      throw new FormatError(
-        `${reference.uri} contains a NUL byte, which no environment variable can hold`,
-        'add ?destination=tempfile to get it as a file',
-      );
-    }
+    const text = variableValue(reference, bytes);
     context.log.debug(`$${reference.variable}: resolved from ${reference.uri}`);
     return text;
   } finally {
@@ -238,8 +233,33 @@ async function resolveOne(reference: EnvReference, context: ResolveContext): Pro
   }
 }
 
+/** The secret as a variable's value: text without NUL bytes, or a refusal that says how to take it. */
+function variableValue(reference: EnvReference, bytes: Buffer): string {
+  const problem = (what: string) =>
+    new FormatError(
+      `${reference.uri} ${what}, which no environment variable can hold`,
+      'add ?destination=tempfile to get it as a file',
+    );
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    throw problem('is not UTF-8 text');
+  }
+  if (text.includes('\0')) throw problem('contains a NUL byte');
+  return text;
+}
+
 async function pickEntry(reference: EnvReference, secret: Secret, key: string): Promise<string> {
-  const text = secret.text(reference.uri);
+  let text: string;
+  try {
+    text = UTF8.decode(secret.reveal());
+  } catch {
+    throw new FormatError(
+      `${reference.uri} is not UTF-8 text, so it has no entries for ?key=${key}`,
+      'drop ?key= (and add ?destination=tempfile for a binary secret)',
+    );
+  }
   const format = reference.format ?? guessFormat(sourceFileName(reference.ref), text);
   const entries = await parseEntries(format, text, reference.uri);
   const value = entries.get(key);

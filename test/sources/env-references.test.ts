@@ -199,14 +199,31 @@ describe('resolveEnvReferences', () => {
     });
   });
 
-  it('refuses a value an environment variable cannot hold', async () => {
-    await expect(
-      resolveEnvReferences([parseEnvReference('BIN', 'sm://my-project/bin')], {
-        fetch: async () => new Secret(Buffer.from([0x61, 0x00, 0x62])),
-        stage: () => {},
-        tempfileDir: '/dev/shm',
-        log: silent,
-      }),
-    ).rejects.toThrow(/\$BIN: sm:\/\/my-project\/bin contains a NUL byte/);
+  it.each([
+    ['a NUL byte', 'sm://my-project/bin', [0x61, 0x00, 0x62], /^\$BIN: sm:\/\/my-project\/bin contains a NUL byte, /],
+    [
+      'bytes that are not UTF-8',
+      'sm://my-project/bin',
+      [0x30, 0x82, 0x01],
+      /^\$BIN: sm:\/\/my-project\/bin is not UTF-8 text, /,
+    ],
+    [
+      '?key= on bytes that are not UTF-8',
+      'sm://my-project/bin?key=A',
+      [0xff],
+      /is not UTF-8 text, so it has no entries/,
+    ],
+  ])('refuses %s with the fix for a reference', async (_, value, bytes, message) => {
+    const resolving = resolveEnvReferences([parseEnvReference('BIN', value)], {
+      fetch: async () => new Secret(Buffer.from(bytes)),
+      stage: () => {},
+      tempfileDir: '/dev/shm',
+      log: silent,
+    });
+    await expect(resolving).rejects.toThrow(message);
+    await expect(resolving).rejects.toMatchObject({
+      exitCode: EXIT.format,
+      hint: expect.stringMatching(/\?destination=tempfile/),
+    });
   });
 });
