@@ -34,15 +34,19 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = { maxAttempts: 5, baseDelayMs: 
 export function createRetry(options: {
   log: Logger;
   deadline: Deadline;
+  /** Whose calls these are (e.g. `$DB_PASSWORD` for a reference), for warnings and the timeout. */
+  owner?: string;
   policy?: RetryPolicy;
   random?: () => number;
 }): Retry {
   const policy = options.policy ?? DEFAULT_RETRY_POLICY;
   const random = options.random ?? Math.random;
+  const owner = options.owner === undefined ? '' : `${options.owner}: `;
   return async (what, attempt, classify) => {
     for (let n = 1; ; n++) {
       options.deadline.check(what);
-      options.deadline.active.add(what);
+      const call = { what, owner: options.owner };
+      options.deadline.active.add(call);
       try {
         return await attempt();
       } catch (error) {
@@ -57,11 +61,11 @@ export function createRetry(options: {
         const retryable = failure instanceof UnavailableError;
         if (!retryable || n >= policy.maxAttempts || delay >= options.deadline.remainingMs()) throw failure;
         options.log.warn(
-          `attempt ${n} to ${what} failed (${failure.message}); retrying in ${delay} ms${after === undefined ? '' : ' (Retry-After)'}`,
+          `${owner}attempt ${n} to ${what} failed (${failure.message}); retrying in ${delay} ms${after === undefined ? '' : ' (Retry-After)'}`,
         );
         await new Promise((resolve) => setTimeout(resolve, delay));
       } finally {
-        options.deadline.active.delete(what);
+        options.deadline.active.delete(call);
       }
     }
   };
@@ -97,8 +101,8 @@ function networkFailure(error: unknown, what: string): UnavailableError | undefi
 export class Deadline {
   readonly #at: number;
   readonly #timeoutMs: number;
-  /** What is in flight now, so a timeout can say what it was waiting for. */
-  readonly active = new Set<string>();
+  /** What is in flight now, and for whom, so a timeout can say what it was waiting for. */
+  readonly active = new Set<{ readonly what: string; readonly owner: string | undefined }>();
 
   constructor(timeoutMs: number, now = Date.now()) {
     this.#timeoutMs = timeoutMs;
@@ -116,12 +120,14 @@ export class Deadline {
   /** Rejects when the deadline passes, naming what was still in flight. */
   async expire(): Promise<never> {
     await new Promise((resolve) => setTimeout(resolve, this.remainingMs()).unref());
-    throw this.expired([...this.active][0] ?? 'fetch the secrets');
+    const [call] = this.active;
+    throw this.expired(call?.what ?? 'fetch the secrets', call?.owner);
   }
 
-  expired(what: string): UnavailableError {
+  /** `owner` prefixes the message, as errors from a reference name its variable first. */
+  expired(what: string, owner?: string): UnavailableError {
     return new UnavailableError(
-      `could not ${what} within the --timeout of ${formatMs(this.#timeoutMs)}`,
+      `${owner === undefined ? '' : `${owner}: `}could not ${what} within the --timeout of ${formatMs(this.#timeoutMs)}`,
       'the service is slow or unreachable; check the endpoint, or raise --timeout',
     );
   }

@@ -99,7 +99,11 @@ export async function run(options: Options, initial: RunContext): Promise<number
                   out: undefined,
                 },
                 reference.ref,
-                fetchContext,
+                {
+                  ...fetchContext,
+                  // Warnings and a timeout name the variable, as every other failure of a reference does.
+                  retry: createRetry({ log, deadline: context.deadline, owner: `$${reference.variable}` }),
+                },
               )
             ).secret,
           stage: (path, data) => context.staged.stage(resolve(context.cwd, path), data, fileOptions),

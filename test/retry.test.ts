@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createKmsClient } from '../src/decrypt/kms.ts';
 import { PermissionError, UnavailableError } from '../src/errors.ts';
 import type { Logger } from '../src/log.ts';
-import { type Classify, createRetry, type Deadline, retryAfterMs } from '../src/retry.ts';
+import { type Classify, createRetry, Deadline, retryAfterMs } from '../src/retry.ts';
 import { createStorageClient } from '../src/sources/gcs.ts';
 import { startTestServers } from './servers/start.ts';
 
@@ -91,6 +91,31 @@ describe('backoff', () => {
     await expect(retry('read it', attempt, classify)).rejects.toThrow(PermissionError);
     expect(calls).toHaveLength(1);
     expect(warnings).toEqual([]);
+  });
+});
+
+describe("an owner (a reference's variable)", () => {
+  it('leads every warning, and the timeout that stops its call', async () => {
+    const warnings: string[] = [];
+    const log: Logger = { debug: () => {}, info: () => {}, warn: (m) => warnings.push(m), error: () => {} };
+    const deadline = new Deadline(1_000);
+    const retry = createRetry({ log, deadline, random: () => 0.5, owner: '$DB_PASSWORD' });
+    const { attempt } = failing(apiError(503));
+    const done = retry('access sm://p/db#latest', attempt, classify);
+    await vi.runAllTimersAsync();
+    await expect(done).resolves.toBe('ok');
+    expect(warnings).toEqual([
+      '$DB_PASSWORD: attempt 1 to access sm://p/db#latest failed (answered 503); retrying in 50 ms',
+    ]);
+
+    const expiry = deadline.expire();
+    const settled = expect(expiry).rejects.toThrow(
+      /^\$DB_PASSWORD: could not access sm:\/\/p\/db#latest within the --timeout of 1s$/,
+    );
+    // A call that never answers: the run's deadline is what stops it.
+    void retry('access sm://p/db#latest', () => new Promise(() => {}), classify);
+    await vi.advanceTimersByTimeAsync(1_000);
+    await settled;
   });
 });
 
