@@ -103,6 +103,7 @@ export async function run(options: Options, initial: RunContext): Promise<number
                   ...fetchContext,
                   // Warnings and a timeout name the variable, as every other failure of a reference does.
                   retry: createRetry({ log, deadline: context.deadline, owner: `$${reference.variable}` }),
+                  kmsKeyOption: '?kms-key=',
                 },
               )
             ).secret,
