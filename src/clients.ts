@@ -3,6 +3,7 @@
 
 import type { Storage } from '@google-cloud/storage';
 import type { KmsClient } from './decrypt/kms.ts';
+import type { Logger } from './log.ts';
 import type { SecretManagerClient } from './sources/secretmanager.ts';
 
 export interface Clients {
@@ -17,20 +18,26 @@ export interface Endpoints {
   readonly secretManager: string | undefined;
 }
 
-export function createClients(endpoints: Endpoints): Clients {
+export function createClients(endpoints: Endpoints, log?: Logger): Clients {
   return {
-    storage: once(async () => (await import('./sources/gcs.ts')).createStorageClient(endpoints.storage)),
-    kms: once(async () => (await import('./decrypt/kms.ts')).createKmsClient(endpoints.kms)),
-    secretManager: once(async () =>
+    storage: once('Cloud Storage', log, async () =>
+      (await import('./sources/gcs.ts')).createStorageClient(endpoints.storage),
+    ),
+    kms: once('Cloud KMS', log, async () => (await import('./decrypt/kms.ts')).createKmsClient(endpoints.kms)),
+    secretManager: once('Secret Manager', log, async () =>
       (await import('./sources/secretmanager.ts')).createSecretManagerClient(endpoints.secretManager),
     ),
   };
 }
 
-function once<T>(make: () => Promise<T>): () => Promise<T> {
+function once<T>(service: string, log: Logger | undefined, make: () => Promise<T>): () => Promise<T> {
   let made: Promise<T> | undefined;
   return () => {
-    made ??= make();
+    if (made === undefined) {
+      // Said once per run under --verbose: a second line would mean a second client.
+      log?.debug(`creating the ${service} client`);
+      made = make();
+    }
     return made;
   };
 }

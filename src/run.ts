@@ -45,7 +45,7 @@ export async function run(options: Options, initial: RunContext): Promise<number
   let context = initial;
   const { log } = context;
   const fetchContext: FetchContext = {
-    clients: context.clients ?? createClients(options.endpoints),
+    clients: context.clients ?? createClients(options.endpoints, log),
     retry: createRetry({ log, deadline: context.deadline }),
     log,
     maxBytes: options.maxBytes,
