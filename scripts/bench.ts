@@ -1,5 +1,6 @@
 // npm run bench: start-up cost of secret-fetch against the alternatives, interleaved in one run.
-// Prints a table (median and p90 wall time, peak RSS, ratios to the baselines), writes the figures
+// Prints a table (median and p90 wall time, peak RSS, ratios to the baselines) and the cost of 1,
+// 10 and 100 environment references (sm://, one secret each), writes the figures
 // to bench/results.json and draws bench/results.svg, which the README shows. Not a test: the
 // figures depend on the machine, so they are reported, never asserted.
 //
@@ -19,6 +20,9 @@ const bin = join(root, 'node_modules', '.bin');
 const runsArg = process.argv.indexOf('--runs');
 const RUNS = runsArg === -1 ? 25 : Number(process.argv[runsArg + 1]);
 const KEY = 'projects/bench/locations/global/keyRings/r/cryptoKeys/k';
+const PROJECT = 'bench-project';
+/** Environment reference counts measured (issue 7: 100 references within 1.5x of one). */
+const REFERENCES = [1, 10, 100] as const;
 const TIME = '/usr/bin/time';
 
 if (!existsSync(binary) || process.argv.includes('--build')) {
@@ -62,7 +66,17 @@ try {
   ] as const) {
     await uploadObject(servers.gcs.url, 'bench', `blob-${label}.bin`, randomBytes(size));
   }
+  // One secret per reference, each with one version, as `gcloud secrets create` would leave it.
+  for (let i = 0; i < Math.max(...REFERENCES); i++) {
+    const secret = `projects/${PROJECT}/secrets/ref-${i}`;
+    servers.secretManager.createSecret(secret);
+    servers.secretManager.addVersion(secret, randomBytes(16).toString('hex'));
+  }
   const cloudEnv = { ...servers.env, METADATA_SERVER_DETECTION: 'none' };
+  const referencesEnv = (count: number) => ({
+    ...cloudEnv,
+    ...Object.fromEntries(Array.from({ length: count }, (_, i) => [`REF_${i}`, `sm://${PROJECT}/ref-${i}`])),
+  });
 
   const cases: Case[] = [
     { name: 'node -e 0 (floor)', command: [process.execPath, '-e', '0'], baseline: true },
@@ -101,6 +115,12 @@ try {
       name: `secret-fetch: gs:// ${label.toUpperCase()}iB raw -> tmpfs`,
       command: [binary, '--source', `gs://bench/blob-${label}.bin`, '--out', join(dir, `blob-${label}.bin`)],
       env: cloudEnv,
+    })),
+    // References in the environment (issue 3), resolved against the Secret Manager test server.
+    ...REFERENCES.map((count) => ({
+      name: referencesCase(count),
+      command: [binary, '--', '/bin/true'],
+      env: referencesEnv(count),
     })),
   ];
 
@@ -161,17 +181,23 @@ try {
 
   const local = byName('secret-fetch: .env');
   const cloud = byName('secret-fetch: gs:// + KMS');
+  const oneReference = byName(referencesCase(1));
+  const manyReferences = byName(referencesCase(100));
+  const referencesRatio = manyReferences.medianMs / oneReference.medianMs;
+  console.log(
+    `\nenvironment references (sm://): ${REFERENCES.map((n) => `${n}: ${byName(referencesCase(n)).medianMs.toFixed(1)} ms`).join(', ')}; 100 / 1 = ${referencesRatio.toFixed(2)}`,
+  );
   const targets = [
     { target: 'local .env -> env -> exec <= 0.9x dotenv-cli', value: local.medianMs / dotenvCli.medianMs, limit: 0.9 },
     { target: 'gs:// + KMS path <= 120 ms', value: cloud.medianMs, limit: 120 },
     { target: 'gs:// + KMS path <= 0.6x dotenvx run', value: cloud.medianMs / dotenvx.medianMs, limit: 0.6 },
     { target: 'gs:// + KMS peak RSS <= 90 MiB', value: cloud.peakRssMiB, limit: 90 },
     { target: 'supervising RSS (--supervise --refresh) <= 60 MiB', value: supervising.rssKiB / 1024, limit: 60 },
+    { target: '100 environment references <= 1.5x one reference', value: referencesRatio, limit: 1.5 },
   ];
   console.log('\ntargets (issue 7):');
   for (const t of targets)
     console.log(`  ${t.value <= t.limit ? 'met    ' : 'MISSED '} ${t.target}: ${t.value.toFixed(2)}`);
-  console.log('  references (1/10/100): not measured, env references are not built yet (issue 3)');
 
   mkdirSync(join(root, 'bench'), { recursive: true });
   const report = { date: new Date().toISOString(), runs: RUNS, figures, resident, supervising, targets };
@@ -181,6 +207,10 @@ try {
 } finally {
   rmSync(dir, { recursive: true, force: true });
   await servers.close();
+}
+
+function referencesCase(count: number): string {
+  return `secret-fetch: ${count} sm:// ref${count === 1 ? '' : 's'} -> env -> exec`;
 }
 
 function measure(c: Case, path: string): Promise<{ ms: number; rssKiB: number } | undefined> {

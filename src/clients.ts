@@ -6,6 +6,7 @@ import type { Storage } from '@google-cloud/storage';
 import type { AuthClient } from 'google-auth-library';
 import { type ClientAuth, type CredentialsPlan, freshToken, loadCredentials } from './credentials.ts';
 import type { KmsClient } from './decrypt/kms.ts';
+import type { Logger } from './log.ts';
 import type { Retry } from './retry.ts';
 import type { GcsReader } from './sources/gcs-reader.ts';
 import type { SecretManagerClient } from './sources/secretmanager.ts';
@@ -25,7 +26,7 @@ export interface Endpoints {
   readonly secretManager: string | undefined;
 }
 
-export function createClients(endpoints: Endpoints, credentials: CredentialsPlan): Clients {
+export function createClients(endpoints: Endpoints, credentials: CredentialsPlan, log?: Logger): Clients {
   let loaded: Promise<AuthClient | undefined> | undefined;
   const authFor = async (endpoint: string | undefined, retry: Retry): Promise<ClientAuth> => {
     if (endpoint?.startsWith('http:') && !credentials.loopbackAuth) return 'none';
@@ -38,16 +39,16 @@ export function createClients(endpoints: Endpoints, credentials: CredentialsPlan
     await freshToken(credential, credentials, retry);
     return credential;
   };
-  const storage = onceWith((auth: ClientAuth) =>
+  const storage = onceWith('Cloud Storage', log, (auth: ClientAuth) =>
     import('./sources/gcs.ts').then((m) => m.createStorageClient(endpoints.storage, auth)),
   );
-  const gcs = onceWith((auth: ClientAuth) =>
+  const gcs = onceWith('Cloud Storage reader', log, (auth: ClientAuth) =>
     import('./sources/gcs-reader.ts').then((m) => m.createGcsReader(endpoints.storage, auth)),
   );
-  const kms = onceWith((auth: ClientAuth) =>
+  const kms = onceWith('Cloud KMS', log, (auth: ClientAuth) =>
     import('./decrypt/kms.ts').then((m) => m.createKmsClient(endpoints.kms, auth)),
   );
-  const secretManager = onceWith((auth: ClientAuth) =>
+  const secretManager = onceWith('Secret Manager', log, (auth: ClientAuth) =>
     import('./sources/secretmanager.ts').then((m) => m.createSecretManagerClient(endpoints.secretManager, auth)),
   );
   return {
@@ -59,10 +60,18 @@ export function createClients(endpoints: Endpoints, credentials: CredentialsPlan
 }
 
 /** `make`, called on the first call only (with that call's argument); later calls share its result. */
-function onceWith<A, T>(make: (arg: A) => Promise<T>): (arg: A) => Promise<T> {
+function onceWith<A, T>(
+  service: string,
+  log: Logger | undefined,
+  make: (arg: A) => Promise<T>,
+): (arg: A) => Promise<T> {
   let made: Promise<T> | undefined;
   return (arg) => {
-    made ??= make(arg);
+    if (made === undefined) {
+      // Said once per run under --verbose: a second line would mean a second client.
+      log?.debug(`creating the ${service} client`);
+      made = make(arg);
+    }
     return made;
   };
 }

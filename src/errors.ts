@@ -67,6 +67,17 @@ export class SecretFetchError extends Error {
   get line(): string {
     return this.hint ? `${this.message} (${this.hint})` : this.message;
   }
+
+  /**
+   * This error with `context` before its message (e.g. the variable a reference came from): the
+   * same class, exit code and hint. A copy, since one error may reach several callers.
+   */
+  within(context: string): this {
+    const copy = Object.create(Object.getPrototypeOf(this), Object.getOwnPropertyDescriptors(this)) as this;
+    copy.message = `${context}: ${this.message}`;
+    Object.defineProperty(copy, 'cause', { value: this, configurable: true, writable: true });
+    return copy;
+  }
 }
 
 export class UsageError extends SecretFetchError {

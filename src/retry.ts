@@ -44,14 +44,17 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = { baseDelayMs: 100, maxDelayMs:
 export function createRetry(options: {
   log: Logger;
   deadline: Deadline;
+  /** Whose calls these are (e.g. `$DB_PASSWORD` for a reference), for warnings and the timeout. */
+  owner?: string;
   policy?: RetryPolicy;
   random?: () => number;
 }): Retry {
   const policy = options.policy ?? DEFAULT_RETRY_POLICY;
   const random = options.random ?? Math.random;
   const { deadline, log } = options;
+  const owner = options.owner === undefined ? '' : `${options.owner}: `;
   return async (what, attempt, classify, hint) => {
-    const operation = deadline.begin(what, hint);
+    const operation = deadline.begin(what, hint, options.owner);
     try {
       for (let n = 1; ; n++) {
         deadline.check(operation);
@@ -81,7 +84,7 @@ export function createRetry(options: {
             );
           }
           log.warn(
-            `attempt ${n} to ${what} failed (${failure.message}); retrying in ${delay} ms${after === undefined ? '' : ' (Retry-After)'}`,
+            `${owner}attempt ${n} to ${what} failed (${failure.message}); retrying in ${delay} ms${after === undefined ? '' : ' (Retry-After)'}`,
           );
           await new Promise((resolve) => setTimeout(resolve, delay));
         }
@@ -125,12 +128,15 @@ export class Operation {
   readonly what: string;
   /** The fix to name if the deadline passes before any attempt failed. */
   readonly hint: string | undefined;
+  /** Whose call it is (a reference's `$VARIABLE`), named first if the deadline passes. */
+  readonly owner: string | undefined;
   attempts = 0;
   last: UnavailableError | undefined;
 
-  constructor(what: string, hint?: string) {
+  constructor(what: string, hint?: string, owner?: string) {
     this.what = what;
     this.hint = hint;
+    this.owner = owner;
   }
 }
 
@@ -153,8 +159,8 @@ export class Deadline {
     return Math.max(0, this.#at - this.#clock());
   }
 
-  begin(what: string, hint?: string): Operation {
-    const operation = new Operation(what, hint);
+  begin(what: string, hint?: string, owner?: string): Operation {
+    const operation = new Operation(what, hint, owner);
     this.#inFlight.add(operation);
     return operation;
   }
@@ -175,8 +181,8 @@ export class Deadline {
 
   /** The deadline passed while `operation` was running or waiting to retry: say what, and what went wrong. */
   expired(operation: Operation | string): UnavailableError {
-    const { what, last, attempts, hint } = typeof operation === 'string' ? new Operation(operation) : operation;
-    const within = `could not ${what} within the --timeout of ${formatMs(this.#timeoutMs)}`;
+    const { what, last, attempts, hint, owner } = typeof operation === 'string' ? new Operation(operation) : operation;
+    const within = `${owner === undefined ? '' : `${owner}: `}could not ${what} within the --timeout of ${formatMs(this.#timeoutMs)}`;
     return new UnavailableError(
       last === undefined ? within : `${within}: ${last.message} after ${plural(attempts, 'attempt')}`,
       orRaiseTimeout(last?.hint ?? hint ?? 'the service is slow or unreachable; check the endpoint'),

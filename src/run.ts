@@ -20,7 +20,7 @@ import { createRetry, Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { commandEnvironment } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
-import { findEnvReferences, resolveEnvReferences } from './sources/env-references.ts';
+import { checkReferences, findEnvReferences, resolveEnvReferences } from './sources/env-references.ts';
 import { fileVersion } from './sources/file.ts';
 import { decryptsItself, type FetchContext, fetchSource } from './sources/index.ts';
 import type { SourceRef } from './sources/reference.ts';
@@ -46,7 +46,7 @@ export async function run(options: Options, initial: RunContext): Promise<number
   let context = initial;
   const { log } = context;
   const fetchContext: FetchContext = {
-    clients: context.clients ?? createClients(options.endpoints, options.credentials),
+    clients: context.clients ?? createClients(options.endpoints, options.credentials, log),
     retry: createRetry({ log, deadline: context.deadline }),
     log,
     maxBytes: options.maxBytes,
@@ -67,6 +67,10 @@ export async function run(options: Options, initial: RunContext): Promise<number
   );
   // References are parsed before anything is fetched: a malformed one stops the run at once.
   const references = options.resolveReferences ? findEnvReferences(context.environ) : [];
+  checkReferences(references, {
+    outs: options.sources.flatMap((plan) => (plan.out === undefined ? [] : [resolve(context.cwd, plan.out)])),
+    verifying: fetchContext.verifyKey !== undefined,
+  });
   const fileOptions = {
     mode: options.fileMode,
     allowDisk: options.allowDisk,
@@ -96,7 +100,12 @@ export async function run(options: Options, initial: RunContext): Promise<number
                   out: undefined,
                 },
                 reference.ref,
-                fetchContext,
+                {
+                  ...fetchContext,
+                  // Warnings and a timeout name the variable, as every other failure of a reference does.
+                  retry: createRetry({ log, deadline: context.deadline, owner: `$${reference.variable}` }),
+                  kmsKeyOption: '?kms-key=',
+                },
               )
             ).secret,
           stage: (path, data) => context.staged.stage(resolve(context.cwd, path), data, fileOptions),

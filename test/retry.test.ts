@@ -142,6 +142,31 @@ describe('backoff', () => {
   });
 });
 
+describe("an owner (a reference's variable)", () => {
+  it('leads every warning, and the timeout that stops its call', async () => {
+    const warnings: string[] = [];
+    const log: Logger = { debug: () => {}, info: () => {}, warn: (m) => warnings.push(m), error: () => {} };
+    const deadline = new Deadline(1_000, () => Date.now());
+    const retry = createRetry({ log, deadline, random: () => 0.5, owner: '$DB_PASSWORD' });
+    const { attempt } = failing([apiError(503)]);
+    const done = retry('access sm://p/db#latest', attempt, classify);
+    await vi.runAllTimersAsync();
+    await expect(done).resolves.toBe('ok');
+    expect(warnings).toEqual([
+      '$DB_PASSWORD: attempt 1 to access sm://p/db#latest failed (answered 503); retrying in 50 ms',
+    ]);
+
+    const expiry = deadline.expire();
+    const settled = expect(expiry).rejects.toThrow(
+      /^\$DB_PASSWORD: could not access sm:\/\/p\/db#latest within the --timeout of 1s$/,
+    );
+    // A call that never answers: the run's deadline is what stops it.
+    void retry('access sm://p/db#latest', () => new Promise(() => {}), classify);
+    await vi.advanceTimersByTimeAsync(1_000);
+    await settled;
+  });
+});
+
 describe('Retry-After', () => {
   it('waits at least the seconds the server asks for', async () => {
     const { retry, warnings } = setup({ random: 0 });

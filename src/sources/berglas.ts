@@ -30,7 +30,7 @@ export async function fetchBerglasSecret(
   const where = describeSource(ref);
   let keyName = '';
   const object = await readPinnedObject(ref, context, (metadata) => {
-    keyName = berglasKeyName(metadata, where, expectedKey);
+    keyName = berglasKeyName(metadata, where, expectedKey, context.kmsKeyOption);
   });
   try {
     context.log.debug(`${where}: a berglas secret under ${keyName}`);
@@ -53,7 +53,12 @@ export async function fetchBerglasSecret(
 }
 
 /** The key the metadata names, without a key version (berglas strips it too when writing). */
-export function berglasKeyName(metadata: CustomMetadata, where: string, expectedKey: string | undefined): string {
+export function berglasKeyName(
+  metadata: CustomMetadata,
+  where: string,
+  expectedKey: string | undefined,
+  option = '--kms-key',
+): string {
   const named = metadata[BERGLAS_KEY_METADATA];
   if (named === undefined || named === '') {
     throw new FormatError(
@@ -71,8 +76,8 @@ export function berglasKeyName(metadata: CustomMetadata, where: string, expected
   }
   if (expectedKey !== undefined && keyName !== expectedKey) {
     throw new IntegrityError(
-      `${where} names the key ${keyName} in its ${BERGLAS_KEY_METADATA} metadata, not the --kms-key ${expectedKey}`,
-      'if it was re-encrypted with that key on purpose, change --kms-key; if not, someone replaced the object',
+      `${where} names the key ${keyName} in its ${BERGLAS_KEY_METADATA} metadata, not the ${option} ${expectedKey}`,
+      `if it was re-encrypted with that key on purpose, change ${option}; if not, someone replaced the object`,
     );
   }
   return keyName;

@@ -7,12 +7,12 @@
 // often than secrets, so a gs:// reference needs the explicit `secret-fetch:` prefix.
 
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { FormatError, NotFoundError, SecretFetchError, UsageError } from '../errors.ts';
 import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
 import type { Logger } from '../log.ts';
-import { Secret } from '../secret.ts';
-import { parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
+import type { Secret } from '../secret.ts';
+import { describeSource, isObjectRef, parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
 
 /** Where a resolved reference goes: into the variable, or into a file whose path the variable gets. */
 export type Destination =
@@ -36,6 +36,7 @@ export interface EnvReference {
 const GS_PREFIX = 'secret-fetch:';
 const SCHEMES = ['sm://', 'berglas://', `${GS_PREFIX}gs://`];
 const PARAMETERS = new Set(['destination', 'key', 'format', 'kms-key']);
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 const KMS_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
 
 /** Whether a value is meant as a reference (and must then parse, or the run stops). */
@@ -143,6 +144,44 @@ function parseDestination(text: string | undefined, fail: (problem: string, hint
   return { kind: 'path', path: text };
 }
 
+/**
+ * What the references may not do given the rest of the run, checked before anything is fetched:
+ * share a ?destination= file with another reference or an --out (the last rename would win, and
+ * one variable would name the other's secret), or escape --verify-key (only gs:// and berglas://
+ * objects carry a signature, as for --source).
+ */
+export function checkReferences(
+  references: readonly EnvReference[],
+  run: { readonly outs: readonly string[]; readonly verifying: boolean },
+): void {
+  const outs = new Set(run.outs.map((out) => resolve(out)));
+  const destinations = new Map<string, string>();
+  for (const { variable, ref, destination } of references) {
+    if (run.verifying && !isObjectRef(ref)) {
+      throw new UsageError(
+        `$${variable}: --verify-key cannot check ${describeSource(ref)}: only gs:// and berglas:// objects carry a secret-fetch signature`,
+        'reference a signed Cloud Storage object instead, or drop --verify-key',
+      );
+    }
+    if (destination.kind !== 'path') continue;
+    const path = resolve(destination.path);
+    if (outs.has(path)) {
+      throw new UsageError(
+        `$${variable}: ?destination=${destination.path} is also an --out file`,
+        'give each secret its own file',
+      );
+    }
+    const other = destinations.get(path);
+    if (other !== undefined) {
+      throw new UsageError(
+        `$${variable}: ?destination=${destination.path} is also the destination of $${other}`,
+        'give each reference its own file',
+      );
+    }
+    destinations.set(path, variable);
+  }
+}
+
 export interface ResolveContext {
   /** Fetches and decrypts one reference's secret (the same stages as a --source). */
   fetch(reference: EnvReference): Promise<Secret>;
@@ -166,8 +205,7 @@ export async function resolveEnvReferences(
       try {
         return await resolveOne(reference, context);
       } catch (error) {
-        if (!(error instanceof SecretFetchError)) throw error;
-        throw new SecretFetchError(`$${reference.variable}: ${error.message}`, error.exitCode, error.hint);
+        throw error instanceof SecretFetchError ? error.within(`$${reference.variable}`) : error;
       }
     }),
   );
@@ -187,13 +225,7 @@ async function resolveOne(reference: EnvReference, context: ResolveContext): Pro
       context.log.debug(`$${reference.variable}: ${reference.uri} written to ${path}`);
       return path;
     }
-    const text = new Secret(bytes).text(reference.uri);
-    if (text.includes('\0')) {
-      throw new FormatError(
-        `${reference.uri} contains a NUL byte, which no environment variable can hold`,
-        'add ?destination=tempfile to get it as a file',
-      );
-    }
+    const text = variableValue(reference, bytes);
     context.log.debug(`$${reference.variable}: resolved from ${reference.uri}`);
     return text;
   } finally {
@@ -201,8 +233,33 @@ async function resolveOne(reference: EnvReference, context: ResolveContext): Pro
   }
 }
 
+/** The secret as a variable's value: text without NUL bytes, or a refusal that says how to take it. */
+function variableValue(reference: EnvReference, bytes: Buffer): string {
+  const problem = (what: string) =>
+    new FormatError(
+      `${reference.uri} ${what}, which no environment variable can hold`,
+      'add ?destination=tempfile to get it as a file',
+    );
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    throw problem('is not UTF-8 text');
+  }
+  if (text.includes('\0')) throw problem('contains a NUL byte');
+  return text;
+}
+
 async function pickEntry(reference: EnvReference, secret: Secret, key: string): Promise<string> {
-  const text = secret.text(reference.uri);
+  let text: string;
+  try {
+    text = UTF8.decode(secret.reveal());
+  } catch {
+    throw new FormatError(
+      `${reference.uri} is not UTF-8 text, so it has no entries for ?key=${key}`,
+      'drop ?key= (and add ?destination=tempfile for a binary secret)',
+    );
+  }
   const format = reference.format ?? guessFormat(sourceFileName(reference.ref), text);
   const entries = await parseEntries(format, text, reference.uri);
   const value = entries.get(key);

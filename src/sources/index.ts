@@ -16,6 +16,8 @@ export interface FetchContext {
   readonly maxBytes: number;
   /** --verify-key: object readers refuse what is not signed by it (see src/signing/verify.ts). */
   readonly verifyKey?: VerifyKey | undefined;
+  /** How the KMS key was given, for messages: --kms-key unless told (?kms-key= in a reference). */
+  readonly kmsKeyOption?: string;
 }
 
 export interface FetchedSecret {

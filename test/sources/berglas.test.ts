@@ -40,4 +40,14 @@ describe('berglasKeyName', () => {
     expect(error.message).toMatch(message);
     expect(error.line).not.toContain('\n');
   });
+
+  it('names the pin as it was given: ?kms-key= in a reference', () => {
+    let error: SecretFetchError | undefined;
+    try {
+      berglasKeyName({ 'berglas-kms-key': `${KEY}2` }, WHERE, KEY, '?kms-key=');
+    } catch (caught) {
+      error = caught as SecretFetchError;
+    }
+    expect(error?.line).toMatch(/metadata, not the \?kms-key= .*\/k \(.*on purpose, change \?kms-key=; if not/);
+  });
 });

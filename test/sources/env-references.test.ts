@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { EXIT, UsageError } from '../../src/errors.ts';
+import { EXIT, NotFoundError, UsageError } from '../../src/errors.ts';
 import { Secret } from '../../src/secret.ts';
 import {
+  checkReferences,
   findEnvReferences,
   guessFormat,
   looksLikeReference,
@@ -30,7 +31,7 @@ describe('parseEnvReference', () => {
       },
     ],
     [
-      'secret-fetch:gs://vault/app.json.enc#7?kms-key=' + KEY + '&key=DB_PASSWORD',
+      `secret-fetch:gs://vault/app.json.enc#7?kms-key=${KEY}&key=DB_PASSWORD`,
       {
         uri: 'gs://vault/app.json.enc#7',
         ref: { scheme: 'gs', bucket: 'vault', object: 'app.json.enc', generation: '7' },
@@ -81,6 +82,48 @@ describe('findEnvReferences', () => {
     });
     expect(found.map((r) => r.variable)).toEqual(['A_KEY', 'B_TOKEN', 'C_CFG']);
     expect(looksLikeReference('gs://bucket/x')).toBe(false);
+  });
+});
+
+describe('checkReferences', () => {
+  const refs = (environ: Record<string, string>) => findEnvReferences(environ);
+  const none = { outs: [], verifying: false };
+
+  it('accepts distinct destinations, tempfiles, and gs:// and berglas:// references under --verify-key', () => {
+    const references = refs({
+      A: 'sm://my-project/a?destination=/dev/shm/a',
+      B: 'sm://my-project/b?destination=/dev/shm/b',
+      C: 'sm://my-project/c?destination=tempfile',
+      D: 'sm://my-project/d?destination=tempfile',
+    });
+    expect(() => checkReferences(references, { outs: ['/dev/shm/app.env'], verifying: false })).not.toThrow();
+    const objects = refs({ G: 'secret-fetch:gs://vault/app.env', K: 'berglas://vault/tls.key' });
+    expect(() => checkReferences(objects, { outs: [], verifying: true })).not.toThrow();
+  });
+
+  it.each([
+    [
+      'two references with one ?destination= (after normalising)',
+      { A: 'sm://my-project/a?destination=/dev/shm/x', B: 'berglas://vault/b?destination=/dev/shm/y/../x' },
+      none,
+      /^\$B: \?destination=\/dev\/shm\/y\/\.\.\/x is also the destination of \$A$/,
+    ],
+    [
+      'a ?destination= that is an --out',
+      { A: 'sm://my-project/a?destination=/dev/shm/app.env' },
+      { outs: ['/dev/shm/app.env'], verifying: false },
+      /^\$A: \?destination=\/dev\/shm\/app\.env is also an --out file$/,
+    ],
+    [
+      'an sm:// reference under --verify-key',
+      { G: 'secret-fetch:gs://vault/app.env', S: 'sm://my-project/db' },
+      { outs: [], verifying: true },
+      /^\$S: --verify-key cannot check sm:\/\/my-project\/db#latest: only gs:\/\/ and berglas:\/\/ objects carry/,
+    ],
+  ])('refuses %s, as a usage error before any fetch', (_, environ, run, message) => {
+    const check = () => checkReferences(refs(environ), run);
+    expect(check).toThrow(UsageError);
+    expect(check).toThrow(message);
   });
 });
 
@@ -147,20 +190,40 @@ describe('resolveEnvReferences', () => {
       exitCode: EXIT.notFound,
       message: '$DB: sm://my-project/cfg (read as dotenv) has no entry MISSING',
     });
+    // Still the same class of error, with the original as its cause.
+    await expect(resolving).rejects.toBeInstanceOf(NotFoundError);
+    await resolving.catch((error: Error) => expect(error.cause).toBeInstanceOf(NotFoundError));
     await resolving.catch((error: Error & { hint: string }) => {
       expect(`${error.message} ${error.hint}`).not.toContain('canary-value-42');
       expect(error.hint).toBe('its entries are OTHER');
     });
   });
 
-  it('refuses a value an environment variable cannot hold', async () => {
-    await expect(
-      resolveEnvReferences([parseEnvReference('BIN', 'sm://my-project/bin')], {
-        fetch: async () => new Secret(Buffer.from([0x61, 0x00, 0x62])),
-        stage: () => {},
-        tempfileDir: '/dev/shm',
-        log: silent,
-      }),
-    ).rejects.toThrow(/\$BIN: sm:\/\/my-project\/bin contains a NUL byte/);
+  it.each([
+    ['a NUL byte', 'sm://my-project/bin', [0x61, 0x00, 0x62], /^\$BIN: sm:\/\/my-project\/bin contains a NUL byte, /],
+    [
+      'bytes that are not UTF-8',
+      'sm://my-project/bin',
+      [0x30, 0x82, 0x01],
+      /^\$BIN: sm:\/\/my-project\/bin is not UTF-8 text, /,
+    ],
+    [
+      '?key= on bytes that are not UTF-8',
+      'sm://my-project/bin?key=A',
+      [0xff],
+      /is not UTF-8 text, so it has no entries/,
+    ],
+  ])('refuses %s with the fix for a reference', async (_, value, bytes, message) => {
+    const resolving = resolveEnvReferences([parseEnvReference('BIN', value)], {
+      fetch: async () => new Secret(Buffer.from(bytes)),
+      stage: () => {},
+      tempfileDir: '/dev/shm',
+      log: silent,
+    });
+    await expect(resolving).rejects.toThrow(message);
+    await expect(resolving).rejects.toMatchObject({
+      exitCode: EXIT.format,
+      hint: expect.stringMatching(/\?destination=tempfile/),
+    });
   });
 });
