@@ -39,10 +39,10 @@ export function createClients(endpoints: Endpoints, credentials: CredentialsPlan
     await freshToken(credential, credentials, retry);
     return credential;
   };
-  const storage = onceWith('Cloud Storage', log, (auth: ClientAuth) =>
+  const storage = onceWith('Cloud Storage library', log, (auth: ClientAuth) =>
     import('./sources/gcs.ts').then((m) => m.createStorageClient(endpoints.storage, auth)),
   );
-  const gcs = onceWith('Cloud Storage reader', log, (auth: ClientAuth) =>
+  const gcs = onceWith('Cloud Storage', log, (auth: ClientAuth) =>
     import('./sources/gcs-reader.ts').then((m) => m.createGcsReader(endpoints.storage, auth)),
   );
   const kms = onceWith('Cloud KMS', log, (auth: ClientAuth) =>
