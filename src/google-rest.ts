@@ -5,8 +5,7 @@
 // background threads, and a process that exits (rather than exec'ing) waits for those threads:
 // ~50 ms on every init-container run, measured. node:http's parser is native and loads nothing.
 
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { AuthClient } from 'google-auth-library';
 import { CLOUD_PLATFORM_SCOPE, type ClientAuth } from './credentials.ts';
 
@@ -32,9 +31,11 @@ export interface RestRequest {
  * connection rejects with node's error, whose `code` (ECONNRESET, ECONNREFUSED, ...) the retry
  * policy recognises.
  */
-export function restRequest(url: string, init: RestRequest): Promise<RestResponse> {
+export async function restRequest(url: string, init: RestRequest): Promise<RestResponse> {
   const target = new URL(url);
-  const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
+  // Loaded on the first request, not with the module: node:https brings TLS, which the local
+  // path (which reaches this module through the main script's shared imports) never needs.
+  const { request: send } = target.protocol === 'https:' ? await import('node:https') : await import('node:http');
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...init.headers };
     if (init.body !== undefined) headers['content-length'] = String(Buffer.byteLength(init.body));

@@ -149,7 +149,7 @@ export class Deadline {
   readonly #inFlight = new Set<Operation>();
 
   /** `clock` is monotonic by default, so a step of the wall clock neither stretches nor cuts the deadline. */
-  constructor(timeoutMs: number, clock: () => number = () => performance.now()) {
+  constructor(timeoutMs: number, clock: () => number = monotonicMs) {
     this.#timeoutMs = timeoutMs;
     this.#clock = clock;
     this.#at = clock() + timeoutMs;
@@ -216,4 +216,9 @@ function plural(n: number, word: string): string {
 
 function formatMs(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+/** A monotonic clock in ms; process.hrtime, not `performance`, whose first use loads perf_hooks at start. */
+function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
 }

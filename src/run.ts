@@ -12,7 +12,7 @@ import { parseEntries } from './formats/index.ts';
 import { execCommand } from './launch/exec.ts';
 import { planExec, resolveCommand } from './launch/resolve.ts';
 import { Sidecar } from './launch/sidecar.ts';
-import { Supervisor } from './launch/supervise.ts';
+import type { Supervisor } from './launch/supervise.ts';
 import type { Logger } from './log.ts';
 import type { Options, SourcePlan } from './options.ts';
 import { type RefreshContext, startRefresh } from './refresh.ts';
@@ -165,6 +165,9 @@ export async function run(options: Options, initial: RunContext): Promise<number
     if (options.supervise) {
       for (const secret of secrets) secret.wipe(); // the supervisor stays: keep no plaintext
       const supervise = { graceMs: options.graceMs, cleanup: options.cleanup ? written : [], log };
+      // Loaded here only: node:child_process (and the net and stream modules it brings) costs the
+      // exec path several ms at start.
+      const { Supervisor } = await import('./launch/supervise.ts');
       const supervisor = new Supervisor(
         context.onSupervise ? { ...supervise, onStart: context.onSupervise } : supervise,
       );
