@@ -119,19 +119,10 @@ const assets: Record<string, string> = {};
 let vendorBytes = 0;
 const shared = new Set<string>();
 for (const [group, files] of Object.entries(INTERNAL_GROUPS)) {
-  const entry = files
-    .map(
-      (file) => `${JSON.stringify(`@secret-fetch/${group}/${file}`)}: () => require(${JSON.stringify(`./${file}`)}),`,
-    )
-    .join('\n');
   const file = join(work, `${group}.js`);
   const result = await build({
     ...common,
-    stdin: {
-      contents: `const load = {\n${entry}\n};\nmodule.exports = (id) => load[id]();\n`,
-      resolveDir: root,
-      loader: 'js',
-    },
+    stdin: groupEntry(files.map((path) => [`@secret-fetch/${group}/${path}`, `./${path}`])),
     outfile: file,
     plugins: [
       vendorExternal,
@@ -170,15 +161,10 @@ const main = await build({
 });
 metafiles.push(main.metafile);
 for (const [group, ids] of Object.entries(VENDOR_GROUPS)) {
-  const entry = ids.map((id) => `${JSON.stringify(id)}: () => require(${JSON.stringify(id)}),`).join('\n');
   const file = join(work, `${group}.js`);
   const result = await build({
     ...common,
-    stdin: {
-      contents: `const load = {\n${entry}\n};\nmodule.exports = (id) => load[id]();\n`,
-      resolveDir: root,
-      loader: 'js',
-    },
+    stdin: groupEntry(ids.map((id) => [id, id])),
     outfile: file,
     plugins: [
       {
@@ -195,6 +181,16 @@ for (const [group, ids] of Object.entries(VENDOR_GROUPS)) {
   });
   metafiles.push(result.metafile);
   addGroupAsset(group, file, ids);
+}
+
+/** A group script's entry: the loader calls its export with an id and gets that module. */
+function groupEntry(modules: [id: string, path: string][]) {
+  const entry = modules.map(([id, path]) => `${JSON.stringify(id)}: () => require(${JSON.stringify(path)}),`);
+  return {
+    contents: `const load = {\n${entry.join('\n')}\n};\nmodule.exports = (id) => load[id]();\n`,
+    resolveDir: root,
+    loader: 'js' as const,
+  };
 }
 
 /** Wraps a group's script as a function of (require, module, ...) and stores it with its code cache. */
