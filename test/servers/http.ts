@@ -284,3 +284,14 @@ export function faultFromJson(value: unknown): { match: FaultMatch; responses: F
   if (v.query !== undefined) match.query = v.query;
   return { match, responses: v.responses ?? [] };
 }
+
+/** A JSON API request's body: parsed, or `parseError` (the caller answers 400 where the API would). */
+export async function readJsonBody(req: IncomingMessage): Promise<{ body: unknown; parseError: boolean }> {
+  const raw = await readBody(req);
+  if (raw.length === 0) return { body: undefined, parseError: false };
+  try {
+    return { body: JSON.parse(raw.toString('utf8')), parseError: false };
+  } catch {
+    return { body: undefined, parseError: true };
+  }
+}

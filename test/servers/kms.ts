@@ -45,8 +45,8 @@ import {
   listen,
   pathForms,
   queryObject,
-  readBody,
   readJson,
+  readJsonBody,
   runSideEffect,
   type SendOptions,
   safeDecode,
@@ -449,16 +449,7 @@ export async function startKmsServer(): Promise<KmsServer> {
 
     if (rawPath.startsWith('/_emulator/')) return control(req, res, rawPath);
 
-    const raw = await readBody(req);
-    let body: unknown;
-    let parseError = false;
-    if (raw.length > 0) {
-      try {
-        body = JSON.parse(raw.toString('utf8'));
-      } catch {
-        parseError = true;
-      }
-    }
+    const { body, parseError } = await readJsonBody(req);
     requests.push({ method, path: rawPath, query, headers: req.headers, body });
 
     const fault = await runSideEffect(faults.take(method, pathForms(rawPath, ['/v1']), query));

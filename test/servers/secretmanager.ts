@@ -32,8 +32,8 @@ import {
   listen,
   pathForms,
   queryObject,
-  readBody,
   readJson,
+  readJsonBody,
   runSideEffect,
   type SendOptions,
   safeDecode,
@@ -382,16 +382,7 @@ export async function startSecretManagerServer(): Promise<SecretManagerServer> {
 
     if (rawPath.startsWith('/_emulator/')) return control(req, res, rawPath);
 
-    const raw = await readBody(req);
-    let body: unknown;
-    let parseError = false;
-    if (raw.length > 0) {
-      try {
-        body = JSON.parse(raw.toString('utf8'));
-      } catch {
-        parseError = true;
-      }
-    }
+    const { body, parseError } = await readJsonBody(req);
     requests.push({ method, path: rawPath, query, headers: req.headers, body });
 
     const fault = await runSideEffect(faults.take(method, pathForms(rawPath, ['/v1']), query));
