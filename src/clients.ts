@@ -10,6 +10,7 @@ import type { Logger } from './log.ts';
 import type { Retry } from './retry.ts';
 import type { GcsReader } from './sources/gcs-reader.ts';
 import type { SecretManagerClient } from './sources/secretmanager.ts';
+import type { SecretManagerReader } from './sources/secretmanager-reader.ts';
 
 export interface Clients {
   /** The thin Cloud Storage reader every gs:// and berglas:// start uses (sources/gcs-reader.ts). */
@@ -18,6 +19,8 @@ export interface Clients {
   storage(retry: Retry): Promise<Storage>;
   kms(retry: Retry): Promise<KmsClient>;
   secretManager(retry: Retry): Promise<SecretManagerClient>;
+  /** The thin Secret Manager reader every sm:// source and reference uses (sources/secretmanager-reader.ts). */
+  secretManagerReader(retry: Retry): Promise<SecretManagerReader>;
 }
 
 export interface Endpoints {
@@ -48,7 +51,10 @@ export function createClients(endpoints: Endpoints, credentials: CredentialsPlan
   const kms = onceWith('Cloud KMS', log, (auth: ClientAuth) =>
     import('./decrypt/kms.ts').then((m) => m.createKmsClient(endpoints.kms, auth)),
   );
-  const secretManager = onceWith('Secret Manager', log, (auth: ClientAuth) =>
+  const secretManagerReader = onceWith('Secret Manager', log, (auth: ClientAuth) =>
+    import('./sources/secretmanager-reader.ts').then((m) => m.createSecretManagerReader(endpoints.secretManager, auth)),
+  );
+  const secretManager = onceWith('Secret Manager library', log, (auth: ClientAuth) =>
     import('./sources/secretmanager.ts').then((m) => m.createSecretManagerClient(endpoints.secretManager, auth)),
   );
   return {
@@ -56,6 +62,7 @@ export function createClients(endpoints: Endpoints, credentials: CredentialsPlan
     storage: async (retry) => storage(await authFor(endpoints.storage, retry)),
     kms: async (retry) => kms(await authFor(endpoints.kms, retry)),
     secretManager: async (retry) => secretManager(await authFor(endpoints.secretManager, retry)),
+    secretManagerReader: async (retry) => secretManagerReader(await authFor(endpoints.secretManager, retry)),
   };
 }
 

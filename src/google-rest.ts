@@ -86,3 +86,84 @@ function plainHeaders(headers: unknown): Record<string, string> {
   }
   return out;
 }
+
+/** A failed call to a Google API, with the gRPC status code google-gax would have reported for it. */
+export class GoogleApiError extends Error {
+  /** The gRPC status code (3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...): what the callers switch on. */
+  readonly code: number;
+  /** Its name, from the error body, or derived from the HTTP status. */
+  readonly status: string;
+  readonly httpStatusCode: number;
+  /** The HTTP response, whose Retry-After the retry policy honours (retryAfterMs reads it here). */
+  readonly response: { readonly status: number; readonly headers: ResponseHeaders };
+
+  constructor(message: string, code: number, response: { status: number; headers: ResponseHeaders }) {
+    super(message);
+    this.name = 'GoogleApiError';
+    this.code = code;
+    this.status = GRPC_NAMES[code] ?? 'UNKNOWN';
+    this.httpStatusCode = response.status;
+    this.response = response;
+  }
+}
+
+const GRPC_NAMES = [
+  'OK',
+  'CANCELLED',
+  'UNKNOWN',
+  'INVALID_ARGUMENT',
+  'DEADLINE_EXCEEDED',
+  'NOT_FOUND',
+  'ALREADY_EXISTS',
+  'PERMISSION_DENIED',
+  'RESOURCE_EXHAUSTED',
+  'FAILED_PRECONDITION',
+  'ABORTED',
+  'OUT_OF_RANGE',
+  'UNIMPLEMENTED',
+  'INTERNAL',
+  'UNAVAILABLE',
+  'DATA_LOSS',
+  'UNAUTHENTICATED',
+];
+
+/** The gRPC code for an HTTP status that came without a Google error body (as google-gax maps it). */
+export function grpcCodeOfHttpStatus(status: number): number {
+  const known: Record<number, number> = {
+    400: 3,
+    401: 16,
+    403: 7,
+    404: 5,
+    409: 10,
+    429: 8,
+    499: 1,
+    501: 12,
+    503: 14,
+    504: 4,
+  };
+  if (known[status] !== undefined) return known[status];
+  if (status >= 400 && status < 500) return 9; // FAILED_PRECONDITION
+  if (status >= 500) return 13; // INTERNAL
+  return 2; // UNKNOWN: a redirect or another answer a JSON API never gives
+}
+
+/** The error for a response that is not 200 OK: from its Google error body when it has one. */
+export function googleApiError<E extends GoogleApiError>(
+  service: string,
+  status: number,
+  headers: ResponseHeaders,
+  text: string,
+  make: (message: string, code: number, response: { status: number; headers: ResponseHeaders }) => E,
+): E {
+  let error: { code?: unknown; message?: unknown; status?: unknown } | undefined;
+  try {
+    error = (JSON.parse(text) as { error?: typeof error } | null)?.error;
+  } catch {
+    // Not JSON: a proxy's page, or a truncated body.
+  }
+  const named = typeof error?.status === 'string' ? GRPC_NAMES.indexOf(error.status) : -1;
+  const code = named > 0 ? named : grpcCodeOfHttpStatus(status);
+  const message =
+    typeof error?.message === 'string' && error.message !== '' ? error.message : `${service} answered HTTP ${status}`;
+  return make(message, code, { status, headers });
+}

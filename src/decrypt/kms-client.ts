@@ -8,7 +8,14 @@
 // fields) as decimal strings, enums by name; the name travels in the URL, not the body.
 
 import { type ClientAuth, defaultAuth } from '../credentials.ts';
-import { authHeaders, type ResponseHeaders, restRequest } from '../google-rest.ts';
+import {
+  authHeaders,
+  GoogleApiError,
+  googleApiError,
+  grpcCodeOfHttpStatus,
+  type ResponseHeaders,
+  restRequest,
+} from '../google-rest.ts';
 
 const DEFAULT_ENDPOINT = 'https://cloudkms.googleapis.com';
 
@@ -94,77 +101,25 @@ export interface TestIamPermissionsResponse {
   readonly permissions?: string[];
 }
 
-/** A failed call, with the gRPC status code google-gax would have reported for it. */
-export class KmsApiError extends Error {
-  /** The gRPC status code (3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...): what the callers switch on. */
-  readonly code: number;
-  /** Its name, from the error body, or derived from the HTTP status. */
-  readonly status: string;
-  /** The HTTP response, whose Retry-After the retry policy honours (retryAfterMs reads it here). */
-  readonly response: { readonly status: number; readonly headers: ResponseHeaders };
-
+/** A failed Cloud KMS call, with the gRPC status code google-gax would have reported for it. */
+export class KmsApiError extends GoogleApiError {
   constructor(message: string, code: number, response: { status: number; headers: ResponseHeaders }) {
-    super(message);
+    super(message, code, response);
     this.name = 'KmsApiError';
-    this.code = code;
-    this.status = GRPC_NAMES[code] ?? 'UNKNOWN';
-    this.response = response;
   }
 }
 
-const GRPC_NAMES = [
-  'OK',
-  'CANCELLED',
-  'UNKNOWN',
-  'INVALID_ARGUMENT',
-  'DEADLINE_EXCEEDED',
-  'NOT_FOUND',
-  'ALREADY_EXISTS',
-  'PERMISSION_DENIED',
-  'RESOURCE_EXHAUSTED',
-  'FAILED_PRECONDITION',
-  'ABORTED',
-  'OUT_OF_RANGE',
-  'UNIMPLEMENTED',
-  'INTERNAL',
-  'UNAVAILABLE',
-  'DATA_LOSS',
-  'UNAUTHENTICATED',
-];
-
-/** The gRPC code for an HTTP status that came without a Google error body (as google-gax maps it). */
-export function grpcCodeOfHttpStatus(status: number): number {
-  const known: Record<number, number> = {
-    400: 3,
-    401: 16,
-    403: 7,
-    404: 5,
-    409: 10,
-    429: 8,
-    499: 1,
-    501: 12,
-    503: 14,
-    504: 4,
-  };
-  if (known[status] !== undefined) return known[status];
-  if (status >= 400 && status < 500) return 9; // FAILED_PRECONDITION
-  if (status >= 500) return 13; // INTERNAL
-  return 2; // UNKNOWN: a redirect or another answer a JSON API never gives
-}
+export { grpcCodeOfHttpStatus };
 
 /** The error for a response that is not 200 OK: from its Google error body when it has one. */
 export function kmsApiError(status: number, headers: ResponseHeaders, text: string): KmsApiError {
-  let error: { code?: unknown; message?: unknown; status?: unknown } | undefined;
-  try {
-    error = (JSON.parse(text) as { error?: typeof error } | null)?.error;
-  } catch {
-    // Not JSON: a proxy's page, or a truncated body.
-  }
-  const named = typeof error?.status === 'string' ? GRPC_NAMES.indexOf(error.status) : -1;
-  const code = named > 0 ? named : grpcCodeOfHttpStatus(status);
-  const message =
-    typeof error?.message === 'string' && error.message !== '' ? error.message : `Cloud KMS answered HTTP ${status}`;
-  return new KmsApiError(message, code, { status, headers });
+  return googleApiError(
+    'Cloud KMS',
+    status,
+    headers,
+    text,
+    (message, code, response) => new KmsApiError(message, code, response),
+  );
 }
 
 export function createKmsClient(endpoint: string | undefined, auth: ClientAuth = defaultAuth(endpoint)): KmsClient {

@@ -1,5 +1,6 @@
-// sm://PROJECT/SECRET[#VERSION] through @google-cloud/secret-manager in REST mode (no gRPC), loaded
-// only when an sm:// source is used. One AccessSecretVersion call gives the payload and the version
+// sm://PROJECT/SECRET[#VERSION] through the thin Secret Manager reader (secretmanager-reader.ts),
+// loaded only when an sm:// source is used; the official client (REST mode) is created here for
+// the operator commands. One AccessSecretVersion call gives the payload and the version
 // it resolved to (latest or an alias becomes a number); the payload is checked against the
 // dataCrc32c the service stores for every version (the client library does not check it).
 
@@ -47,7 +48,7 @@ export const ONE_ATTEMPT = { maxRetries: 0, retry: { retryCodes: [] } };
 export async function accessSecretVersion(ref: SecretManagerRef, context: FetchContext): Promise<FetchedSecret> {
   const where = describeSource(ref);
   const name = secretVersionName(ref);
-  const client = await context.clients.secretManager(context.retry);
+  const client = await context.clients.secretManagerReader(context.retry);
   const [response] = await context.retry(
     `access ${where}`,
     () => client.accessSecretVersion({ name }, ONE_ATTEMPT),
@@ -100,7 +101,7 @@ function verifyPayload(data: Buffer, dataCrc32c: unknown, at: string, maxBytes: 
  */
 export async function currentSecretVersion(ref: SecretManagerRef, context: FetchContext): Promise<string> {
   if (isVersionNumber(ref.version)) return ref.version;
-  const client = await context.clients.secretManager(context.retry);
+  const client = await context.clients.secretManagerReader(context.retry);
   const [metadata] = await context.retry(
     `read the version of ${describeSource(ref)}`,
     () => client.getSecretVersion({ name: secretVersionName(ref) }, ONE_ATTEMPT),

@@ -39,7 +39,7 @@ function context(answer: Answer | Error, options: { maxBytes?: number; getName?:
       return [{ name: options.getName, state: 'ENABLED' }];
     },
   } as unknown as SecretManagerClient;
-  const clients = { secretManager: async () => client } as unknown as Clients;
+  const clients = { secretManagerReader: async () => client } as unknown as Clients;
   const fetch: FetchContext = {
     clients,
     retry: createRetry({ log: silent, deadline: new Deadline(5_000), random: () => 0 }),
