@@ -97,8 +97,9 @@ export function createRetry(options: {
 
 /**
  * The Retry-After header of a failed HTTP response, in ms: delta-seconds or an HTTP-date.
- * @google-cloud/storage's ApiError and our Cloud KMS client's KmsApiError carry the response
- * (`response.headers`); google-gax's errors (Secret Manager) carry none, so for them it is undefined.
+ * The thin clients' errors (GoogleApiError, GcsApiError) and @google-cloud/storage's ApiError carry
+ * the response (`response.headers`); google-gax's errors (the Secret Manager library, used only by
+ * operator commands) carry none, so for them it is undefined.
  */
 export function retryAfterMs(error: unknown, now = Date.now()): number | undefined {
   const headers = (error as { response?: { headers?: unknown } } | null)?.response?.headers;
