@@ -34,7 +34,7 @@ export function createLogger(options: { format: LogFormat; verbose: boolean }): 
 }
 
 /** Writes all of `text` to `fd`, retrying on EAGAIN (a parent may hand us a non-blocking pipe). */
-export function writeAll(fd: number, text: string): void {
+function writeAll(fd: number, text: string): void {
   const bytes = Buffer.from(text);
   let offset = 0;
   for (let spins = 0; offset < bytes.length && spins < 1000; spins++) {

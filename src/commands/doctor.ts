@@ -7,7 +7,6 @@
 
 import type { Endpoints } from '../clients.ts';
 import { EXIT, UsageError } from '../errors.ts';
-import { writeAll } from '../log.ts';
 import { envNameOf, envValue, FLAGS, perSource, validateKmsKey } from '../options.ts';
 import type { Deadline } from '../retry.ts';
 import { berglasKeyName } from '../sources/berglas.ts';
@@ -18,7 +17,14 @@ import {
   type SecretManagerRef,
   type SourceRef,
 } from '../sources/reference.ts';
-import { COMMON_HELP, parseSubcommand, type RemoteContext, remoteContext, type SubcommandSpec } from './common.ts';
+import {
+  COMMON_HELP,
+  parseSubcommand,
+  type RemoteContext,
+  remoteContext,
+  type SubcommandSpec,
+  writeStdout,
+} from './common.ts';
 import {
   type Check,
   type CheckContext,
@@ -100,9 +106,9 @@ export const doctorCommand: Subcommand = {
     );
     const remote = remoteContext(parsed);
     const print = (check: Check) =>
-      writeAll(1, parsed.logFormat === 'json' ? renderCheckJson(check) : renderCheck(check));
+      writeStdout(Buffer.from(parsed.logFormat === 'json' ? renderCheckJson(check) : renderCheck(check)));
     const checks = await runChecks(plan, parsed.endpoints, remote, context.environ, print);
-    if (parsed.logFormat === 'text') writeAll(1, renderSummary(checks));
+    if (parsed.logFormat === 'text') writeStdout(Buffer.from(renderSummary(checks)));
     return exitCodeOf(checks);
   },
 };

@@ -12,7 +12,7 @@ import { validateKmsKey } from '../options.ts';
 import { uploadSecretObject } from '../publish/gcs.ts';
 import { payloadTooLarge, publishSecretVersion, SECRET_MANAGER_MAX_PAYLOAD } from '../publish/secretmanager.ts';
 import { fetchPlaintext } from '../run.ts';
-import { isOnMemoryFilesystem, StagedFiles } from '../sinks/file.ts';
+import { memoryFilesystemAt, StagedFiles } from '../sinks/file.ts';
 import { readSecretFile } from '../sources/file.ts';
 import { describeSource, parseSourceRef, sourceFileName } from '../sources/reference.ts';
 import { COMMON_HELP, parseSubcommand, remoteContext, writeStdout } from './common.ts';
@@ -204,7 +204,7 @@ function startEditor(
 function checkTmpfs(dir: string): void {
   let memory: boolean;
   try {
-    memory = isOnMemoryFilesystem(dir);
+    memory = memoryFilesystemAt(dir) !== undefined;
   } catch {
     throw new OutputError(`--tempfile-dir ${dir} does not exist`, 'give a directory on tmpfs, e.g. /dev/shm');
   }

@@ -87,18 +87,17 @@ export class StagedFiles {
   }
 }
 
-/** Whether `dir` is on tmpfs or ramfs (memory, never disk); throws the statfs error. */
-export function isOnMemoryFilesystem(dir: string): boolean {
+/** The memory filesystem `dir` is on (tmpfs or ramfs), or undefined for any other; throws statfs's error. */
+export function memoryFilesystemAt(dir: string): 'tmpfs' | 'ramfs' | undefined {
   const { type } = statfsSync(dir);
-  return type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+  return type === TMPFS_MAGIC ? 'tmpfs' : type === RAMFS_MAGIC ? 'ramfs' : undefined;
 }
 
 /** The memory filesystem `target` would land on (tmpfs or ramfs), or undefined for any other. */
 export function memoryFilesystemOf(target: string): 'tmpfs' | 'ramfs' | undefined {
   const dir = dirname(target);
-  let type: number;
   try {
-    type = statfsSync(dir).type;
+    return memoryFilesystemAt(dir);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') {
@@ -109,7 +108,6 @@ export function memoryFilesystemOf(target: string): 'tmpfs' | 'ramfs' | undefine
     }
     throw outputFailure(error, target);
   }
-  return type === TMPFS_MAGIC ? 'tmpfs' : type === RAMFS_MAGIC ? 'ramfs' : undefined;
 }
 
 function checkTarget(target: string, allowDisk: boolean): void {
