@@ -24,6 +24,19 @@ export interface RestRequest {
   readonly body?: string;
   /** Aborts the request (the caller's deadline). */
   readonly signal?: AbortSignal | undefined;
+  /** Stop reading a 200 answer longer than this many bytes (it rejects with AnswerTooLargeError). */
+  readonly maxBytes?: number;
+}
+
+/** An answer longer than RestRequest.maxBytes: the rest of it was never read into memory. */
+export class AnswerTooLargeError extends Error {
+  readonly maxBytes: number;
+
+  constructor(maxBytes: number) {
+    super(`the answer is longer than ${maxBytes} bytes`);
+    this.name = 'AnswerTooLargeError';
+    this.maxBytes = maxBytes;
+  }
 }
 
 /**
@@ -41,7 +54,19 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
     if (init.body !== undefined) headers['content-length'] = String(Buffer.byteLength(init.body));
     const req = send(target, { method: init.method, headers, signal: init.signal }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      let received = 0;
+      res.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        // The limit is the success's: an error answer (a 503's JSON, say) is not the object.
+        if (init.maxBytes !== undefined && res.statusCode === 200 && received > init.maxBytes) {
+          for (const held of chunks) held.fill(0);
+          chunks.length = 0;
+          req.destroy();
+          reject(new AnswerTooLargeError(init.maxBytes));
+          return;
+        }
+        chunks.push(chunk);
+      });
       res.on('error', reject);
       res.on('aborted', () =>
         reject(Object.assign(new Error('the connection closed mid-answer'), { code: 'ECONNRESET' })),

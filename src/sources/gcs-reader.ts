@@ -24,8 +24,11 @@ export interface ObjectResource {
 export interface GcsReader {
   /** The object's resource: the live generation, or the one given. */
   getMetadata(bucket: string, object: string, generation?: string): Promise<ObjectResource>;
-  /** The object's bytes at exactly that generation. */
-  download(bucket: string, object: string, generation: string): Promise<Buffer>;
+  /**
+   * The object's bytes at exactly that generation; an answer longer than `size` (what the pinned
+   * metadata said) is cut off unread and rejects with AnswerTooLargeError.
+   */
+  download(bucket: string, object: string, generation: string, size: number): Promise<Buffer>;
 }
 
 /** An answer that is not 200, with its HTTP status as `code` (what mapStorageError switches on). */
@@ -54,10 +57,14 @@ export function createGcsReader(endpoint: string | undefined, auth: ClientAuth =
     return `${base}/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object)}${search}`;
   };
 
-  async function get(url: string): Promise<RestResponse> {
+  async function get(url: string, maxBytes?: number): Promise<RestResponse> {
     const headers = await headersFor(url);
     headers['user-agent'] = USER_AGENT;
-    const response = await restRequest(url, { method: 'GET', headers });
+    const response = await restRequest(url, {
+      method: 'GET',
+      headers,
+      ...(maxBytes === undefined ? {} : { maxBytes }),
+    });
     if (response.status !== 200) {
       let message = `Cloud Storage answered HTTP ${response.status}`;
       try {
@@ -81,8 +88,8 @@ export function createGcsReader(endpoint: string | undefined, auth: ClientAuth =
         throw new GcsApiError('Cloud Storage answered 200 with a body that is not JSON', 502, response.headers);
       }
     },
-    async download(bucket, object, generation) {
-      return (await get(objectUrl(bucket, object, { alt: 'media', generation }))).body;
+    async download(bucket, object, generation, size) {
+      return (await get(objectUrl(bucket, object, { alt: 'media', generation }), size)).body;
     },
   };
 }

@@ -13,6 +13,7 @@ import {
   UnavailableError,
   UsageError,
 } from '../errors.ts';
+import { AnswerTooLargeError } from '../google-rest.ts';
 import { Secret } from '../secret.ts';
 import { type ObjectToVerify, requireSignature, verifyObjectSignature } from '../signing/verify.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
@@ -144,7 +145,7 @@ export async function readObject(
   // Pin the generation read from the metadata, so the data and its checksum can't come from two different writes.
   const data = await context.retry(
     `download ${where}#${generation}`,
-    () => gcs.download(ref.bucket, ref.object, generation),
+    () => gcs.download(ref.bucket, ref.object, generation, size),
     (e) => mapStorageError(e, `${where}#${generation}`, 'storage.objects.get'),
   );
   // Checked against the CRC32C of the metadata we pinned: the bytes and the checksum come from the
@@ -173,6 +174,12 @@ export function mapStorageError(
   permission: string,
   role = 'roles/storage.objectViewer',
 ): SecretFetchError | undefined {
+  if (error instanceof AnswerTooLargeError) {
+    return new IntegrityError(
+      `${where}: the download is longer than the ${error.maxBytes} bytes its metadata gives`,
+      'the answer was not from Cloud Storage as documented; check --storage-endpoint',
+    );
+  }
   const { code } = (error ?? {}) as StorageApiError;
   if (code === 404) {
     return new NotFoundError(

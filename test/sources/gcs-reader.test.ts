@@ -2,6 +2,7 @@
 // failure looks like to mapStorageError and the retry policy, and the credential it sends.
 
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { AnswerTooLargeError } from '../../src/google-rest.ts';
 import { retryAfterMs } from '../../src/retry.ts';
 import { mapStorageError } from '../../src/sources/gcs.ts';
 import { createGcsReader, GcsApiError } from '../../src/sources/gcs-reader.ts';
@@ -20,7 +21,7 @@ describe('createGcsReader', () => {
     const reader = createGcsReader(gcs.url);
     const metadata = await reader.getMetadata('vault', 'dir/a b.env');
     expect(metadata).toMatchObject({ generation, size: '4', metadata: { owner: 'team' } });
-    expect((await reader.download('vault', 'dir/a b.env', generation)).toString()).toBe('A=1\n');
+    expect((await reader.download('vault', 'dir/a b.env', generation, 4)).toString()).toBe('A=1\n');
     expect(gcs.requests.map((r) => [r.path, r.query])).toEqual([
       ['/storage/v1/b/vault/o/dir%2Fa%20b.env', {}],
       ['/storage/v1/b/vault/o/dir%2Fa%20b.env', { alt: 'media', generation }],
@@ -48,6 +49,15 @@ describe('createGcsReader', () => {
     const busy = await reader.getMetadata('vault', 'busy').catch((e: unknown) => e);
     expect(busy).toMatchObject({ code: 429 });
     expect(retryAfterMs(busy)).toBe(2000);
+  });
+
+  it('stops reading a download longer than the metadata said, which mapStorageError calls an integrity failure', async () => {
+    const { generation } = gcs.putObject('vault', 'long', 'x'.repeat(100_000));
+    const error = await createGcsReader(gcs.url)
+      .download('vault', 'long', generation, 10)
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AnswerTooLargeError);
+    expect(mapStorageError(error, 'gs://vault/long', 'storage.objects.get')?.exitCode).toBe(76);
   });
 
   it('lifts a reset connection to its socket code, which the retry policy retries', async () => {
