@@ -15,6 +15,49 @@ export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Deepest nesting of lists/objects accepted by the parsers (guards the call stack). */
 export const MAX_NESTING = 256;
 
+/**
+ * Most keys and values one file may hold. With MAX_NESTING it bounds the time and memory a parse
+ * takes by the file's shape, not only its size: YAML, the costliest, takes about 1.5 s and 300 MB
+ * for 100,000 (a million took 7 s and 1.1 GB).
+ */
+export const MAX_VALUES = 100_000;
+
+const LIMIT_WHY = "secret-fetch's limit, which bounds the time and memory a parse takes";
+
+/** The error for a file past MAX_NESTING; `what` says what is nested ("values", "the value of \"A\" is"). */
+export function nestedTooDeeply(src: SourceText, offset: number | undefined, what = 'values'): FormatError {
+  return src.error(
+    offset,
+    `${what} nested too deeply (more than ${MAX_NESTING} levels, ${LIMIT_WHY})`,
+    'flatten the structure, or pass the file whole with --format raw and --out',
+  );
+}
+
+/** The error for a file past MAX_VALUES. */
+export function tooManyValues(src: SourceText, offset: number | undefined): FormatError {
+  return src.error(
+    offset,
+    `more than ${MAX_VALUES.toLocaleString('en-US')} keys and values in one file (${LIMIT_WHY})`,
+    'split it into several secrets, or pass it whole with --format raw and --out',
+  );
+}
+
+/** Counts the keys and values a parser creates, failing once there are more than MAX_VALUES. */
+export class ValueBudget {
+  readonly #src: SourceText;
+  #left = MAX_VALUES;
+
+  constructor(src: SourceText) {
+    this.#src = src;
+  }
+
+  /** `n` more keys or values, found at `offset`. */
+  take(offset: number | undefined, n = 1): void {
+    this.#left -= n;
+    if (this.#left < 0) throw tooManyValues(this.#src, offset);
+  }
+}
+
 export interface Position {
   /** 1-based line. */
   readonly line: number;
@@ -36,31 +79,35 @@ export function normalizeNewlines(text: string): string {
 export class SourceText {
   readonly text: string;
   readonly name: string;
-  #lineStarts: number[] | undefined;
 
   constructor(text: string, name: string) {
     this.text = text;
     this.name = name;
   }
 
+  /**
+   * Scans from the start each time: positions are needed only for an error or two, and a table of
+   * line starts would cost 8 bytes per line (300 MB for a file of 40 million empty lines).
+   */
   position(offset: number): Position {
-    const starts = this.#starts();
-    const target = Math.max(0, Math.min(offset, this.text.length));
-    let lo = 0;
-    let hi = starts.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if ((starts[mid] ?? 0) <= target) lo = mid;
-      else hi = mid - 1;
+    const text = this.text;
+    const target = Math.max(0, Math.min(offset, text.length));
+    let line = 1;
+    let lineStart = 0;
+    for (let i = 0; i < target; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 0x0a || (c === 0x0d && text.charCodeAt(i + 1) !== 0x0a)) {
+        line++;
+        lineStart = i + 1;
+      }
     }
-    const lineStart = starts[lo] ?? 0;
     let col = 1;
     for (let i = lineStart; i < target; i++) {
-      const code = this.text.charCodeAt(i);
+      const code = text.charCodeAt(i);
       // The second half of a surrogate pair does not start a new code point.
-      if (!(code >= 0xdc00 && code <= 0xdfff && i > lineStart && isHighSurrogate(this.text.charCodeAt(i - 1)))) col++;
+      if (!(code >= 0xdc00 && code <= 0xdfff && i > lineStart && isHighSurrogate(text.charCodeAt(i - 1)))) col++;
     }
-    return { line: lo + 1, col };
+    return { line, col };
   }
 
   /**
@@ -71,23 +118,6 @@ export class SourceText {
     if (offset === undefined) return new FormatError(`${this.name}: ${message}`, hint);
     const { line, col } = this.position(offset);
     return new FormatError(`${this.name}:${line}:${col}: ${message}`, hint);
-  }
-
-  #starts(): number[] {
-    if (this.#lineStarts === undefined) {
-      const starts = [0];
-      const text = this.text;
-      for (let i = 0; i < text.length; i++) {
-        const c = text.charCodeAt(i);
-        if (c === 0x0a) starts.push(i + 1);
-        else if (c === 0x0d) {
-          if (text.charCodeAt(i + 1) === 0x0a) i++;
-          starts.push(i + 1);
-        }
-      }
-      this.#lineStarts = starts;
-    }
-    return this.#lineStarts;
   }
 }
 

@@ -8,10 +8,21 @@
 // This is a small parser of its own rather than JSON.parse, because V8's messages quote the
 // input; ours name only the line, column and kind of thing found. It also rejects duplicate
 // keys (JSON.parse silently keeps the last one), at the top level and in nested objects.
+// Nesting (MAX_NESTING) and the number of keys and values (MAX_VALUES) are bounded.
 
 import type { FormatError } from '../errors.ts';
 import type { SecretEntries } from '../secret.ts';
-import { describeJsType, EntryCollector, MAX_NESTING, RawNumber, SourceText, stripBom, type Value } from './common.ts';
+import {
+  describeJsType,
+  EntryCollector,
+  MAX_NESTING,
+  nestedTooDeeply,
+  RawNumber,
+  SourceText,
+  stripBom,
+  type Value,
+  ValueBudget,
+} from './common.ts';
 
 const HINT = 'the file must be one JSON object of NAME: value members';
 const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
@@ -34,11 +45,13 @@ export function parseJson(text: string, name: string): SecretEntries {
 class JsonParser {
   readonly #src: SourceText;
   readonly #s: string;
+  readonly #budget: ValueBudget;
   #pos = 0;
 
   constructor(src: SourceText) {
     this.#src = src;
     this.#s = src.text;
+    this.#budget = new ValueBudget(src);
   }
 
   parse(): SecretEntries {
@@ -92,6 +105,7 @@ class JsonParser {
     const s = this.#s;
     const start = this.#pos;
     const c = s[start];
+    this.#budget.take(start);
     if (c === '{') {
       const members = new Map<string, Value>();
       const offsets = new Map<string, number>();
@@ -129,7 +143,7 @@ class JsonParser {
   /** Parses `{...}` at the current position, handing each member to `onMember`. */
   #object(depth: number, onMember: (key: string, offset: number, value: Value) => void): void {
     const open = this.#pos;
-    if (depth >= MAX_NESTING) throw this.#error(open, 'objects and arrays nested too deeply');
+    if (depth >= MAX_NESTING) throw nestedTooDeeply(this.#src, open, 'objects and arrays');
     this.#pos++;
     this.#skipWhitespace();
     if (this.#s[this.#pos] === '}') {
@@ -143,6 +157,7 @@ class JsonParser {
         if (c === undefined) throw this.#error(open, "an object that is never closed with '}'");
         throw this.#error(keyOffset, `${this.#describe(keyOffset)} where a key (a double-quoted string) was expected`);
       }
+      this.#budget.take(keyOffset);
       const key = this.#string();
       this.#skipWhitespace();
       if (this.#s[this.#pos] !== ':') {
@@ -170,7 +185,7 @@ class JsonParser {
 
   #array(depth: number): Value[] {
     const open = this.#pos;
-    if (depth >= MAX_NESTING) throw this.#error(open, 'objects and arrays nested too deeply');
+    if (depth >= MAX_NESTING) throw nestedTooDeeply(this.#src, open, 'objects and arrays');
     const items: Value[] = [];
     this.#pos++;
     this.#skipWhitespace();
