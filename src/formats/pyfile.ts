@@ -33,11 +33,13 @@ import type { SecretEntries } from '../secret.ts';
 import {
   EntryCollector,
   MAX_NESTING,
+  nestedTooDeeply,
   normalizeNewlines,
   RawNumber,
   SourceText,
   stripBom,
   type Value,
+  ValueBudget,
 } from './common.ts';
 
 const UPPERCASE_NAME = /^[A-Z_][A-Z0-9_]*$/;
@@ -80,7 +82,45 @@ const LEADING_ZERO_INT = /^0[0-9_]*$/;
 
 export function parsePyfile(text: string, name: string): SecretEntries {
   const src = new SourceText(normalizeNewlines(stripBom(text)), name);
+  checkCoding(src);
   return new Parser(src).parseFile();
+}
+
+// PEP 263: a comment matching this on line 1, or on line 2 after a blank or comment-only line 1,
+// names the encoding Python reads the file in.
+const CODING = /^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)/;
+const BLANK_OR_COMMENT = /^[ \t\f]*(?:#|$)/;
+/** Python's other names for UTF-8 (codecs.lookup), after its normalisation. */
+const UTF8_ALIASES = new Set(['utf_8', 'utf8', 'u8', 'utf', 'utf8_ucs2', 'utf8_ucs4', 'cp65001']);
+
+/**
+ * secret-fetch reads every file as UTF-8: a file that declares another encoding (latin-1, utf-7)
+ * would give Flask other values than the environment and the --out file, so it is refused.
+ */
+function checkCoding(src: SourceText): void {
+  let offset = 0;
+  for (let line = 1; line <= 2; line++) {
+    const end = src.text.indexOf('\n', offset);
+    const text = src.text.slice(offset, end === -1 ? src.text.length : end);
+    const cookie = CODING.exec(text);
+    if (cookie) {
+      if (isUtf8((cookie[1] as string).toLowerCase())) return;
+      throw src.error(
+        offset + text.indexOf('coding'),
+        'a coding declaration for an encoding other than UTF-8; secret-fetch reads the file as UTF-8, so Python would read other values',
+        'save the file as UTF-8 and declare "# -*- coding: utf-8 -*-" (or remove the line)',
+      );
+    }
+    if (!BLANK_OR_COMMENT.test(text) || end === -1) return;
+    offset = end + 1;
+  }
+}
+
+function isUtf8(name: string): boolean {
+  // tokenize's own shortcut (the first 12 characters, "_" as "-"), then codecs.lookup's aliases.
+  const normal = name.slice(0, 12).replaceAll('_', '-');
+  if (normal === 'utf-8' || normal.startsWith('utf-8-')) return true;
+  return UTF8_ALIASES.has(name.replace(/[^a-z0-9.]+/g, '_').replace(/^_|_$/g, ''));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,10 +367,12 @@ class Parser {
   readonly #src: SourceText;
   readonly #lexer: Lexer;
   readonly #ahead: Token[] = [];
+  readonly #budget: ValueBudget;
 
   constructor(src: SourceText) {
     this.#src = src;
     this.#lexer = new Lexer(src);
+    this.#budget = new ValueBudget(src);
   }
 
   parseFile(): SecretEntries {
@@ -363,6 +405,7 @@ class Parser {
           'rename it in UPPERCASE, or remove it',
         );
       }
+      this.#budget.take(t.offset);
       const value = this.#valueList();
       this.#endOfStatement();
       entries.add(t.text, t.offset, value);
@@ -452,11 +495,16 @@ class Parser {
 
   #value(depth: number): Value {
     const t = this.#next();
-    if (depth > MAX_NESTING) throw this.#error(t.offset, 'values nested too deeply');
+    if (depth > MAX_NESTING) throw nestedTooDeeply(this.#src, t.offset);
+    this.#budget.take(t.offset);
     switch (t.kind) {
       case 'string': {
         let text = t.value;
-        while (this.#peek().kind === 'string') text += this.#next().value;
+        while (this.#peek().kind === 'string') {
+          // Each adjacent literal costs memory until the text is flattened: count it.
+          this.#budget.take(this.#peek().offset);
+          text += this.#next().value;
+        }
         return text;
       }
       case 'number':
