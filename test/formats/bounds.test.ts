@@ -1,0 +1,169 @@
+// Parsing is bounded by the input's shape, not only its size: deep nesting and huge numbers of
+// keys and values fail fast with a format error (65) that names the limit, in every format, and
+// the inputs that once took seconds and gigabytes stay within a modest amount of memory.
+
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { EXIT, FormatError } from '../../src/errors.ts';
+import { MAX_NESTING } from '../../src/formats/common.ts';
+import { parseDotenv } from '../../src/formats/dotenv.ts';
+import { parseJson } from '../../src/formats/json.ts';
+import { parsePyfile } from '../../src/formats/pyfile.ts';
+import { parseToml } from '../../src/formats/toml.ts';
+import { parseYaml } from '../../src/formats/yaml.ts';
+import { CANARY, entriesOf, type Parse } from './helpers.ts';
+
+const PARSERS: Record<string, Parse> = {
+  json: parseJson,
+  yaml: parseYaml,
+  toml: parseToml,
+  pyfile: parsePyfile,
+  dotenv: parseDotenv,
+};
+
+function failure(parse: Parse, text: string): FormatError {
+  let caught: unknown;
+  try {
+    parse(text, 'f');
+  } catch (error) {
+    caught = error;
+  }
+  expect(caught).toBeInstanceOf(FormatError);
+  const error = caught as FormatError;
+  expect(error.exitCode).toBe(EXIT.format);
+  expect(error.message).not.toContain('CANARY');
+  return error;
+}
+
+const DEEP = /nested too deeply \(more than 256 levels, secret-fetch's limit/;
+const MANY = /more than 100,000 keys and values in one file \(secret-fetch's limit/;
+
+describe('nesting is bounded', () => {
+  const open = 300;
+  const cases: [string, string][] = [
+    ['json', `{"A": ${'['.repeat(open)}"${CANARY}"${']'.repeat(open)}}`],
+    ['yaml', `A: ${'['.repeat(open)}${CANARY}${']'.repeat(open)}\n`],
+    ['yaml', `A: ${'{a: '.repeat(open)}${CANARY}${'}'.repeat(open)}\n`],
+    ['yaml', `A:\n${'- '.repeat(open)}${CANARY}\n`],
+    ['yaml', `A:\n${'? '.repeat(open)}${CANARY}\n`],
+    [
+      'yaml',
+      `A:\n${Array.from({ length: open }, (_, i) => `${' '.repeat(i + 1)}k:\n`).join('')}${' '.repeat(open + 1)}${CANARY}\n`,
+    ],
+    ['toml', `A = ${'['.repeat(open)}"${CANARY}"${']'.repeat(open)}\n`],
+    ['pyfile', `A = ${'['.repeat(open)}'${CANARY}'${']'.repeat(open)}\n`],
+  ];
+  it.each(cases)('%s: %#', (format, text) => {
+    const error = failure(PARSERS[format] as Parse, text);
+    expect(error.message).toMatch(DEEP);
+    expect(error.hint).toMatch(/flatten the structure, or pass the file whole with --format raw and --out/);
+  });
+
+  it('YAML: deep nesting is refused before the library builds it, with the true reason', () => {
+    // 200,000 '[' took the library 3 s and 350 MB, then it reported its stack overflow as "too many aliases".
+    const error = failure(parseYaml, `A: ${'['.repeat(200_000)}\n`);
+    expect(error.message).toMatch(DEEP);
+    expect(error.message).not.toMatch(/alias/);
+    expect(error.message).toMatch(/^f:1:259: /);
+  });
+
+  it.each([
+    ['json', (d: number) => `{"A": ${'['.repeat(d)}1${']'.repeat(d)}}`],
+    ['yaml', (d: number) => `A: ${'['.repeat(d)}1${']'.repeat(d)}\n`],
+    ['yaml', (d: number) => `A:\n${'- '.repeat(d)}1\n`],
+    [
+      'yaml',
+      (d: number) =>
+        `A:\n${Array.from({ length: d - 1 }, (_, i) => `${' '.repeat(i + 1)}k:\n`).join('')}${' '.repeat(d)}- 1\n`,
+    ],
+    ['toml', (d: number) => `A = ${'['.repeat(d)}1${']'.repeat(d)}\n`],
+    ['pyfile', (d: number) => `A = ${'['.repeat(d)}1${']'.repeat(d)}\n`],
+  ])('%s: nesting within the limit still parses (%#)', (format, text) => {
+    const parsed = entriesOf((PARSERS[format] as Parse)(text(MAX_NESTING - 10), 'f'));
+    expect(parsed.A).toMatch(/1/);
+  });
+});
+
+describe('the number of keys and values is bounded', () => {
+  const n = 100_000; // values, so keys and values together pass the limit
+  const cases: [string, string][] = [
+    ['json', `{"A": [${'1,'.repeat(n)}"${CANARY}"]}`],
+    ['yaml', `A: [${'1,'.repeat(n)}${CANARY}]\n`],
+    ['yaml', `A:\n${'- 1\n'.repeat(n)}- ${CANARY}\n`],
+    ['yaml', `${'-\n'.repeat(n + 1)}`],
+    ['yaml', `A: [${','.repeat(n)}]\n`],
+    ['toml', `A = [${'1,'.repeat(n)}"${CANARY}"]\n`],
+    ['pyfile', `A = [${'1,'.repeat(n)}'${CANARY}']\n`],
+    ['pyfile', `A = ${"'x' ".repeat(n)}'${CANARY}'\n`],
+    ['dotenv', `${Array.from({ length: n / 2 + 1 }, (_, i) => `K${i}=${CANARY}\n`).join('')}`],
+  ];
+  it.each(cases)('%s: %#', (format, text) => {
+    const error = failure(PARSERS[format] as Parse, text);
+    expect(error.message).toMatch(MANY);
+    expect(error.hint).toMatch(/split it into several secrets, or pass it whole with --format raw and --out/);
+  });
+
+  it.each(Object.keys(PARSERS))('%s: 40,000 entries still parse', (format) => {
+    const lines = Array.from({ length: 40_000 }, (_, i) => {
+      if (format === 'json') return `${i ? ',' : '{'}"K${i}": "v"`;
+      if (format === 'yaml') return `K${i}: v\n`;
+      if (format === 'dotenv') return `K${i}=v\n`;
+      return `K${i} = "v"\n`;
+    });
+    const text = lines.join('') + (format === 'json' ? '}' : '');
+    expect((PARSERS[format] as Parse)(text, 'f').size).toBe(40_000);
+  });
+});
+
+describe('dotenv: linear in the size of the file', () => {
+  it('a double-quoted value of many escapes keeps every one', () => {
+    const parsed = entriesOf(parseDotenv(`A="${'\\n'.repeat(100_000)}x\\"y"\n`, 'f'));
+    expect(parsed.A).toBe(`${'\n'.repeat(100_000)}x"y`);
+  });
+
+  it('an unterminated quote over many lines is placed at its line and column', () => {
+    expect(failure(parseDotenv, `B=1\nA="${CANARY}${'\n'.repeat(100_000)}`).message).toMatch(
+      /^f:2:3: an unterminated quoted value/,
+    );
+  });
+});
+
+// The inputs of the attack review, parsed in a fresh process whose peak memory is measured.
+// Before the limits: 6 MB of YAML '[' took 48 s and 3.3 GB; 40 MB of dotenv "\n" escapes 2.5 GB,
+// and an unterminated quote over 40 million lines 1.1 GB.
+describe('memory stays bounded on hostile inputs', () => {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  function peak(format: string, expression: string): { message: string; exitCode: number; rssMiB: number } {
+    const script = `
+      const { parseEntries } = await import(${JSON.stringify(`${root}src/formats/index.ts`)});
+      const text = ${expression};
+      let message = 'parsed', exitCode = 0;
+      try { await parseEntries(${JSON.stringify(format)}, text, 'f'); }
+      catch (error) { message = error.message; exitCode = error.exitCode; }
+      process.stdout.write(JSON.stringify({ message, exitCode, rssMiB: process.resourceUsage().maxRSS / 1024 }));
+    `;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    return JSON.parse(out);
+  }
+
+  it('6 MB of nested YAML', { timeout: 60_000 }, () => {
+    const result = peak('yaml', `'A: ' + '['.repeat(6_000_000)`);
+    expect(result.exitCode).toBe(EXIT.format);
+    expect(result.message).toMatch(DEEP);
+    expect(result.rssMiB).toBeLessThan(512);
+  });
+
+  it('40 MB of escaped newlines in a dotenv value', { timeout: 60_000 }, () => {
+    const result = peak('dotenv', `'A="' + '\\\\n'.repeat(20_000_000) + '"\\n'`);
+    expect(result.message).toBe('parsed');
+    expect(result.rssMiB).toBeLessThan(768);
+  });
+
+  it('an unterminated dotenv quote over 40 million lines', { timeout: 60_000 }, () => {
+    const result = peak('dotenv', `'A="' + '\\n'.repeat(40_000_000)`);
+    expect(result.exitCode).toBe(EXIT.format);
+    expect(result.message).toMatch(/^f:1:3: an unterminated quoted value/);
+    expect(result.rssMiB).toBeLessThan(512);
+  });
+});
