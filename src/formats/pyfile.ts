@@ -108,7 +108,7 @@ function checkCoding(src: SourceText): void {
       throw src.error(
         offset + text.indexOf('coding'),
         'a coding declaration for an encoding other than UTF-8; secret-fetch reads the file as UTF-8, so Python would read other values',
-        'save the file as UTF-8 and declare "# -*- coding: utf-8 -*-" (or remove the line)',
+        'save the file as UTF-8 and declare "# -*- coding: utf-8 -*-", or remove the line',
       );
     }
     if (!BLANK_OR_COMMENT.test(text) || end === -1) return;
