@@ -109,7 +109,7 @@ const DATE = /^([0-9]{4})-([0-9]{2})-([0-9]{2})/;
 
 /**
  * One pass over the text outside strings and comments: counts keys and values (a key = value
- * counts two, each `,`, `[` and `{` one), failing past MAX_VALUES or past MAX_NESTING nested
+ * counts two, each `,`, `[`, `{` and each dot of a dotted key one), failing past MAX_VALUES or past MAX_NESTING nested
  * arrays and inline tables (before the library builds them), and returns where the first
  * date value that does not exist is. A date-like bare key (`2023-02-29 = 1`, or in a [table]
  * header) is a key, not a date.
@@ -155,11 +155,14 @@ function scanToml(src: SourceText): number | undefined {
     } else {
       BARE.lastIndex = i;
       const word = BARE.exec(s)?.[0] ?? c;
+      let next = i + word.length;
+      while (s[next] === ' ' || s[next] === '\t') next++;
+      const key = header || s[next] === '=' || s[next] === '.' || !/^[0-9+-]/.test(word);
+      // Each part of a dotted key is a table the library builds (a million took 2.4 s and 600 MB).
+      if (key) budget.take(i, word.split('.').length - 1);
       const date = DATE.exec(word);
-      if (date && !header && missing === undefined && !dayExists(Number(date[1]), Number(date[2]), Number(date[3]))) {
-        let next = i + word.length;
-        while (s[next] === ' ' || s[next] === '\t') next++;
-        if (s[next] !== '=') missing = i;
+      if (date && !key && missing === undefined && !dayExists(Number(date[1]), Number(date[2]), Number(date[3]))) {
+        missing = i;
       }
       i += word.length;
     }

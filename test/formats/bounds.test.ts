@@ -167,3 +167,18 @@ describe('memory stays bounded on hostile inputs', () => {
     expect(result.rssMiB).toBeLessThan(512);
   });
 });
+
+describe('TOML: dotted keys count as the tables they make', () => {
+  it.each([
+    ['a dotted key', `A${'.a'.repeat(100_000)} = "${CANARY}"\n`],
+    ['a dotted table header', `[A${'.a'.repeat(100_000)}]\nB = "${CANARY}"\n`],
+    ['quoted parts', `A${'."a"'.repeat(100_000)} = "${CANARY}"\n`],
+  ])('%s', (_title, text) => {
+    expect(failure(parseToml, text).message).toMatch(MANY);
+  });
+
+  it('floats, dates and times are values, not dotted keys', () => {
+    const line = 'A = [1.5, 2.25, 1979-05-27T07:32:00.5Z, 07:32:00.25, +1.0, -2.5e3]\n';
+    expect(entriesOf(parseToml(line, 'f')).A).toBe('[1.5,2.25,"1979-05-27T07:32:00.500Z","07:32:00.250",1.0,-2500.0]');
+  });
+});
