@@ -33,28 +33,38 @@ export function nestedTooDeeply(src: SourceText, offset: number | undefined, wha
   );
 }
 
-/** The error for a file past MAX_VALUES. */
-export function tooManyValues(src: SourceText, offset: number | undefined): FormatError {
+/** The error for a file with more than `limit` of `what` (keys and values, by default). */
+export function tooManyValues(
+  src: SourceText,
+  offset: number | undefined,
+  what = 'keys and values',
+  limit = MAX_VALUES,
+): FormatError {
   return src.error(
     offset,
-    `more than ${MAX_VALUES.toLocaleString('en-US')} keys and values in one file (${LIMIT_WHY})`,
+    `more than ${limit.toLocaleString('en-US')} ${what} in one file (${LIMIT_WHY})`,
     'split it into several secrets, or pass it whole with --format raw and --out',
   );
 }
 
-/** Counts the keys and values a parser creates, failing once there are more than MAX_VALUES. */
+/** Counts the keys and values (or other `what`) a parser creates, failing past `limit`. */
 export class ValueBudget {
   readonly #src: SourceText;
-  #left = MAX_VALUES;
+  readonly #what: string;
+  readonly #limit: number;
+  #left: number;
 
-  constructor(src: SourceText) {
+  constructor(src: SourceText, what = 'keys and values', limit = MAX_VALUES) {
     this.#src = src;
+    this.#what = what;
+    this.#limit = limit;
+    this.#left = limit;
   }
 
-  /** `n` more keys or values, found at `offset`. */
+  /** `n` more, found at `offset`. */
   take(offset: number | undefined, n = 1): void {
     this.#left -= n;
-    if (this.#left < 0) throw tooManyValues(this.#src, offset);
+    if (this.#left < 0) throw tooManyValues(this.#src, offset, this.#what, this.#limit);
   }
 }
 

@@ -19,9 +19,10 @@
 // unknown tags and every other error or warning the library reports are errors. The library's
 // messages are never shown (they can contain the text); ours give the line, column and the code.
 //
-// Before the library builds anything, a scan of its tokens bounds nesting (MAX_NESTING) and the
-// number of keys and values (MAX_VALUES): the library takes time and memory out of proportion to
-// deep nesting (6 MB of `[` took 48 s and 3 GB, and it then reports a stack overflow as "aliases").
+// Before the library builds anything, a scan of its tokens bounds nesting (MAX_NESTING), the
+// number of keys and values (MAX_VALUES) and of tokens: the library takes time and memory out of
+// proportion to deep nesting (6 MB of `[` took 48 s and 3 GB, and it then reported a stack
+// overflow as "aliases"), to anchors and tags, and to comment and blank lines.
 
 import {
   type Alias,
@@ -55,6 +56,11 @@ const HINT = 'the file must be one YAML mapping of NAME: value';
 const JSON_NUMBER = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$/;
 /** Nodes visited through aliases in one file: bounds alias expansion ("billion laughs"). */
 const MAX_NODES = 100_000;
+/**
+ * Tokens of the library's lexer in one file: every indicator, space, comment and line break is
+ * one. The library takes about 1.5 µs and 50 bytes a token (10 million comment lines: 30 s, 1.2 GB).
+ */
+const MAX_TOKENS = 1_000_000;
 
 const CODES: Readonly<Record<ErrorCode, string>> = {
   ALIAS_PROPS: 'an alias with a tag or anchor',
@@ -113,12 +119,15 @@ export function parseYaml(text: string, name: string): SecretEntries {
 
 /**
  * Refuses, from the library's tokens alone (linear time, nothing kept), a document nested deeper
- * than MAX_NESTING or with more than MAX_VALUES keys and values. Block nesting is estimated from
+ * than MAX_NESTING, with more than MAX_VALUES keys and values (or anchors and tags), or with
+ * more than MAX_TOKENS tokens. Block nesting is estimated from
  * the columns of the indicators (`-`, `?`, the start of a `key:`) still open on a line, flow
  * nesting by counting brackets; the converter checks the exact depth afterwards.
  */
 function checkShape(src: SourceText): void {
   const budget = new ValueBudget(src);
+  const tokens = new ValueBudget(src, 'YAML tokens (keys, values, indicators, comments, line breaks)', MAX_TOKENS);
+  const properties = new ValueBudget(src, 'anchors and tags');
   const block: number[] = [];
   let flow = 0;
   let offset = 0;
@@ -135,6 +144,7 @@ function checkShape(src: SourceText): void {
   };
   for (const token of new Lexer().lex(src.text)) {
     const at = offset;
+    tokens.take(at);
     const type = scalarNext ? 'scalar-text' : CST.tokenType(token);
     scalarNext = false;
     // Control tokens are the lexer's own marks, not part of the text.
@@ -158,6 +168,9 @@ function checkShape(src: SourceText): void {
         break;
       case 'anchor':
       case 'tag':
+        if (nodeColumn === -1) nodeColumn = column;
+        properties.take(at);
+        break;
       case 'block-scalar-header':
         if (nodeColumn === -1) nodeColumn = column;
         break;

@@ -116,6 +116,31 @@ describe('the number of keys and values is bounded', () => {
   });
 });
 
+describe('YAML: what else the library pays for is bounded too', () => {
+  it.each([
+    ['anchors', `A: ${'&a '.repeat(100_001)}${CANARY}\n`],
+    ['tags', `A: ${'!t '.repeat(100_001)}${CANARY}\n`],
+  ])('%s', (_title, text) => {
+    expect(failure(parseYaml, text).message).toMatch(
+      /more than 100,000 anchors and tags in one file \(secret-fetch's limit/,
+    );
+  });
+
+  it.each([
+    ['comment lines', `${'# c\n'.repeat(1_000_001)}A: ${CANARY}\n`],
+    ['blank lines', `${'\n'.repeat(1_000_001)}A: ${CANARY}\n`],
+  ])('%s', (_title, text) => {
+    expect(failure(parseYaml, text).message).toMatch(
+      /more than 1,000,000 YAML tokens \(keys, values, indicators, comments, line breaks\) in one file/,
+    );
+  });
+
+  it('a file of many anchored, commented values within the limits parses', () => {
+    const text = Array.from({ length: 20_000 }, (_, i) => `# note ${i}\nK${i}: &a${i} !!str v\n`).join('');
+    expect(parseYaml(text, 'f').size).toBe(20_000);
+  });
+});
+
 describe('dotenv: linear in the size of the file', () => {
   it('a double-quoted value of many escapes keeps every one', () => {
     const parsed = entriesOf(parseDotenv(`A="${'\\n'.repeat(100_000)}x\\"y"\n`, 'f'));
@@ -151,6 +176,14 @@ describe('memory stays bounded on hostile inputs', () => {
     const result = peak('yaml', `'A: ' + '['.repeat(6_000_000)`);
     expect(result.exitCode).toBe(EXIT.format);
     expect(result.message).toMatch(DEEP);
+    expect(result.rssMiB).toBeLessThan(512);
+  });
+
+  it('10 million YAML comment lines', { timeout: 60_000 }, () => {
+    // Before: 30 s and 1.2 GB.
+    const result = peak('yaml', `'# c\\n'.repeat(10_000_000) + 'A: 1\\n'`);
+    expect(result.exitCode).toBe(EXIT.format);
+    expect(result.message).toMatch(/more than 1,000,000 YAML tokens/);
     expect(result.rssMiB).toBeLessThan(512);
   });
 
