@@ -20,6 +20,7 @@ import {
   RawNumber,
   SourceText,
   stripBom,
+  TextBuilder,
   type Value,
   ValueBudget,
 } from './common.ts';
@@ -217,7 +218,8 @@ class JsonParser {
   #string(): string {
     const s = this.#s;
     const open = this.#pos;
-    let out = '';
+    // Built only once an escape is seen: most strings are one slice of the text.
+    let out: TextBuilder | undefined;
     let p = open + 1;
     let chunk = p;
     for (;;) {
@@ -225,12 +227,13 @@ class JsonParser {
       const code = s.charCodeAt(p);
       if (code === 0x22) break;
       if (code === 0x5c) {
-        out += s.slice(chunk, p);
+        out ??= new TextBuilder();
+        out.slice(s, chunk, p);
         const e = s[p + 1];
         if (e === 'u') {
           const hex = s.slice(p + 2, p + 6);
           if (!/^[0-9A-Fa-f]{4}$/.test(hex)) throw this.#error(p, 'an invalid \\u escape in a string');
-          out += String.fromCharCode(Number.parseInt(hex, 16));
+          out.text(String.fromCharCode(Number.parseInt(hex, 16)));
           p += 6;
         } else {
           const replacement = e === undefined ? undefined : ESCAPES[e];
@@ -238,7 +241,7 @@ class JsonParser {
             if (e === undefined) throw this.#error(open, 'an unterminated string');
             throw this.#error(p, 'an invalid escape sequence in a string');
           }
-          out += replacement;
+          out.text(replacement);
           p += 2;
         }
         chunk = p;
@@ -250,8 +253,9 @@ class JsonParser {
       if (code < 0x20) throw this.#error(p, 'a control character inside a string (escape it, e.g. \\t or \\u0000)');
       p++;
     }
-    out += s.slice(chunk, p);
     this.#pos = p + 1;
-    return out;
+    if (out === undefined) return s.slice(chunk, p);
+    out.slice(s, chunk, p);
+    return out.toString();
   }
 }

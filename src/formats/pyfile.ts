@@ -38,6 +38,7 @@ import {
   RawNumber,
   SourceText,
   stripBom,
+  TextBuilder,
   type Value,
   ValueBudget,
 } from './common.ts';
@@ -256,7 +257,8 @@ class Lexer {
     const close = triple ? quote.repeat(3) : quote;
     const unterminated = triple ? 'an unterminated triple-quoted string' : 'an unterminated string';
     let p = this.#pos + close.length;
-    let out = '';
+    // Built only once an escape is seen: most strings are one slice of the text.
+    let out: TextBuilder | undefined;
     let chunk = p;
     const special = quote === "'" ? /['\\\n]/g : /["\\\n]/g;
     for (;;) {
@@ -273,22 +275,24 @@ class Lexer {
         p++;
         continue;
       }
-      out += s.slice(chunk, p);
+      out ??= new TextBuilder();
+      out.slice(s, chunk, p);
       if (s[p + 1] === undefined) throw this.error(start, unterminated);
       if (raw) {
         // A raw string keeps the backslash and the character after it (even a quote or newline).
-        out += s.slice(p, p + 2);
+        out.slice(s, p, p + 2);
         p += 2;
       } else {
         const [text, length] = this.#escape(p);
-        out += text;
+        out.text(text);
         p += length;
       }
       chunk = p;
     }
-    out += s.slice(chunk, p);
     this.#pos = p + close.length;
-    return this.#token('string', start, '', out);
+    if (out === undefined) return this.#token('string', start, '', s.slice(chunk, p));
+    out.slice(s, chunk, p);
+    return this.#token('string', start, '', out.toString());
   }
 
   /** The escape sequence at `p` (a backslash): its text and its length in the source. */

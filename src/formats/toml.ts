@@ -17,7 +17,8 @@
 //
 // Dates that do not exist (2023-02-29, 2023-04-31) are refused, as TOML and Python's tomllib
 // require; the library would roll them over to the next month. A scan of the text before the
-// library runs bounds the number of keys and values (MAX_VALUES) and finds those dates; the
+// library runs bounds the number of keys and values (MAX_VALUES) and of escape sequences
+// (MAX_ESCAPES), and finds those dates; the
 // library itself bounds nesting (MAX_NESTING).
 //
 // Errors: the library's messages quote the document (a code frame around the error), so they are
@@ -31,6 +32,7 @@ import type { SecretEntries } from '../secret.ts';
 import {
   ENV_NAME,
   EntryCollector,
+  MAX_ESCAPES,
   MAX_NESTING,
   nestedTooDeeply,
   RawNumber,
@@ -109,7 +111,8 @@ const DATE = /^([0-9]{4})-([0-9]{2})-([0-9]{2})/;
 
 /**
  * One pass over the text outside strings and comments: counts keys and values (a key = value
- * counts two, each `,`, `[`, `{` and each dot of a dotted key one), failing past MAX_VALUES or past MAX_NESTING nested
+ * counts two, each `,`, `[`, `{` and each dot of a dotted key one), failing past MAX_VALUES, past
+ * MAX_ESCAPES escape sequences in basic strings, or past MAX_NESTING nested
  * arrays and inline tables (before the library builds them), and returns where the first
  * date value that does not exist is. A date-like bare key (`2023-02-29 = 1`, or in a [table]
  * header) is a key, not a date.
@@ -117,6 +120,7 @@ const DATE = /^([0-9]{4})-([0-9]{2})-([0-9]{2})/;
 function scanToml(src: SourceText): number | undefined {
   const s = src.text;
   const budget = new ValueBudget(src);
+  const escapes = new ValueBudget(src, 'escape sequences in strings', MAX_ESCAPES);
   let missing: number | undefined;
   let depth = 0;
   let lineStart = true;
@@ -139,7 +143,11 @@ function scanToml(src: SourceText): number | undefined {
       const end = s.indexOf('\n', i);
       i = end === -1 ? s.length : end;
     } else if (c === '"' || c === "'") {
-      i = stringEnd(s, i);
+      const end = stringEnd(s, i);
+      if (c === '"') {
+        for (let e = s.indexOf('\\', i); e !== -1 && e < end; e = s.indexOf('\\', e + 2)) escapes.take(e);
+      }
+      i = end;
     } else if (c === '[' || c === '{') {
       if (c === '[' && atLineStart && depth === 0) header = true;
       else if (++depth > MAX_NESTING) throw nestedTooDeeply(src, i);

@@ -20,7 +20,7 @@
 // messages are never shown (they can contain the text); ours give the line, column and the code.
 //
 // Before the library builds anything, a scan of its tokens bounds nesting (MAX_NESTING), the
-// number of keys and values (MAX_VALUES) and of tokens: the library takes time and memory out of
+// number of keys and values (MAX_VALUES), of escapes (MAX_ESCAPES) and of tokens: the library takes time and memory out of
 // proportion to deep nesting (6 MB of `[` took 48 s and 3 GB, and it then reported a stack
 // overflow as "aliases"), to anchors and tags, and to comment and blank lines.
 
@@ -43,6 +43,7 @@ import type { FormatError } from '../errors.ts';
 import type { SecretEntries } from '../secret.ts';
 import {
   EntryCollector,
+  MAX_ESCAPES,
   MAX_NESTING,
   nestedTooDeeply,
   RawNumber,
@@ -128,6 +129,7 @@ function checkShape(src: SourceText): void {
   const budget = new ValueBudget(src);
   const tokens = new ValueBudget(src, 'YAML tokens (keys, values, indicators, comments, line breaks)', MAX_TOKENS);
   const properties = new ValueBudget(src, 'anchors and tags');
+  const escapes = new ValueBudget(src, 'escape sequences in double-quoted strings', MAX_ESCAPES);
   const block: number[] = [];
   let flow = 0;
   let offset = 0;
@@ -162,6 +164,7 @@ function checkShape(src: SourceText): void {
       case 'alias':
       case 'single-quoted-scalar':
       case 'double-quoted-scalar':
+        if (type === 'double-quoted-scalar') escapes.take(at, escapesIn(token));
         if (nodeColumn === -1) nodeColumn = column;
         budget.take(at);
         pending = false;
@@ -212,6 +215,13 @@ function checkShape(src: SourceText): void {
     }
   }
   if (pending) budget.take(offset);
+}
+
+/** Escape sequences in a double-quoted scalar (a backslash and what it escapes). */
+function escapesIn(token: string): number {
+  let n = 0;
+  for (let i = token.indexOf('\\'); i !== -1; i = token.indexOf('\\', i + 2)) n++;
+  return n;
 }
 
 function isNodeWithRange(node: unknown): node is { range: [number, number, number] } {
