@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { type Clients, createClients } from './clients.ts';
 import { decryptWithMasterKey, describeMasterKey } from './decrypt/master-key.ts';
 import { UsageError } from './errors.ts';
-import { parseEntries } from './formats/index.ts';
+import { type Format, parseEntries } from './formats/index.ts';
 import { execCommand } from './launch/exec.ts';
 import { planExec, resolveCommand } from './launch/resolve.ts';
 import { Sidecar } from './launch/sidecar.ts';
@@ -125,7 +125,8 @@ export async function run(options: Options, initial: RunContext): Promise<number
     for (const [i, plan] of options.sources.entries()) {
       if (plan.format === 'raw') continue;
       // Parse even when only writing a file: a malformed secret should stop the start, not the app.
-      const parsed = await parseEntries(plan.format, (secrets[i] as Secret).text(plan.uri), plan.uri);
+      const verbose = options.log.verbose ? log : undefined;
+      const parsed = await parseWithin(context.deadline, plan.format, plan.uri, secrets[i] as Secret, verbose);
       log.debug(`${plan.uri}: ${plan.format} with ${parsed.size} entries (${parsed.names().join(', ')})`);
       if (options.injectEnv) {
         entries.push(parsed);
@@ -192,6 +193,30 @@ export async function run(options: Options, initial: RunContext): Promise<number
     return await execCommand({ ...launch, env });
   } finally {
     for (const secret of secrets) secret.wipe();
+  }
+}
+
+/**
+ * Parses under --timeout. Parsing is synchronous, so the run's timer cannot interrupt it: the
+ * deadline is checked before and after (the parsers' limits bound how long one parse takes).
+ * With `verbose`, warnings about entries that other readers of the format read differently.
+ */
+async function parseWithin(
+  deadline: Deadline,
+  format: Exclude<Format, 'raw'>,
+  uri: string,
+  secret: Secret,
+  verbose: Logger | undefined,
+): Promise<SecretEntries> {
+  const operation = deadline.begin(`parse ${uri}`, 'the file takes too long to parse');
+  try {
+    deadline.check(operation);
+    const notes = verbose === undefined ? undefined : (message: string) => verbose.warn(message);
+    const parsed = await parseEntries(format, secret.text(uri), uri, { notes });
+    deadline.check(operation);
+    return parsed;
+  } finally {
+    deadline.end(operation);
   }
 }
 

@@ -15,6 +15,101 @@ export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Deepest nesting of lists/objects accepted by the parsers (guards the call stack). */
 export const MAX_NESTING = 256;
 
+/**
+ * Most keys and values one file may hold. With MAX_NESTING it bounds the time and memory a parse
+ * takes by the file's shape, not only its size: YAML, the costliest, takes about 2.5 s and 400 MB
+ * at all its limits (a million values took 7 s and 1.1 GB).
+ */
+export const MAX_VALUES = 100_000;
+
+/**
+ * Most escape sequences in the strings of one file, for the YAML and TOML libraries, which build
+ * an unescaped string piece by piece (40 MB of "\n" escapes took them 900 MB); our own parsers
+ * build strings in one buffer and need no such limit.
+ */
+export const MAX_ESCAPES = 1_000_000;
+
+const LIMIT_WHY = "secret-fetch's limit, which bounds the time and memory a parse takes";
+
+/** The error for a file past MAX_NESTING; `what` says what is nested ("values", "the value of \"A\" is"). */
+export function nestedTooDeeply(src: SourceText, offset: number | undefined, what = 'values'): FormatError {
+  return src.error(
+    offset,
+    `${what} nested too deeply (more than ${MAX_NESTING} levels, ${LIMIT_WHY})`,
+    'flatten the structure, or pass the file whole with --format raw and --out',
+  );
+}
+
+/** The error for a file with more than `limit` of `what` (keys and values, by default). */
+export function tooManyValues(
+  src: SourceText,
+  offset: number | undefined,
+  what = 'keys and values',
+  limit = MAX_VALUES,
+): FormatError {
+  return src.error(
+    offset,
+    `more than ${limit.toLocaleString('en-US')} ${what} in one file (${LIMIT_WHY})`,
+    'split it into several secrets, or pass it whole with --format raw and --out',
+  );
+}
+
+/** Counts the keys and values (or other `what`) a parser creates, failing past `limit`. */
+export class ValueBudget {
+  readonly #src: SourceText;
+  readonly #what: string;
+  readonly #limit: number;
+  #left: number;
+
+  constructor(src: SourceText, what = 'keys and values', limit = MAX_VALUES) {
+    this.#src = src;
+    this.#what = what;
+    this.#limit = limit;
+    this.#left = limit;
+  }
+
+  /** `n` more, found at `offset`. */
+  take(offset: number | undefined, n = 1): void {
+    this.#left -= n;
+    if (this.#left < 0) throw tooManyValues(this.#src, offset, this.#what, this.#limit);
+  }
+}
+
+/**
+ * Builds a string from pieces in a buffer of UTF-16 code units. Appending millions of small
+ * strings with += (one per escape sequence) costs about 45 bytes each until the text is flattened:
+ * 40 MB of "\n" escapes took 900 MB.
+ */
+export class TextBuilder {
+  #units = new Uint16Array(64);
+  #length = 0;
+
+  /** Appends `text.slice(from, to)`. */
+  slice(text: string, from: number, to: number): void {
+    this.#reserve(to - from);
+    for (let i = from; i < to; i++) this.#units[this.#length++] = text.charCodeAt(i);
+  }
+
+  text(text: string): void {
+    this.slice(text, 0, text.length);
+  }
+
+  toString(): string {
+    let result = '';
+    for (let i = 0; i < this.#length; i += 8192) {
+      result += String.fromCharCode(...this.#units.subarray(i, Math.min(this.#length, i + 8192)));
+    }
+    return result;
+  }
+
+  #reserve(n: number): void {
+    if (this.#length + n <= this.#units.length) return;
+    const grown = new Uint16Array(Math.max(this.#units.length * 2, this.#length + n));
+    grown.set(this.#units.subarray(0, this.#length));
+    this.#units = grown;
+  }
+}
+
 export interface Position {
   /** 1-based line. */
   readonly line: number;
@@ -36,31 +131,35 @@ export function normalizeNewlines(text: string): string {
 export class SourceText {
   readonly text: string;
   readonly name: string;
-  #lineStarts: number[] | undefined;
 
   constructor(text: string, name: string) {
     this.text = text;
     this.name = name;
   }
 
+  /**
+   * Scans from the start each time: positions are needed only for an error or two, and a table of
+   * line starts would cost 8 bytes per line (300 MB for a file of 40 million empty lines).
+   */
   position(offset: number): Position {
-    const starts = this.#starts();
-    const target = Math.max(0, Math.min(offset, this.text.length));
-    let lo = 0;
-    let hi = starts.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if ((starts[mid] ?? 0) <= target) lo = mid;
-      else hi = mid - 1;
+    const text = this.text;
+    const target = Math.max(0, Math.min(offset, text.length));
+    let line = 1;
+    let lineStart = 0;
+    for (let i = 0; i < target; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 0x0a || (c === 0x0d && text.charCodeAt(i + 1) !== 0x0a)) {
+        line++;
+        lineStart = i + 1;
+      }
     }
-    const lineStart = starts[lo] ?? 0;
     let col = 1;
     for (let i = lineStart; i < target; i++) {
-      const code = this.text.charCodeAt(i);
+      const code = text.charCodeAt(i);
       // The second half of a surrogate pair does not start a new code point.
-      if (!(code >= 0xdc00 && code <= 0xdfff && i > lineStart && isHighSurrogate(this.text.charCodeAt(i - 1)))) col++;
+      if (!(code >= 0xdc00 && code <= 0xdfff && i > lineStart && isHighSurrogate(text.charCodeAt(i - 1)))) col++;
     }
-    return { line: lo + 1, col };
+    return { line, col };
   }
 
   /**
@@ -71,23 +170,6 @@ export class SourceText {
     if (offset === undefined) return new FormatError(`${this.name}: ${message}`, hint);
     const { line, col } = this.position(offset);
     return new FormatError(`${this.name}:${line}:${col}: ${message}`, hint);
-  }
-
-  #starts(): number[] {
-    if (this.#lineStarts === undefined) {
-      const starts = [0];
-      const text = this.text;
-      for (let i = 0; i < text.length; i++) {
-        const c = text.charCodeAt(i);
-        if (c === 0x0a) starts.push(i + 1);
-        else if (c === 0x0d) {
-          if (text.charCodeAt(i + 1) === 0x0a) i++;
-          starts.push(i + 1);
-        }
-      }
-      this.#lineStarts = starts;
-    }
-    return this.#lineStarts;
   }
 }
 

@@ -34,15 +34,26 @@ export function detectFormat(name: string): Format {
   return BY_EXTENSION[base.slice(dot + 1)] ?? 'raw';
 }
 
+export interface ParseOptions {
+  /** Receives warnings about entries other readers of the format would read differently (dotenv). */
+  readonly notes?: ((message: string) => void) | undefined;
+}
+
 /**
  * Parses `text` (the decrypted file called `name`, used only in messages) into entries. Async
  * only so the YAML and TOML parsers (libraries, kept out of the binary's main script) load when
  * a secret in their format needs them, not on every start.
  */
-export async function parseEntries(format: Exclude<Format, 'raw'>, text: string, name: string): Promise<SecretEntries> {
+export async function parseEntries(
+  format: Exclude<Format, 'raw'>,
+  text: string,
+  name: string,
+  options: ParseOptions = {},
+): Promise<SecretEntries> {
   try {
     if (format === 'yaml') return (await import('./yaml.ts')).parseYaml(text, name);
     if (format === 'toml') return (await import('./toml.ts')).parseToml(text, name);
+    if (format === 'dotenv') return parseDotenv(text, name, options.notes);
     return parse(format, text, name);
   } catch (err) {
     if (err instanceof SecretFetchError) throw err;
@@ -55,10 +66,8 @@ export async function parseEntries(format: Exclude<Format, 'raw'>, text: string,
   }
 }
 
-function parse(format: Exclude<Format, 'raw' | 'yaml' | 'toml'>, text: string, name: string): SecretEntries {
+function parse(format: Exclude<Format, 'raw' | 'yaml' | 'toml' | 'dotenv'>, text: string, name: string): SecretEntries {
   switch (format) {
-    case 'dotenv':
-      return parseDotenv(text, name);
     case 'json':
       return parseJson(text, name);
     case 'pyfile':

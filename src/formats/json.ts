@@ -8,10 +8,22 @@
 // This is a small parser of its own rather than JSON.parse, because V8's messages quote the
 // input; ours name only the line, column and kind of thing found. It also rejects duplicate
 // keys (JSON.parse silently keeps the last one), at the top level and in nested objects.
+// Nesting (MAX_NESTING) and the number of keys and values (MAX_VALUES) are bounded.
 
 import type { FormatError } from '../errors.ts';
 import type { SecretEntries } from '../secret.ts';
-import { describeJsType, EntryCollector, MAX_NESTING, RawNumber, SourceText, stripBom, type Value } from './common.ts';
+import {
+  describeJsType,
+  EntryCollector,
+  MAX_NESTING,
+  nestedTooDeeply,
+  RawNumber,
+  SourceText,
+  stripBom,
+  TextBuilder,
+  type Value,
+  ValueBudget,
+} from './common.ts';
 
 const HINT = 'the file must be one JSON object of NAME: value members';
 const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
@@ -34,11 +46,13 @@ export function parseJson(text: string, name: string): SecretEntries {
 class JsonParser {
   readonly #src: SourceText;
   readonly #s: string;
+  readonly #budget: ValueBudget;
   #pos = 0;
 
   constructor(src: SourceText) {
     this.#src = src;
     this.#s = src.text;
+    this.#budget = new ValueBudget(src);
   }
 
   parse(): SecretEntries {
@@ -92,6 +106,7 @@ class JsonParser {
     const s = this.#s;
     const start = this.#pos;
     const c = s[start];
+    this.#budget.take(start);
     if (c === '{') {
       const members = new Map<string, Value>();
       const offsets = new Map<string, number>();
@@ -129,7 +144,7 @@ class JsonParser {
   /** Parses `{...}` at the current position, handing each member to `onMember`. */
   #object(depth: number, onMember: (key: string, offset: number, value: Value) => void): void {
     const open = this.#pos;
-    if (depth >= MAX_NESTING) throw this.#error(open, 'objects and arrays nested too deeply');
+    if (depth >= MAX_NESTING) throw nestedTooDeeply(this.#src, open, 'objects and arrays');
     this.#pos++;
     this.#skipWhitespace();
     if (this.#s[this.#pos] === '}') {
@@ -143,6 +158,7 @@ class JsonParser {
         if (c === undefined) throw this.#error(open, "an object that is never closed with '}'");
         throw this.#error(keyOffset, `${this.#describe(keyOffset)} where a key (a double-quoted string) was expected`);
       }
+      this.#budget.take(keyOffset);
       const key = this.#string();
       this.#skipWhitespace();
       if (this.#s[this.#pos] !== ':') {
@@ -170,7 +186,7 @@ class JsonParser {
 
   #array(depth: number): Value[] {
     const open = this.#pos;
-    if (depth >= MAX_NESTING) throw this.#error(open, 'objects and arrays nested too deeply');
+    if (depth >= MAX_NESTING) throw nestedTooDeeply(this.#src, open, 'objects and arrays');
     const items: Value[] = [];
     this.#pos++;
     this.#skipWhitespace();
@@ -202,7 +218,8 @@ class JsonParser {
   #string(): string {
     const s = this.#s;
     const open = this.#pos;
-    let out = '';
+    // Built only once an escape is seen: most strings are one slice of the text.
+    let out: TextBuilder | undefined;
     let p = open + 1;
     let chunk = p;
     for (;;) {
@@ -210,12 +227,13 @@ class JsonParser {
       const code = s.charCodeAt(p);
       if (code === 0x22) break;
       if (code === 0x5c) {
-        out += s.slice(chunk, p);
+        out ??= new TextBuilder();
+        out.slice(s, chunk, p);
         const e = s[p + 1];
         if (e === 'u') {
           const hex = s.slice(p + 2, p + 6);
           if (!/^[0-9A-Fa-f]{4}$/.test(hex)) throw this.#error(p, 'an invalid \\u escape in a string');
-          out += String.fromCharCode(Number.parseInt(hex, 16));
+          out.text(String.fromCharCode(Number.parseInt(hex, 16)));
           p += 6;
         } else {
           const replacement = e === undefined ? undefined : ESCAPES[e];
@@ -223,7 +241,7 @@ class JsonParser {
             if (e === undefined) throw this.#error(open, 'an unterminated string');
             throw this.#error(p, 'an invalid escape sequence in a string');
           }
-          out += replacement;
+          out.text(replacement);
           p += 2;
         }
         chunk = p;
@@ -235,8 +253,9 @@ class JsonParser {
       if (code < 0x20) throw this.#error(p, 'a control character inside a string (escape it, e.g. \\t or \\u0000)');
       p++;
     }
-    out += s.slice(chunk, p);
     this.#pos = p + 1;
-    return out;
+    if (out === undefined) return s.slice(chunk, p);
+    out.slice(s, chunk, p);
+    return out.toString();
   }
 }

@@ -33,11 +33,14 @@ import type { SecretEntries } from '../secret.ts';
 import {
   EntryCollector,
   MAX_NESTING,
+  nestedTooDeeply,
   normalizeNewlines,
   RawNumber,
   SourceText,
   stripBom,
+  TextBuilder,
   type Value,
+  ValueBudget,
 } from './common.ts';
 
 const UPPERCASE_NAME = /^[A-Z_][A-Z0-9_]*$/;
@@ -80,7 +83,45 @@ const LEADING_ZERO_INT = /^0[0-9_]*$/;
 
 export function parsePyfile(text: string, name: string): SecretEntries {
   const src = new SourceText(normalizeNewlines(stripBom(text)), name);
+  checkCoding(src);
   return new Parser(src).parseFile();
+}
+
+// PEP 263: a comment matching this on line 1, or on line 2 after a blank or comment-only line 1,
+// names the encoding Python reads the file in.
+const CODING = /^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)/;
+const BLANK_OR_COMMENT = /^[ \t\f]*(?:#|$)/;
+/** Python's other names for UTF-8 (codecs.lookup), after its normalisation. */
+const UTF8_ALIASES = new Set(['utf_8', 'utf8', 'u8', 'utf', 'utf8_ucs2', 'utf8_ucs4', 'cp65001']);
+
+/**
+ * secret-fetch reads every file as UTF-8: a file that declares another encoding (latin-1, utf-7)
+ * would give Flask other values than the environment and the --out file, so it is refused.
+ */
+function checkCoding(src: SourceText): void {
+  let offset = 0;
+  for (let line = 1; line <= 2; line++) {
+    const end = src.text.indexOf('\n', offset);
+    const text = src.text.slice(offset, end === -1 ? src.text.length : end);
+    const cookie = CODING.exec(text);
+    if (cookie) {
+      if (isUtf8((cookie[1] as string).toLowerCase())) return;
+      throw src.error(
+        offset + text.indexOf('coding'),
+        'a coding declaration for an encoding other than UTF-8; secret-fetch reads the file as UTF-8, so Python would read other values',
+        'save the file as UTF-8 and declare "# -*- coding: utf-8 -*-", or remove the line',
+      );
+    }
+    if (!BLANK_OR_COMMENT.test(text) || end === -1) return;
+    offset = end + 1;
+  }
+}
+
+function isUtf8(name: string): boolean {
+  // tokenize's own shortcut (the first 12 characters, "_" as "-"), then codecs.lookup's aliases.
+  const normal = name.slice(0, 12).replaceAll('_', '-');
+  if (normal === 'utf-8' || normal.startsWith('utf-8-')) return true;
+  return UTF8_ALIASES.has(name.replace(/[^a-z0-9.]+/g, '_').replace(/^_|_$/g, ''));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,7 +257,8 @@ class Lexer {
     const close = triple ? quote.repeat(3) : quote;
     const unterminated = triple ? 'an unterminated triple-quoted string' : 'an unterminated string';
     let p = this.#pos + close.length;
-    let out = '';
+    // Built only once an escape is seen: most strings are one slice of the text.
+    let out: TextBuilder | undefined;
     let chunk = p;
     const special = quote === "'" ? /['\\\n]/g : /["\\\n]/g;
     for (;;) {
@@ -233,22 +275,24 @@ class Lexer {
         p++;
         continue;
       }
-      out += s.slice(chunk, p);
+      out ??= new TextBuilder();
+      out.slice(s, chunk, p);
       if (s[p + 1] === undefined) throw this.error(start, unterminated);
       if (raw) {
         // A raw string keeps the backslash and the character after it (even a quote or newline).
-        out += s.slice(p, p + 2);
+        out.slice(s, p, p + 2);
         p += 2;
       } else {
         const [text, length] = this.#escape(p);
-        out += text;
+        out.text(text);
         p += length;
       }
       chunk = p;
     }
-    out += s.slice(chunk, p);
     this.#pos = p + close.length;
-    return this.#token('string', start, '', out);
+    if (out === undefined) return this.#token('string', start, '', s.slice(chunk, p));
+    out.slice(s, chunk, p);
+    return this.#token('string', start, '', out.toString());
   }
 
   /** The escape sequence at `p` (a backslash): its text and its length in the source. */
@@ -327,10 +371,12 @@ class Parser {
   readonly #src: SourceText;
   readonly #lexer: Lexer;
   readonly #ahead: Token[] = [];
+  readonly #budget: ValueBudget;
 
   constructor(src: SourceText) {
     this.#src = src;
     this.#lexer = new Lexer(src);
+    this.#budget = new ValueBudget(src);
   }
 
   parseFile(): SecretEntries {
@@ -363,6 +409,7 @@ class Parser {
           'rename it in UPPERCASE, or remove it',
         );
       }
+      this.#budget.take(t.offset);
       const value = this.#valueList();
       this.#endOfStatement();
       entries.add(t.text, t.offset, value);
@@ -452,11 +499,16 @@ class Parser {
 
   #value(depth: number): Value {
     const t = this.#next();
-    if (depth > MAX_NESTING) throw this.#error(t.offset, 'values nested too deeply');
+    if (depth > MAX_NESTING) throw nestedTooDeeply(this.#src, t.offset);
+    this.#budget.take(t.offset);
     switch (t.kind) {
       case 'string': {
         let text = t.value;
-        while (this.#peek().kind === 'string') text += this.#next().value;
+        while (this.#peek().kind === 'string') {
+          // Each adjacent literal costs memory until the text is flattened: count it.
+          this.#budget.take(this.#peek().offset);
+          text += this.#next().value;
+        }
         return text;
       }
       case 'number':

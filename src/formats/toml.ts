@@ -15,6 +15,12 @@
 // more). Nested keys that look like integers come first in their JSON object (JavaScript orders
 // such keys first, and the library hands over plain objects).
 //
+// Dates that do not exist (2023-02-29, 2023-04-31) are refused, as TOML and Python's tomllib
+// require; the library would roll them over to the next month. A scan of the text before the
+// library runs bounds the number of keys and values (MAX_VALUES) and of escape sequences
+// (MAX_ESCAPES), and finds those dates; the
+// library itself bounds nesting (MAX_NESTING).
+//
 // Errors: the library's messages quote the document (a code frame around the error), so they are
 // never shown: ours give the line, the column and our own words for the kind of problem. Problems
 // found after parsing (a name that is not a variable name, a NUL byte in a value) have no
@@ -23,7 +29,18 @@
 import { parse, TomlDate, TomlError } from 'smol-toml';
 import type { FormatError } from '../errors.ts';
 import type { SecretEntries } from '../secret.ts';
-import { ENV_NAME, EntryCollector, MAX_NESTING, RawNumber, SourceText, stripBom, type Value } from './common.ts';
+import {
+  ENV_NAME,
+  EntryCollector,
+  MAX_ESCAPES,
+  MAX_NESTING,
+  nestedTooDeeply,
+  RawNumber,
+  SourceText,
+  stripBom,
+  type Value,
+  ValueBudget,
+} from './common.ts';
 
 const HINT = 'the file must be a TOML document of NAME = value';
 
@@ -65,6 +82,7 @@ const KINDS: Readonly<Record<string, string>> = {
 export function parseToml(text: string, name: string): SecretEntries {
   // CRLF reads as LF, also inside multi-line strings, as in the other formats (a lone CR is an error).
   const src = new SourceText(stripBom(text).replaceAll('\r\n', '\n'), name);
+  const missingDate = scanToml(src);
   let doc: Record<string, unknown>;
   try {
     doc = parse(src.text, {
@@ -77,12 +95,114 @@ export function parseToml(text: string, name: string): SecretEntries {
     if (error instanceof TomlError) throw tomlError(src, error);
     throw error; // not the library's own report: parseEntries withholds it
   }
+  if (missingDate !== undefined) {
+    throw src.error(missingDate, 'TOML error: a date that does not exist (its day is past the end of its month)', HINT);
+  }
   const entries = new EntryCollector(src);
   for (const key of Object.keys(doc)) {
     const where = ENV_NAME.test(key) ? `the value of "${key}"` : 'a value';
     entries.add(key, undefined, convert(src, doc[key], where, 0, true));
   }
   return entries.result();
+}
+
+const BARE = /[A-Za-z0-9_:.+-]+/y;
+const DATE = /^([0-9]{4})-([0-9]{2})-([0-9]{2})/;
+
+/**
+ * One pass over the text outside strings and comments: counts keys and values (a key = value
+ * counts two, each `,`, `[`, `{` and each dot of a dotted key one), failing past MAX_VALUES, past
+ * MAX_ESCAPES escape sequences in basic strings, or past MAX_NESTING nested
+ * arrays and inline tables (before the library builds them), and returns where the first
+ * date value that does not exist is. A date-like bare key (`2023-02-29 = 1`, or in a [table]
+ * header) is a key, not a date.
+ */
+function scanToml(src: SourceText): number | undefined {
+  const s = src.text;
+  const budget = new ValueBudget(src);
+  const escapes = new ValueBudget(src, 'escape sequences in strings', MAX_ESCAPES);
+  let missing: number | undefined;
+  let depth = 0;
+  let lineStart = true;
+  let header = false;
+  let i = 0;
+  while (i < s.length) {
+    const c = s[i] as string;
+    if (c === '\n') {
+      lineStart = true;
+      i++;
+      continue;
+    }
+    if (c === ' ' || c === '\t' || c === '\r') {
+      i++;
+      continue;
+    }
+    const atLineStart = lineStart;
+    lineStart = false;
+    if (c === '#') {
+      const end = s.indexOf('\n', i);
+      i = end === -1 ? s.length : end;
+    } else if (c === '"' || c === "'") {
+      const end = stringEnd(s, i);
+      if (c === '"') {
+        for (let e = s.indexOf('\\', i); e !== -1 && e < end; e = s.indexOf('\\', e + 2)) escapes.take(e);
+      }
+      i = end;
+    } else if (c === '[' || c === '{') {
+      if (c === '[' && atLineStart && depth === 0) header = true;
+      else if (++depth > MAX_NESTING) throw nestedTooDeeply(src, i);
+      budget.take(i);
+      i++;
+    } else if (c === ']' || c === '}') {
+      if (header && depth === 0) header = false;
+      else if (depth > 0) depth--;
+      i++;
+    } else if (c === '=' || c === ',') {
+      budget.take(i, c === '=' ? 2 : 1);
+      i++;
+    } else {
+      BARE.lastIndex = i;
+      const word = BARE.exec(s)?.[0] ?? c;
+      let next = i + word.length;
+      while (s[next] === ' ' || s[next] === '\t') next++;
+      const key = header || s[next] === '=' || s[next] === '.' || !/^[0-9+-]/.test(word);
+      // Each part of a dotted key is a table the library builds (a million took 2.4 s and 600 MB).
+      if (key) budget.take(i, word.split('.').length - 1);
+      const date = DATE.exec(word);
+      if (date && !key && missing === undefined && !dayExists(Number(date[1]), Number(date[2]), Number(date[3]))) {
+        missing = i;
+      }
+      i += word.length;
+    }
+  }
+  return missing;
+}
+
+/** The index after the string that starts at `i` (or the end of its line if it is never closed). */
+function stringEnd(s: string, i: number): number {
+  const q = s[i] as string;
+  const basic = q === '"';
+  const triple = s.startsWith(q.repeat(3), i);
+  let j = i + (triple ? 3 : 1);
+  while (j < s.length) {
+    const c = s[j];
+    if (basic && c === '\\') j += 2;
+    else if (c === q && (!triple || s.startsWith(q.repeat(3), j))) {
+      if (!triple) return j + 1;
+      // Up to two quotes may end the content just before the closing three.
+      let end = j + 3;
+      while (end < j + 5 && s[end] === q) end++;
+      return end;
+    } else if (c === '\n' && !triple) return j;
+    else j++;
+  }
+  return s.length;
+}
+
+function dayExists(year: number, month: number, day: number): boolean {
+  const leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+  const days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1];
+  return days !== undefined && day >= 1 && day <= days;
 }
 
 /** Our own message for a library error: its position, and our words for its kind. */
@@ -109,7 +229,7 @@ function offsetOf(text: string, line: number, column: number): number {
 }
 
 function convert(src: SourceText, value: unknown, where: string, depth: number, top: boolean): Value {
-  if (depth > MAX_NESTING) throw src.error(undefined, `${where} is nested too deeply`, HINT);
+  if (depth > MAX_NESTING) throw nestedTooDeeply(src, undefined, `${where} is`);
   if (typeof value === 'string' || typeof value === 'boolean') return value;
   if (typeof value === 'bigint') return new RawNumber(value.toString());
   if (typeof value === 'number') {

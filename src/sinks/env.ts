@@ -10,12 +10,14 @@ export function commandEnvironment(
   inherited: Readonly<Record<string, string | undefined>>,
   secrets: readonly SecretEntries[],
 ): Record<string, string> {
-  const env: Record<string, string> = {};
+  // A Map, then own properties: assigning env["__proto__"] on a plain object would set its
+  // prototype and drop the variable.
+  const env = new Map<string, string>();
   for (const [name, value] of Object.entries(inherited)) {
-    if (value !== undefined && !name.startsWith(OWN_PREFIX)) env[name] = value;
+    if (value !== undefined && !name.startsWith(OWN_PREFIX)) env.set(name, value);
   }
   for (const entries of secrets) {
-    for (const [name, value] of entries.entries()) env[name] = value;
+    for (const [name, value] of entries.entries()) env.set(name, value);
   }
-  return env;
+  return Object.fromEntries(env);
 }

@@ -215,3 +215,24 @@ describe('dotenv: round trip', () => {
     expect(parse(serialize(values, 'double'))).toEqual(values);
   });
 });
+
+describe('dotenv: where other readers disagree', () => {
+  it("notes each unquoted value with a '#' inside it, naming the entry and line, never the value", () => {
+    const notes: string[] = [];
+    const text = `A=p#${CANARY}\nB="q#${CANARY}"\nC=plain # comment\nexport D=#${CANARY} # more\nE='#'\n`;
+    expect(entriesOf(parseDotenv(text, 'app.env', (m) => notes.push(m)))).toEqual({
+      A: `p#${CANARY}`,
+      B: `q#${CANARY}`,
+      C: 'plain',
+      D: `#${CANARY}`,
+      E: '#',
+    });
+    expect(notes).toEqual([
+      expect.stringMatching(
+        /^app\.env:1: the unquoted value of "A" contains a '#' that npm dotenv would read as the start of a comment; secret-fetch keeps it, as python-dotenv does/,
+      ),
+      expect.stringMatching(/^app\.env:4: the unquoted value of "D" contains a '#'/),
+    ]);
+    for (const note of notes) expect(note).not.toContain('CANARY');
+  });
+});

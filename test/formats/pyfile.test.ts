@@ -1011,3 +1011,79 @@ out({'source': source, 'env': {k: env(v) for k, v in data.items()}})
     expect(parse(lines.join('\n'))).toEqual(expected);
   });
 });
+
+describe('pyfile: coding declarations', () => {
+  // Python's tokenize.detect_encoding is the reference: secret-fetch reads the file as UTF-8, so
+  // it accepts a declaration exactly when Python would read the file as UTF-8 too.
+  const PY_CODING = `
+import io, sys, tokenize, codecs
+try:
+    name = tokenize.detect_encoding(io.BytesIO(sys.stdin.buffer.read()).readline)[0]
+    print('utf-8' if codecs.lookup(name).name == 'utf-8' else 'other')
+except SyntaxError:
+    print('unknown')
+`;
+  const names = [
+    'utf-8',
+    'UTF-8',
+    'utf8',
+    'UTF8',
+    'utf_8',
+    'Utf_8',
+    'utf-8-unix',
+    'utf-8-sig',
+    'u8',
+    'cp65001',
+    'latin-1',
+    'iso-8859-1',
+    'utf-7',
+    'ascii',
+    'utf-16',
+    'cp1252',
+    'bogus',
+  ];
+  const layouts = [
+    (n: string) => `# -*- coding: ${n} -*-\nA = 'x'\n`,
+    (n: string) => `#!/usr/bin/env python\n# vim: set fileencoding=${n} :\nA = 'x'\n`,
+    (n: string) => `\n#coding=${n}\nA = 'x'\n`,
+  ];
+  const cases = names.flatMap((n) => layouts.map((layout) => [n, layout(n)] as const));
+
+  it.each(cases)('%s: %j', (_name, input) => {
+    const utf8 = python(PY_CODING, input).trim() === 'utf-8';
+    if (utf8) {
+      expect(parse(input)).toEqual({ A: 'x' });
+      return;
+    }
+    const error = (() => {
+      try {
+        parsePyfile(input, 'settings.cfg');
+      } catch (caught) {
+        return caught as Error & { exitCode?: number };
+      }
+      return undefined;
+    })();
+    expect(error?.message).toMatch(/^settings\.cfg:[12]:\d+: a coding declaration for an encoding other than UTF-8/);
+    expect(error?.exitCode).toBe(65);
+  });
+
+  it('a coding line after code, or on line 3, is only a comment (as in Python)', () => {
+    expect(parse(`A = 'x'\n# -*- coding: latin-1 -*-\n`)).toEqual({ A: 'x' });
+    expect(parse(`\n\n# -*- coding: latin-1 -*-\nA = 'x'\n`)).toEqual({ A: 'x' });
+    expect(python(PY_CODING, `A = 'x'\n# -*- coding: latin-1 -*-\n`).trim()).toBe('utf-8');
+  });
+
+  it('never quotes the declaration', () => {
+    expectFormatError(
+      parsePyfile,
+      {
+        title: '',
+        input: `# ${CANARY} coding: latin-1\nA = 1\n`,
+        line: 1,
+        col: 3 + CANARY.length + 1,
+        kind: /coding declaration/,
+      },
+      'settings.cfg',
+    );
+  });
+});

@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { FormatError } from '../../src/errors.ts';
+import { EXIT, FormatError } from '../../src/errors.ts';
 import { parseJson } from '../../src/formats/json.ts';
 import { floatText, parseToml } from '../../src/formats/toml.ts';
 import { parseYaml } from '../../src/formats/yaml.ts';
@@ -372,5 +373,71 @@ describe('toml: errors', () => {
       expect(`${line}\n${stack}`).not.toContain('CANARY');
       expect((caught as FormatError).cause).toBeUndefined();
     }
+  });
+});
+
+describe('toml: dates that do not exist', () => {
+  // Python's tomllib is the reference: secret-fetch refuses exactly the documents it refuses.
+  const cases: [string, boolean][] = [
+    ['A = 2023-02-29', false],
+    ['A = 2023-04-31', false],
+    ['A = 2023-02-29T00:00:00Z', false],
+    ['A = 2023-06-31 12:00:00', false],
+    ['A = 2023-09-31T00:00:00+02:00', false],
+    ['A = 1900-02-29', false],
+    ['A = [2023-02-28, 2023-02-30]', false],
+    ['A = { b = 2023-11-31 }', false],
+    ['A = 2024-02-29', true],
+    ['A = 2000-02-29T23:59:59Z', true],
+    ['A = 2023-01-31', true],
+    ['A = "2023-02-29"', true],
+    ["A = '''\n2023-02-30'''", true],
+    ['A = """x""""" \nB = 2023-02-28', true],
+    ['A = 1 # 2023-02-30', true],
+    ['[t]\n2023-02-29 = 1', true],
+    ['A = { 2023-02-30 = 1 }', true],
+  ];
+  const python = (input: string): boolean =>
+    execFileSync(
+      'python3',
+      [
+        '-c',
+        'import sys, tomllib\ntry:\n tomllib.loads(sys.stdin.read()); print("ok")\nexcept tomllib.TOMLDecodeError: print("refused")',
+      ],
+      { input, encoding: 'utf8' },
+    ).trim() === 'ok';
+
+  it.each(cases)('%j (accepted: %s)', (input, accepted) => {
+    expect(python(input), 'tomllib agrees').toBe(accepted);
+    if (accepted) {
+      expect(() => parseToml(input, 'f')).not.toThrow();
+      return;
+    }
+    const error = (() => {
+      try {
+        parseToml(input, 'f');
+      } catch (caught) {
+        return caught;
+      }
+      return undefined;
+    })();
+    expect(error).toBeInstanceOf(FormatError);
+    expect((error as FormatError).exitCode).toBe(EXIT.format);
+    expect((error as FormatError).message).toMatch(/^f:1:\d+: TOML error: a date that does not exist/);
+  });
+
+  it('places the error at the date, and quotes no part of it', () => {
+    expectFormatError(
+      parseToml,
+      {
+        title: '',
+        input: `A = "${CANARY}"\nB = 2023-02-29T01:02:03Z\n`,
+        line: 2,
+        col: 5,
+        kind: /a date that does not exist/,
+      },
+      'secrets.toml',
+    );
+    expect(() => parseToml('A = 2023-02-29\n', 'f')).toThrow(/^[^2]*$/);
   });
 });
