@@ -113,6 +113,23 @@ describe('shared directories', () => {
     expect(sticky.code, sticky.stderr).toBe(0);
     expect(readFileSync(join(shared, 'token'), 'utf8')).toBe(TOKEN);
   });
+  it('edit refuses such a --tempfile-dir before reading anything', async () => {
+    const shared = join(out.dir, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o777);
+    const key = 'projects/demo/locations/global/keyRings/apps/cryptoKeys/web';
+    const result = await runBinary(['edit', 'gs://vault/token', '--kms-key', key, '--tempfile-dir', shared], {
+      env: { ...servers.env, EDITOR: 'true' },
+    });
+    expectFailure(
+      result,
+      EXIT.output,
+      /^secret-fetch: error: refusing to decrypt into \S+\/shared: every user can write it and it has no sticky bit \(/,
+      CANARIES,
+    );
+    expect(servers.gcs.requests).toEqual([]);
+    expect(filesIn(shared)).toEqual([]);
+  });
 });
 
 describe('outputs are compared by real location, before any fetch', () => {
@@ -216,6 +233,17 @@ describe('output paths in arguments and logs', () => {
       `secret-fetch: wrote ${JSON.stringify(target)} (mode 0400)`,
     ]);
     expect(result.stderr).not.toMatch(/^secret-fetch: error: forged/m);
+  });
+  it('a --source path with a line break cannot forge a log line either (the log escapes it)', async () => {
+    const result = await runBinary([
+      '--source',
+      `file:${out.dir}/nope\nsecret-fetch: error: forged`,
+      '--out',
+      join(out.dir, 'x'),
+    ]);
+    expect(result.code).toBe(EXIT.notFound);
+    expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(result.stderr).toContain('nope\\nsecret-fetch: error: forged');
   });
 });
 
