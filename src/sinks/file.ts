@@ -55,6 +55,16 @@ export class StagedFiles {
     try {
       const name = basename(target);
       checkExisting(dir, name, target);
+      // Checked before any fetch too (outputLocation); this holds even if a link changed since.
+      const twin = this.#staged.find(
+        (file) => file.name === name && file.dir.stat.dev === dir.stat.dev && file.dir.stat.ino === dir.stat.ino,
+      );
+      if (twin !== undefined) {
+        throw new OutputError(
+          `refusing to write ${show(target)}: it is the same file as ${show(twin.target)}, another output of this run`,
+          'give each secret its own file',
+        );
+      }
       const temp = `.${name}.${randomBytes(6).toString('hex')}.tmp`;
       let fd: number;
       try {

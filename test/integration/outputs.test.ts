@@ -245,6 +245,13 @@ describe('output paths in arguments and logs', () => {
     expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
     expect(result.stderr).toContain('nope\\nsecret-fetch: error: forged');
   });
+  it('probe quotes a --ready-file path with a line break', async () => {
+    const result = await runBinary(['probe', '--ready-file', `${out.dir}/r\nsecret-fetch: probe: forged`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr.trimEnd().split('\n')).toEqual([
+      `secret-fetch: probe: not ready: ${JSON.stringify(`${out.dir}/r\nsecret-fetch: probe: forged`)} does not exist yet`,
+    ]);
+  });
 });
 
 describe('without /proc', () => {

@@ -191,6 +191,17 @@ describe('StagedFiles: the directory checked is the directory written', () => {
     expect(readdirSync(join(dir, 'moved'))).toEqual([]);
     expect(readFileSync(join(a, temp), 'utf8')).toBe("someone else's");
   });
+  it('refuses to stage one file twice, reached through a symlinked directory', () => {
+    mkdirSync(join(dir, 'real'));
+    symlinkSync(join(dir, 'real'), join(dir, 'link'));
+    const staged = new StagedFiles();
+    staged.stage(join(dir, 'real', 'x'), Buffer.from('first'), options);
+    const line = outputError(() => staged.stage(join(dir, 'link', 'x'), Buffer.from('second'), options)).line;
+    expect(line).toMatch(/link\/x: it is the same file as .*real\/x, another output of this run/);
+    staged.commit();
+    expect(readFileSync(join(dir, 'real', 'x'), 'utf8')).toBe('first');
+    expect(readdirSync(join(dir, 'real'))).toEqual(['x']);
+  });
 });
 
 describe('output paths', () => {
