@@ -3,7 +3,7 @@
 // symlink swapped between a tmpfs and a disk directory) cannot move a byte anywhere else. Node has
 // no openat, fstatfs or renameat: /proc/self/fd/N stands in for them, since the kernel resolves it
 // to the open directory itself, not to the path it was opened by. Everything that depends on that
-// trick is in this one function, to be swapped for real *at calls if the runtime ever offers them.
+// trick is in these two functions, to be swapped for real *at calls if the runtime ever offers them.
 
 import { closeSync, constants, fstatSync, openSync, type Stats, statfsSync, statSync } from 'node:fs';
 
@@ -52,4 +52,9 @@ export function openDirectory(dir: string): OpenDirectory {
     closeSync(fd);
     throw error;
   }
+}
+
+/** statfs(2)'s f_type for the file open as `fd` (fstatfs, through the same /proc link). */
+export function filesystemTypeOf(fd: number): number {
+  return statfsSync(`/proc/self/fd/${fd}`).type;
 }

@@ -9,7 +9,6 @@ import {
   constants,
   fchmodSync,
   fchownSync,
-  fstatSync,
   fsyncSync,
   lstatSync,
   openSync,
@@ -23,7 +22,7 @@ import {
 import { basename, dirname, resolve } from 'node:path';
 import { OutputError, UsageError } from '../errors.ts';
 import { show } from '../log.ts';
-import { NoProcFdError, type OpenDirectory, openDirectory } from './directory.ts';
+import { filesystemTypeOf, NoProcFdError, type OpenDirectory, openDirectory } from './directory.ts';
 
 const TMPFS_MAGIC = 0x01021994;
 const RAMFS_MAGIC = 0x858458f6;
@@ -80,10 +79,12 @@ export class StagedFiles {
       this.#staged.push({ dir, temp, name, target });
       kept = true;
       try {
-        // Through the handle the file cannot be anywhere else; if it ever were, write nothing.
-        if (fstatSync(fd).dev !== dir.stat.dev) {
+        // The file opened is checked too, not only its directory: if it were ever elsewhere than on
+        // the memory filesystem checked, nothing is written. (Not st_dev: overlayfs may give a
+        // file another device number than its directory.)
+        if (!options.allowDisk && memoryFilesystem(filesystemTypeOf(fd)) === undefined) {
           throw new OutputError(
-            `refusing to write ${show(target)}: the temp file is not on the filesystem that was checked`,
+            `refusing to write ${show(target)}: the temp file is not on tmpfs or ramfs, though its directory was`,
           );
         }
         let offset = 0;
