@@ -7,6 +7,9 @@
 
 import { closeSync, constants, fstatSync, openSync, type Stats, statfsSync, statSync } from 'node:fs';
 
+/** Linux's O_PATH (node:fs has no constant for it). */
+const O_PATH = 0o10000000;
+
 export interface OpenDirectory {
   /** The directory as it was opened: identity (dev, ino), mode and owner. */
   readonly stat: Stats;
@@ -24,7 +27,9 @@ export class NoProcFdError extends Error {
 
 /** Opens `dir` (symlinks followed, as for any path); throws open's errno error, or NoProcFdError. */
 export function openDirectory(dir: string): OpenDirectory {
-  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  // O_PATH, as a dirfd for openat would be: no read permission needed, so a write-only drop
+  // directory (mode 0300) works as it does by path.
+  const fd = openSync(dir, O_PATH | constants.O_DIRECTORY);
   try {
     const stat = fstatSync(fd);
     const handle = `/proc/self/fd/${fd}`;

@@ -6,7 +6,16 @@
 
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
@@ -85,6 +94,30 @@ describe('only regular files are replaced', () => {
     ]);
     expectFailure(result, EXIT.output, /refusing to replace \S+\/ready: it is a character device/, CANARIES);
     expect(lstatSync(device).isCharacterDevice()).toBe(true);
+  });
+  it('a directory its user can write but not read (0300) still takes the file', async () => {
+    const drop = join(out.dir, 'drop');
+    mkdirSync(drop);
+    const source = sourceFile();
+    chownSync(drop, 65534, 65534);
+    chownSync(source, 65534, 65534);
+    chmodSync(drop, 0o300);
+    chmodSync(out.dir, 0o711); // for the user to reach them
+    const result = await runBinary(
+      [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        BINARY,
+        '--source',
+        `file:${source}`,
+        '--out',
+        join(drop, 'token'),
+      ],
+      { command: 'setpriv' },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    expect(readFileSync(join(drop, 'token'), 'utf8')).toBe(TOKEN);
   });
 });
 
