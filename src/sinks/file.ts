@@ -1,6 +1,8 @@
 // The file sink: a secret lands on tmpfs (memory, never disk), complete or not at all. Each file
 // is first written to a temp file beside its target and only renamed into place once every
-// stage has succeeded, so a failure leaves no partial file and no file at all.
+// stage has succeeded, so a failure leaves no partial file and no file at all. The directory is
+// opened once and every step after goes through it (directory.ts), so what was checked is what is
+// written; only a regular file is ever replaced, and never in a directory other users can swap.
 
 import { randomBytes } from 'node:crypto';
 import {
@@ -256,11 +258,13 @@ export function checkWritableTarget(target: string, allowDisk: boolean): MemoryF
  * does not exist yet is named by its path (the write will refuse it anyway).
  */
 export function outputLocation(target: string): string {
+  // Normalised first, as the path is before it is written (`a/link/../x` is `a/x`).
+  const path = resolve(target);
   try {
-    const { dev, ino } = statSync(dirname(target));
-    return `${dev}:${ino}/${basename(target)}`;
+    const { dev, ino } = statSync(dirname(path));
+    return `${dev}:${ino}/${basename(path)}`;
   } catch {
-    return resolve(target);
+    return path;
   }
 }
 

@@ -210,6 +210,8 @@ describe('output paths', () => {
     symlinkSync(join(dir, 'real'), join(dir, 'link'));
     expect(outputLocation(join(dir, 'link', 'x'))).toBe(outputLocation(join(dir, 'real', 'x')));
     expect(outputLocation(join(dir, 'link', 'x'))).not.toBe(outputLocation(join(dir, 'real', 'y')));
+    // `..` is taken as the write takes it, by name: link/../x is x in dir, not beside real.
+    expect(outputLocation(`${dir}/link/../x`)).toBe(outputLocation(join(dir, 'x')));
     const check = () =>
       checkDistinctOutputs([
         { path: join(dir, 'real', 'x'), flag: '--out A' },
