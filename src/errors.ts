@@ -32,7 +32,11 @@ export const EXIT_CODES: readonly ExitCodeRow[] = [
   },
   { code: String(EXIT.unavailable), meaning: 'unavailable: a service failed or the --timeout deadline passed' },
   { code: String(EXIT.internal), meaning: 'internal: a bug in secret-fetch; please report it' },
-  { code: String(EXIT.output), meaning: 'output: the --out target was refused (not tmpfs, a symlink, missing, full)' },
+  {
+    code: String(EXIT.output),
+    meaning:
+      'output: an output file was refused (not tmpfs, not a regular file, in a directory anyone can write, missing, full)',
+  },
   {
     code: String(EXIT.conflict),
     meaning: 'conflict (push, edit): the target exists or changed since it was read; nothing was written',

@@ -20,7 +20,7 @@ export function createLogger(options: { format: LogFormat; verbose: boolean }): 
     const line =
       options.format === 'json'
         ? `${JSON.stringify({ severity, message, 'logging.googleapis.com/labels': { component: 'secret-fetch' } })}\n`
-        : `secret-fetch: ${severity === 'INFO' || severity === 'DEBUG' ? '' : `${severity.toLowerCase()}: `}${message}\n`;
+        : `secret-fetch: ${severity === 'INFO' || severity === 'DEBUG' ? '' : `${severity.toLowerCase()}: `}${oneLine(message)}\n`;
     writeAll(2, line);
   };
   return {
@@ -31,6 +31,23 @@ export function createLogger(options: { format: LogFormat; verbose: boolean }): 
     warn: (message) => write('WARNING', message),
     error: (message) => write('ERROR', message),
   };
+}
+
+/** A name or path as it appears in a message: quoted when it has spaces or control characters. */
+export function show(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is looked for
+  return /[\s"\\\x00-\x1f\x7f]/.test(text) || text === '' ? JSON.stringify(text) : text;
+}
+
+/**
+ * `message` with its control characters escaped, so a line break in a name or path that reached a
+ * message unquoted still cannot start a second, forged log line.
+ */
+function oneLine(message: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is replaced
+  return message.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, (c) =>
+    c === '\x7f' ? '\\u007f' : JSON.stringify(c).slice(1, -1),
+  );
 }
 
 /** Writes all of `text` to `fd`, retrying on EAGAIN (a parent may hand us a non-blocking pipe). */

@@ -13,8 +13,9 @@ import { KMS_KEY_NAME } from './decrypt/kms.ts';
 import type { MasterKeySource } from './decrypt/master-key.ts';
 import { FormatError, UsageError } from './errors.ts';
 import { detectFormat, FORMATS, type Format } from './formats/index.ts';
-import type { LogFormat } from './log.ts';
+import { type LogFormat, show } from './log.ts';
 import { Secret } from './secret.ts';
+import { checkFilePath } from './sinks/file.ts';
 import { describeSource, parseSourceRef, type SourceRef, sourceFileName } from './sources/reference.ts';
 
 export interface SourcePlan {
@@ -334,8 +335,9 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     const out = outFor[i];
     if (out !== undefined) {
       if (out === '') throw new UsageError('--out is empty', 'give a file path on a tmpfs volume');
+      checkFilePath('--out', out);
       if (seenOuts.has(out))
-        throw new UsageError(`--out ${out} is given for two sources`, 'give each source its own --out');
+        throw new UsageError(`--out ${show(out)} is given for two sources`, 'give each source its own --out');
       seenOuts.add(out);
     }
     const kmsKey = keyFor[i];
@@ -415,6 +417,7 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
   }
   const readyFile = optionalString(values['ready-file']);
   if (readyFile === '') throw new UsageError('--ready-file is empty', 'give a path, e.g. on the shared volume');
+  if (readyFile !== undefined) checkFilePath('--ready-file', readyFile);
   if (refresh !== undefined && uris.length === 0) {
     throw new UsageError('--refresh without --source: there is nothing to refresh', 'add --source, or drop --refresh');
   }

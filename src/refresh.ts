@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { SecretFetchError } from './errors.ts';
 import { parseEntries } from './formats/index.ts';
 import type { Supervisor } from './launch/supervise.ts';
-import type { Logger } from './log.ts';
+import { type Logger, show } from './log.ts';
 import type { Options, SourcePlan } from './options.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { StagedFiles } from './sinks/file.ts';
@@ -118,7 +118,7 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
       })
       .join(', ');
     log.info(
-      `${what} changed${written.length ? `: rewrote ${written.join(', ')}` : ''}; ${applyChange(context, newEntries)}`,
+      `${what} changed${written.length ? `: rewrote ${written.map(show).join(', ')}` : ''}; ${applyChange(context, newEntries)}`,
     );
   } finally {
     staged.discard();

@@ -13,13 +13,13 @@ import { execCommand } from './launch/exec.ts';
 import { planExec, resolveCommand } from './launch/resolve.ts';
 import { Sidecar } from './launch/sidecar.ts';
 import type { Supervisor } from './launch/supervise.ts';
-import type { Logger } from './log.ts';
+import { type Logger, show } from './log.ts';
 import type { Options, SourcePlan } from './options.ts';
 import { type RefreshContext, startRefresh } from './refresh.ts';
 import { createRetry, Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { commandEnvironment } from './sinks/env.ts';
-import { StagedFiles } from './sinks/file.ts';
+import { checkDistinctOutputs, outputLocation, StagedFiles } from './sinks/file.ts';
 import { checkReferences, findEnvReferences, resolveEnvReferences } from './sources/env-references.ts';
 import { fileVersion } from './sources/file.ts';
 import { decryptsItself, type FetchContext, fetchSource } from './sources/index.ts';
@@ -67,9 +67,28 @@ export async function run(options: Options, initial: RunContext): Promise<number
   );
   // References are parsed before anything is fetched: a malformed one stops the run at once.
   const references = options.resolveReferences ? findEnvReferences(context.environ) : [];
+  // Every file the run writes is a different file, by real location, before anything is fetched.
+  const outputs = [
+    ...options.sources.flatMap((plan) =>
+      plan.out === undefined
+        ? []
+        : [{ path: resolve(context.cwd, plan.out), flag: `--out ${show(plan.out)}`, what: 'an --out file' }],
+    ),
+    ...(options.readyFile === undefined
+      ? []
+      : [
+          {
+            path: resolve(context.cwd, options.readyFile),
+            flag: `--ready-file ${show(options.readyFile)}`,
+            what: 'the --ready-file',
+          },
+        ]),
+  ];
+  checkDistinctOutputs(outputs);
   checkReferences(references, {
-    outs: options.sources.flatMap((plan) => (plan.out === undefined ? [] : [resolve(context.cwd, plan.out)])),
+    outputs,
     verifying: fetchContext.verifyKey !== undefined,
+    locate: outputLocation,
   });
   const fileOptions = {
     mode: options.fileMode,
@@ -142,7 +161,8 @@ export async function run(options: Options, initial: RunContext): Promise<number
       context.staged.stage(resolve(context.cwd, plan.out), (secrets[i] as Secret).reveal(), fileOptions);
     });
     const written = context.staged.commit();
-    for (const path of written) log.debug(`wrote ${path} (mode ${options.fileMode.toString(8).padStart(4, '0')})`);
+    for (const path of written)
+      log.debug(`wrote ${show(path)} (mode ${options.fileMode.toString(8).padStart(4, '0')})`);
     if (options.readyFile !== undefined) writeReadyFile(resolve(context.cwd, options.readyFile), options, log);
 
     if (launch === undefined && options.refreshMs !== undefined) {
@@ -257,7 +277,7 @@ function writeReadyFile(path: string, options: Options, log: Logger): void {
   } finally {
     ready.discard();
   }
-  log.debug(`wrote the ready file ${path}`);
+  log.debug(`wrote the ready file ${show(path)}`);
 }
 
 export async function fetchPlaintext(

@@ -7,6 +7,7 @@
 
 import type { Endpoints } from '../clients.ts';
 import { EXIT, UsageError } from '../errors.ts';
+import { show } from '../log.ts';
 import { envNameOf, envValue, FLAGS, perSource, validateKmsKey } from '../options.ts';
 import type { Deadline } from '../retry.ts';
 import { berglasKeyName } from '../sources/berglas.ts';
@@ -74,7 +75,7 @@ Exit codes: 0 when no check failed (warnings do not fail); otherwise the most im
   ${EXIT.notFound}  not found: a bucket, object, generation, secret, version, file or key does not exist (or the version is disabled)
   ${EXIT.integrity}  integrity: a berglas object names another key than --kms-key
   ${EXIT.format}  format: a berglas:// object has no usable berglas-kms-key metadata
-  ${EXIT.output}  output: an --out directory is missing, not tmpfs, or not writable
+  ${EXIT.output}  output: an --out directory is missing, not tmpfs, not writable, or writable by every user; or its target is not a regular file
   ${EXIT.unavailable}  unavailable: a service failed or the --timeout deadline passed
   ${EXIT.usage}  usage: a bad flag or value (nothing was checked)
 `;
@@ -267,7 +268,7 @@ async function runChecks(
     run(`test the permissions on ${key}`, 'kms-key', key, async () => [await checkKmsKey(key, context)]);
   }
   for (const out of new Set(plan.sources.flatMap((s) => (s.out === undefined ? [] : [s.out])))) {
-    run(`check --out ${out}`, 'out', out, async () => [checkOutTarget(out, plan.allowDisk)]);
+    run(`check --out ${show(out)}`, 'out', out, async () => [checkOutTarget(out, plan.allowDisk)]);
   }
   for (const task of tasks) emit(await task);
   return checks;

@@ -5,14 +5,15 @@
 // removed on every path, including the editor failing and an interrupt.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { OutputError, UsageError } from '../errors.ts';
+import { show } from '../log.ts';
 import { validateKmsKey } from '../options.ts';
 import { uploadSecretObject } from '../publish/gcs.ts';
 import { payloadTooLarge, publishSecretVersion, SECRET_MANAGER_MAX_PAYLOAD } from '../publish/secretmanager.ts';
 import { fetchPlaintext } from '../run.ts';
-import { memoryFilesystemAt, StagedFiles } from '../sinks/file.ts';
+import { isSharedDirectory, memoryFilesystemAt, StagedFiles } from '../sinks/file.ts';
 import { readSecretFile } from '../sources/file.ts';
 import { describeSource, parseSourceRef, sourceFileName } from '../sources/reference.ts';
 import { COMMON_HELP, parseSubcommand, remoteContext, writeStdout } from './common.ts';
@@ -112,7 +113,8 @@ export const editCommand: Subcommand = {
     try {
       const path = join(dir, basename(name));
       const staged = new StagedFiles();
-      staged.stage(path, original.reveal(), { mode: 0o600, allowDisk: true, uid: undefined, gid: undefined });
+      // Checked again through the handle it is written by: a --tempfile-dir flipped to a disk since is refused.
+      staged.stage(path, original.reveal(), { mode: 0o600, allowDisk: false, uid: undefined, gid: undefined });
       staged.commit();
 
       const editor = context.environ.VISUAL || context.environ.EDITOR || 'vi';
@@ -206,12 +208,19 @@ function checkTmpfs(dir: string): void {
   try {
     memory = memoryFilesystemAt(dir) !== undefined;
   } catch {
-    throw new OutputError(`--tempfile-dir ${dir} does not exist`, 'give a directory on tmpfs, e.g. /dev/shm');
+    throw new OutputError(`--tempfile-dir ${show(dir)} does not exist`, 'give a directory on tmpfs, e.g. /dev/shm');
   }
   if (!memory) {
     throw new OutputError(
-      `refusing to decrypt into ${dir}: it is not on tmpfs or ramfs, so the secret would reach a disk`,
+      `refusing to decrypt into ${show(dir)}: it is not on tmpfs or ramfs, so the secret would reach a disk`,
       'give --tempfile-dir a tmpfs directory, e.g. /dev/shm',
+    );
+  }
+  // Another user could rename the private directory away and put one of theirs in its place.
+  if (isSharedDirectory(statSync(dir))) {
+    throw new OutputError(
+      `refusing to decrypt into ${show(dir)}: every user can write it and it has no sticky bit`,
+      'give --tempfile-dir a directory only its owner can write, or a sticky one such as /dev/shm',
     );
   }
 }

@@ -4,6 +4,7 @@
 
 import { statSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { show } from '../log.ts';
 import type { Subcommand } from './index.ts';
 
 export const probeCommand: Subcommand = {
@@ -38,10 +39,10 @@ export function probe(argv: readonly string[], environ: Readonly<Record<string, 
   if (path === undefined) return say('usage: secret-fetch probe --ready-file PATH', 64);
   try {
     if (statSync(path).isFile()) return 0;
-    return say(`not ready: ${path} is not a file`, 1);
+    return say(`not ready: ${show(path)} is not a file`, 1);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    return say(`not ready: ${path} ${code === 'ENOENT' ? 'does not exist yet' : `cannot be read (${code})`}`, 1);
+    return say(`not ready: ${show(path)} ${code === 'ENOENT' ? 'does not exist yet' : `cannot be read (${code})`}`, 1);
   }
 }
 

@@ -5,7 +5,10 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { CommandError, EXIT } from '../errors.ts';
+import { show } from '../log.ts';
 import { type Image, inspectImage } from './image.ts';
+
+export { show };
 
 /** What execvp searches when PATH is unset (glibc's confstr(_CS_PATH) plus the sbin dirs). */
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -251,10 +254,4 @@ function cannotExecute(command: string, file: string, problem: Problem): Command
 
 function errnoCode(error: unknown): string | undefined {
   return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined;
-}
-
-/** A name or path as it appears in a message: quoted when it has spaces or control characters. */
-export function show(text: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is looked for
-  return /[\s"\\\x00-\x1f\x7f]/.test(text) || text === '' ? JSON.stringify(text) : text;
 }

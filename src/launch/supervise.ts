@@ -232,9 +232,9 @@ function removeFiles(paths: readonly string[], log: Logger): void {
   for (const path of paths) {
     try {
       rmSync(path, { force: true });
-      log.debug(`removed ${path}`);
+      log.debug(`removed ${show(path)}`);
     } catch (error) {
-      log.warn(`could not remove ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+      log.warn(`could not remove ${show(path)}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
     }
   }
 }

@@ -10,8 +10,9 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { FormatError, NotFoundError, SecretFetchError, UsageError } from '../errors.ts';
 import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
-import type { Logger } from '../log.ts';
+import { type Logger, show } from '../log.ts';
 import type { Secret } from '../secret.ts';
+import { namesAFile } from '../sinks/file.ts';
 import { describeSource, isObjectRef, parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
 
 /** Where a resolved reference goes: into the variable, or into a file whose path the variable gets. */
@@ -137,25 +138,44 @@ function parseDestination(text: string | undefined, fail: (problem: string, hint
   if (text === 'tempfile') return { kind: 'tempfile' };
   if (!text.startsWith('/')) {
     fail(
-      `?destination=${text} is neither tempfile nor an absolute path`,
+      `?destination=${show(text)} is neither tempfile nor an absolute path`,
       'write ?destination=tempfile or ?destination=/abs/path',
     );
   }
+  if (!namesAFile(text))
+    fail(`?destination=${show(text)} does not name a file`, 'give a file path, without a trailing slash');
   return { kind: 'path', path: text };
+}
+
+/** Another file the run writes, which no ?destination= may name. */
+export interface RunOutput {
+  readonly path: string;
+  /** How a message names it: "an --out file", "the --ready-file". */
+  readonly what: string;
 }
 
 /**
  * What the references may not do given the rest of the run, checked before anything is fetched:
- * share a ?destination= file with another reference or an --out (the last rename would win, and
- * one variable would name the other's secret), or escape --verify-key (only gs:// and berglas://
- * objects carry a signature, as for --source).
+ * share a ?destination= file with another reference or another output of the run (the last rename
+ * would win, and one variable would name the other's secret), or escape --verify-key (only gs://
+ * and berglas:// objects carry a signature, as for --source). Files are compared by `locate`, which
+ * the run gives as their real location (so two paths through a symlinked directory are one file).
  */
 export function checkReferences(
   references: readonly EnvReference[],
-  run: { readonly outs: readonly string[]; readonly verifying: boolean },
+  run: {
+    readonly outputs: readonly RunOutput[];
+    readonly verifying: boolean;
+    readonly locate?: (path: string) => string;
+  },
 ): void {
-  const outs = new Set(run.outs.map((out) => resolve(out)));
-  const destinations = new Map<string, string>();
+  const locate = run.locate ?? resolve;
+  const taken = new Map<string, { problem: string; hint: string }>(
+    run.outputs.map(({ path, what }) => [
+      locate(path),
+      { problem: `is also ${what}`, hint: 'give each secret its own file' },
+    ]),
+  );
   for (const { variable, ref, destination } of references) {
     if (run.verifying && !isObjectRef(ref)) {
       throw new UsageError(
@@ -164,21 +184,15 @@ export function checkReferences(
       );
     }
     if (destination.kind !== 'path') continue;
-    const path = resolve(destination.path);
-    if (outs.has(path)) {
-      throw new UsageError(
-        `$${variable}: ?destination=${destination.path} is also an --out file`,
-        'give each secret its own file',
-      );
-    }
-    const other = destinations.get(path);
+    const location = locate(destination.path);
+    const other = taken.get(location);
     if (other !== undefined) {
-      throw new UsageError(
-        `$${variable}: ?destination=${destination.path} is also the destination of $${other}`,
-        'give each reference its own file',
-      );
+      throw new UsageError(`$${variable}: ?destination=${show(destination.path)} ${other.problem}`, other.hint);
     }
-    destinations.set(path, variable);
+    taken.set(location, {
+      problem: `is also the destination of $${variable}`,
+      hint: 'give each reference its own file',
+    });
   }
 }
 
@@ -222,7 +236,7 @@ async function resolveOne(reference: EnvReference, context: ResolveContext): Pro
       const path =
         destination.kind === 'path' ? destination.path : tempfilePath(context.tempfileDir, reference.variable);
       context.stage(path, bytes);
-      context.log.debug(`$${reference.variable}: ${reference.uri} written to ${path}`);
+      context.log.debug(`$${reference.variable}: ${reference.uri} written to ${show(path)}`);
       return path;
     }
     const text = variableValue(reference, bytes);

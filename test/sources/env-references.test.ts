@@ -55,6 +55,8 @@ describe('parseEnvReference', () => {
     ['secret-fetch:gs://vault', /\$VAR: gs:\/\/vault: no object name/],
     ['sm://my-project/db?destination=relative/path', /neither tempfile nor an absolute path/],
     ['sm://my-project/db?destination=', /\?destination= is empty/],
+    ['sm://my-project/db?destination=/dev/shm/db/', /\$VAR: \?destination=\/dev\/shm\/db\/ does not name a file/],
+    ['sm://my-project/db?destination=/dev/shm/db/..', /\?destination=\/dev\/shm\/db\/\.\. does not name a file/],
     ['sm://my-project/db?nope=1', /\?nope= is not a reference parameter/],
     ['sm://my-project/db?key=a&key=b', /\?key= is given twice/],
     ['sm://my-project/db?format=json', /\?format= without \?key=/],
@@ -87,7 +89,8 @@ describe('findEnvReferences', () => {
 
 describe('checkReferences', () => {
   const refs = (environ: Record<string, string>) => findEnvReferences(environ);
-  const none = { outs: [], verifying: false };
+  const none = { outputs: [], verifying: false };
+  const out = (path: string) => ({ path, what: 'an --out file' });
 
   it('accepts distinct destinations, tempfiles, and gs:// and berglas:// references under --verify-key', () => {
     const references = refs({
@@ -96,9 +99,9 @@ describe('checkReferences', () => {
       C: 'sm://my-project/c?destination=tempfile',
       D: 'sm://my-project/d?destination=tempfile',
     });
-    expect(() => checkReferences(references, { outs: ['/dev/shm/app.env'], verifying: false })).not.toThrow();
+    expect(() => checkReferences(references, { outputs: [out('/dev/shm/app.env')], verifying: false })).not.toThrow();
     const objects = refs({ G: 'secret-fetch:gs://vault/app.env', K: 'berglas://vault/tls.key' });
-    expect(() => checkReferences(objects, { outs: [], verifying: true })).not.toThrow();
+    expect(() => checkReferences(objects, { outputs: [], verifying: true })).not.toThrow();
   });
 
   it.each([
@@ -111,13 +114,19 @@ describe('checkReferences', () => {
     [
       'a ?destination= that is an --out',
       { A: 'sm://my-project/a?destination=/dev/shm/app.env' },
-      { outs: ['/dev/shm/app.env'], verifying: false },
+      { outputs: [out('/dev/shm/app.env')], verifying: false },
       /^\$A: \?destination=\/dev\/shm\/app\.env is also an --out file$/,
+    ],
+    [
+      'a ?destination= that is the --ready-file',
+      { A: 'sm://my-project/a?destination=/dev/shm/ready' },
+      { outputs: [out('/dev/shm/app.env'), { path: '/dev/shm/ready', what: 'the --ready-file' }], verifying: false },
+      /^\$A: \?destination=\/dev\/shm\/ready is also the --ready-file$/,
     ],
     [
       'an sm:// reference under --verify-key',
       { G: 'secret-fetch:gs://vault/app.env', S: 'sm://my-project/db' },
-      { outs: [], verifying: true },
+      { outputs: [], verifying: true },
       /^\$S: --verify-key cannot check sm:\/\/my-project\/db#latest: only gs:\/\/ and berglas:\/\/ objects carry/,
     ],
   ])('refuses %s, as a usage error before any fetch', (_, environ, run, message) => {

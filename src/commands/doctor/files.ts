@@ -4,7 +4,8 @@
 import { closeSync, fstatSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { UsageError } from '../../errors.ts';
-import { checkWritableTarget, memoryFilesystemOf } from '../../sinks/file.ts';
+import { show } from '../../log.ts';
+import { checkWritableTarget } from '../../sinks/file.ts';
 import { openSecretFile } from '../../sources/file.ts';
 import { type Check, failFrom, ok, warn } from './checklist.ts';
 
@@ -26,18 +27,17 @@ export function checkFileSource(path: string): Check {
 
 export function checkOutTarget(target: string, allowDisk: boolean): Check {
   try {
-    checkWritableTarget(target, allowDisk);
-    const filesystem = memoryFilesystemOf(target);
-    const dir = dirname(target);
+    const filesystem = checkWritableTarget(target, allowDisk);
+    const dir = show(dirname(target));
     if (filesystem === undefined) {
       return warn(
         'out',
         target,
-        `--out ${target}: ${dir} is not on tmpfs or ramfs, and --allow-disk lets the secret reach a disk`,
+        `--out ${show(target)}: ${dir} is not on tmpfs or ramfs, and --allow-disk lets the secret reach a disk`,
         'mount a memory volume there (emptyDir medium: Memory, --tmpfs, /dev/shm) and drop --allow-disk',
       );
     }
-    return ok('out', target, `--out ${target}: ${dir} is ${filesystem} and writable`, { filesystem });
+    return ok('out', target, `--out ${show(target)}: ${dir} is ${filesystem} and writable`, { filesystem });
   } catch (error) {
     return failFrom('out', target, error);
   }
