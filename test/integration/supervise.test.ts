@@ -5,7 +5,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from '
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
-import { FORWARDED_SIGNALS } from '../../src/launch/supervise.ts';
+import { FORWARDED_SIGNALS } from '../../src/launch/signals.ts';
 import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
 import { startTestServers } from '../servers/start.ts';
 import { BINARY, KEY, ROOT, type Running, runBinary, spawnBinary as start, tmpfsDir } from './harness.ts';
