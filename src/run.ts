@@ -18,9 +18,14 @@ import type { Options, SourcePlan } from './options.ts';
 import { type RefreshContext, startRefresh } from './refresh.ts';
 import { createRetry, Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
-import { commandEnvironment } from './sinks/env.ts';
+import { commandEnvironment, refuseLoaderEntries } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
-import { checkReferences, findEnvReferences, resolveEnvReferences } from './sources/env-references.ts';
+import {
+  checkReferences,
+  findEnvReferences,
+  looksLikeReference,
+  resolveEnvReferences,
+} from './sources/env-references.ts';
 import { fileVersion } from './sources/file.ts';
 import { decryptsItself, type FetchContext, fetchSource } from './sources/index.ts';
 import type { SourceRef } from './sources/reference.ts';
@@ -68,6 +73,7 @@ export async function run(options: Options, initial: RunContext): Promise<number
   // References are parsed before anything is fetched: a malformed one stops the run at once.
   const references = options.resolveReferences ? findEnvReferences(context.environ) : [];
   checkReferences(references, {
+    allowLoaderEnv: options.allowLoaderEnv,
     outs: options.sources.flatMap((plan) => (plan.out === undefined ? [] : [resolve(context.cwd, plan.out)])),
     verifying: fetchContext.verifyKey !== undefined,
   });
@@ -128,13 +134,17 @@ export async function run(options: Options, initial: RunContext): Promise<number
       const parsed = await parseEntries(plan.format, (secrets[i] as Secret).text(plan.uri), plan.uri);
       log.debug(`${plan.uri}: ${plan.format} with ${parsed.size} entries (${parsed.names().join(', ')})`);
       if (options.injectEnv) {
+        if (!options.allowLoaderEnv) refuseLoaderEntries(parsed, plan.uri);
         entries.push(parsed);
         bySource[i] = parsed;
       }
     }
 
     const env = commandEnvironment(context.environ, entries);
-    const launch = options.command ? planLaunch(options.command, options.chdir, env, context.cwd) : undefined;
+    // The command is found with the PATH secret-fetch was given, never a secret's (the command still gets that).
+    const launch = options.command
+      ? planLaunch(options.command, options.chdir, inheritedPath(initial.environ), context.cwd)
+      : undefined;
 
     options.sources.forEach((plan, i) => {
       if (plan.out === undefined) return;
@@ -276,7 +286,13 @@ export async function fetchPlaintext(
   }
 }
 
-function planLaunch(command: readonly string[], chdir: string | undefined, env: Record<string, string>, cwd: string) {
+/** PATH as secret-fetch inherited it; a PATH that is itself a reference counts as unset. */
+function inheritedPath(environ: Readonly<Record<string, string | undefined>>): string | undefined {
+  const path = environ.PATH;
+  return path !== undefined && looksLikeReference(path) ? undefined : path;
+}
+
+function planLaunch(command: readonly string[], chdir: string | undefined, path: string | undefined, cwd: string) {
   const [name, ...args] = command as [string, ...string[]];
   const dir = chdir === undefined ? cwd : resolve(cwd, chdir);
   if (chdir !== undefined && !isDirectory(dir)) {
@@ -285,7 +301,7 @@ function planLaunch(command: readonly string[], chdir: string | undefined, env: 
       "give the command's working directory as an existing path",
     );
   }
-  const { file, argv } = planExec(resolveCommand(name, { path: env.PATH, cwd: dir }), [name, ...args], { cwd: dir });
+  const { file, argv } = planExec(resolveCommand(name, { path, cwd: dir }), [name, ...args], { cwd: dir });
   return { file, argv, cwd: chdir === undefined ? undefined : dir };
 }
 

@@ -12,6 +12,7 @@ import { FormatError, NotFoundError, SecretFetchError, UsageError } from '../err
 import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
 import type { Logger } from '../log.ts';
 import type { Secret } from '../secret.ts';
+import { isLoaderVariable } from '../sinks/env.ts';
 import { describeSource, isObjectRef, parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
 
 /** Where a resolved reference goes: into the variable, or into a file whose path the variable gets. */
@@ -152,11 +153,18 @@ function parseDestination(text: string | undefined, fail: (problem: string, hint
  */
 export function checkReferences(
   references: readonly EnvReference[],
-  run: { readonly outs: readonly string[]; readonly verifying: boolean },
+  run: { readonly outs: readonly string[]; readonly verifying: boolean; readonly allowLoaderEnv?: boolean },
 ): void {
   const outs = new Set(run.outs.map((out) => resolve(out)));
   const destinations = new Map<string, string>();
   for (const { variable, ref, destination } of references) {
+    if (!run.allowLoaderEnv && isLoaderVariable(variable)) {
+      // Its value (or the file it names) would be the secret's: whoever writes the secret picks the code.
+      throw new UsageError(
+        `$${variable}: a reference would let the secret decide ${variable}, which decides what code the command's loader runs; refused`,
+        'set it in the environment itself, or pass --allow-loader-env if the secret is meant to set it',
+      );
+    }
     if (run.verifying && !isObjectRef(ref)) {
       throw new UsageError(
         `$${variable}: --verify-key cannot check ${describeSource(ref)}: only gs:// and berglas:// objects carry a secret-fetch signature`,
