@@ -100,7 +100,8 @@ const internalExternal = {
   },
 };
 const banner = {
-  js: `var __sfVendorGroups = ${JSON.stringify(groupOf)};\n${readFileSync(join(root, 'scripts', 'sea-vendor-loader.js'), 'utf8')}`,
+  // First line of the executable's script: SIGUSR1 is ours from here on, never the inspector's.
+  js: `process.on('SIGUSR1', function () {});\nvar __sfVendorGroups = ${JSON.stringify(groupOf)};\n${readFileSync(join(root, 'scripts', 'sea-vendor-loader.js'), 'utf8')}`,
 };
 
 const bundle = join(work, 'secret-fetch.cjs');
@@ -214,6 +215,12 @@ writeFileSync(
     disableExperimentalSEAWarning: true,
     useCodeCache: true,
     useSnapshot: false,
+    // No signal may open the inspector. --disable-sigusr1 would leave SIGUSR1 blocked (Node
+    // unblocks it only for the inspector), and exec'd commands inherit the mask; so SIGUSR1 is
+    // caught from the first line of the script (the banner), and during Node's own start, before
+    // that line, an inspector it starts can only bind an address of the IPv6 discard prefix
+    // (RFC 6666), which fails: nothing ever listens.
+    execArgv: ['--inspect-port=[100::1]:9229'],
     // The binary must not read NODE_OPTIONS or argv as Node options: its flags are its own.
     execArgvExtension: 'none',
     assets,

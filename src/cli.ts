@@ -6,14 +6,14 @@ import pkg from '../package.json' with { type: 'json' };
 import { isSubcommand, SUBCOMMANDS, type SubcommandEntry } from './commands/index.ts';
 import { InterruptedError, SecretFetchError } from './errors.ts';
 import { renderHelp } from './help.ts';
+import { reexecWithoutRuntimeVariables, restoreRuntimeVariables } from './launch/runtime-env.ts';
+import { IGNORED_WITHOUT_COMMAND, STOP_SIGNALS, type StopSignal } from './launch/signals.ts';
 import type { Supervisor } from './launch/supervise.ts';
 import { createLogger, type Logger } from './log.ts';
 import { parseInvocation } from './options.ts';
 import { Deadline } from './retry.ts';
 import { run } from './run.ts';
 import { StagedFiles } from './sinks/file.ts';
-
-const INTERRUPTS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT'] as const;
 
 // Temp files not yet renamed into place, removed on every way out short of success.
 const staged = new StagedFiles();
@@ -24,8 +24,11 @@ let log = createLogger({ format: guessLogFormat(process.argv.slice(2), process.e
 let supervised: Supervisor | undefined;
 let failing = false;
 
-async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number> {
+async function main(argv: string[], processEnv: NodeJS.ProcessEnv): Promise<number> {
   try {
+    // First: the runtime must not act on its own variables (NODE_DEBUG, ...); the command still gets them.
+    reexecWithoutRuntimeVariables();
+    const { environ, carried } = restoreRuntimeVariables(processEnv);
     if (isSubcommand(argv[0])) {
       const subcommand = await (SUBCOMMANDS[argv[0]] as SubcommandEntry).load();
       // Like system(3): while an interactive child (an editor) runs, ^C and ^\ belong to it.
@@ -63,6 +66,9 @@ async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number>
     if (invocation.kind === 'version') return print(`${pkg.version}\n`);
     const { options } = invocation;
     log = createLogger(options.log);
+    if (carried.length > 0) {
+      log.debug(`restarted without ${carried.join(', ')} (the runtime would act on them); the command still gets them`);
+    }
     const release = onInterrupt((signal) => void fail(log, new InterruptedError(signal, constants.signals[signal])));
     const deadline = new Deadline(options.timeoutMs);
     let supervising = false;
@@ -86,10 +92,19 @@ async function main(argv: string[], environ: NodeJS.ProcessEnv): Promise<number>
   }
 }
 
-/** Installs `handler` for each interrupt; returns a function that removes them again. */
-function onInterrupt(handler: (signal: (typeof INTERRUPTS)[number]) => void): () => void {
+/**
+ * While no command runs: installs `handler` for each signal that would end the process, and
+ * ignores SIGUSR1 (src/launch/signals.ts); returns a function that removes them again.
+ */
+function onInterrupt(handler: (signal: StopSignal) => void): () => void {
   // Handled (not ignored) signals reset to their defaults on exec, so the command gets them clean.
-  const listeners = INTERRUPTS.map((signal) => [signal, () => handler(signal)] as const);
+  const listeners: (readonly [NodeJS.Signals, () => void])[] = STOP_SIGNALS.map(
+    (signal) => [signal, () => handler(signal)] as const,
+  );
+  listeners.push([
+    IGNORED_WITHOUT_COMMAND,
+    () => log.debug(`received ${IGNORED_WITHOUT_COMMAND}: ignored (no command to forward it to yet)`),
+  ]);
   for (const [signal, listener] of listeners) process.on(signal, listener);
   return () => {
     for (const [signal, listener] of listeners) process.off(signal, listener);

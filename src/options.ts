@@ -34,6 +34,8 @@ export interface Options {
   readonly injectEnv: boolean;
   readonly fileMode: number;
   readonly allowDisk: boolean;
+  /** Let a secret (an entry, or a reference's value) set LD_* and the other loader variables (--allow-loader-env). */
+  readonly allowLoaderEnv: boolean;
   readonly owner: { readonly uid: number | undefined; readonly gid: number | undefined };
   /** [command, ...args], or undefined for the init-container pattern (write outputs, exit 0). */
   readonly command: readonly string[] | undefined;
@@ -147,6 +149,12 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'uid', type: 'string', value: 'UID', env: true, help: 'owner of --out files (numeric; needs root)' },
   { name: 'gid', type: 'string', value: 'GID', env: true, help: 'group of --out files (numeric; needs root)' },
   { name: 'allow-disk', type: 'boolean', env: true, help: 'allow an --out target that is not on tmpfs/ramfs' },
+  {
+    name: 'allow-loader-env',
+    type: 'boolean',
+    env: true,
+    help: "let a secret set the command's LD_* and other loader variables (refused by default)",
+  },
   {
     name: 'ignore-references',
     type: 'boolean',
@@ -430,6 +438,7 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     injectEnv,
     fileMode: parseMode(optionalString(values.mode) ?? '0400'),
     allowDisk: values['allow-disk'] === true,
+    allowLoaderEnv: values['allow-loader-env'] === true,
     owner: Object.freeze({
       uid: parseId('uid', optionalString(values.uid)),
       gid: parseId('gid', optionalString(values.gid)),

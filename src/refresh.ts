@@ -12,6 +12,7 @@ import type { Supervisor } from './launch/supervise.ts';
 import { type Logger, show } from './log.ts';
 import type { Options, SourcePlan } from './options.ts';
 import type { Secret, SecretEntries } from './secret.ts';
+import { refuseLoaderEntries } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
 import { type FetchContext, sourceVersion } from './sources/index.ts';
 import { atVersion, isPinned, type SourceRef } from './sources/reference.ts';
@@ -97,6 +98,7 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
       secrets.push(secret);
       if (plan.format !== 'raw') {
         const parsed = await parseEntries(plan.format, secret.text(plan.uri), plan.uri);
+        if (newEntries && !options.allowLoaderEnv) refuseLoaderEntries(parsed, plan.uri);
         if (newEntries) newEntries[index] = parsed;
       }
       if (plan.out !== undefined) {

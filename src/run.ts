@@ -18,9 +18,14 @@ import type { Options, SourcePlan } from './options.ts';
 import { type RefreshContext, startRefresh } from './refresh.ts';
 import { createRetry, Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
-import { commandEnvironment } from './sinks/env.ts';
+import { commandEnvironment, refuseLoaderEntries } from './sinks/env.ts';
 import { checkDistinctOutputs, outputLocation, StagedFiles } from './sinks/file.ts';
-import { checkReferences, findEnvReferences, resolveEnvReferences } from './sources/env-references.ts';
+import {
+  checkReferences,
+  findEnvReferences,
+  looksLikeReference,
+  resolveEnvReferences,
+} from './sources/env-references.ts';
 import { fileVersion } from './sources/file.ts';
 import { decryptsItself, type FetchContext, fetchSource } from './sources/index.ts';
 import type { SourceRef } from './sources/reference.ts';
@@ -87,6 +92,7 @@ export async function run(options: Options, initial: RunContext): Promise<number
   checkDistinctOutputs(outputs);
   checkReferences(references, {
     outputs,
+    allowLoaderEnv: options.allowLoaderEnv,
     verifying: fetchContext.verifyKey !== undefined,
     locate: outputLocation,
   });
@@ -148,13 +154,17 @@ export async function run(options: Options, initial: RunContext): Promise<number
       const parsed = await parseWithin(context.deadline, plan.format, plan.uri, secrets[i] as Secret, verbose);
       log.debug(`${plan.uri}: ${plan.format} with ${parsed.size} entries (${parsed.names().join(', ')})`);
       if (options.injectEnv) {
+        if (!options.allowLoaderEnv) refuseLoaderEntries(parsed, plan.uri);
         entries.push(parsed);
         bySource[i] = parsed;
       }
     }
 
     const env = commandEnvironment(context.environ, entries);
-    const launch = options.command ? planLaunch(options.command, options.chdir, env, context.cwd) : undefined;
+    // The command is found with the PATH secret-fetch was given, never a secret's (the command still gets that).
+    const launch = options.command
+      ? planLaunch(options.command, options.chdir, inheritedPath(initial.environ), context.cwd)
+      : undefined;
 
     options.sources.forEach((plan, i) => {
       if (plan.out === undefined) return;
@@ -321,7 +331,13 @@ export async function fetchPlaintext(
   }
 }
 
-function planLaunch(command: readonly string[], chdir: string | undefined, env: Record<string, string>, cwd: string) {
+/** PATH as secret-fetch inherited it; a PATH that is itself a reference counts as unset. */
+function inheritedPath(environ: Readonly<Record<string, string | undefined>>): string | undefined {
+  const path = environ.PATH;
+  return path !== undefined && looksLikeReference(path) ? undefined : path;
+}
+
+function planLaunch(command: readonly string[], chdir: string | undefined, path: string | undefined, cwd: string) {
   const [name, ...args] = command as [string, ...string[]];
   const dir = chdir === undefined ? cwd : resolve(cwd, chdir);
   if (chdir !== undefined && !isDirectory(dir)) {
@@ -330,7 +346,7 @@ function planLaunch(command: readonly string[], chdir: string | undefined, env: 
       "give the command's working directory as an existing path",
     );
   }
-  const { file, argv } = planExec(resolveCommand(name, { path: env.PATH, cwd: dir }), [name, ...args], { cwd: dir });
+  const { file, argv } = planExec(resolveCommand(name, { path, cwd: dir }), [name, ...args], { cwd: dir });
   return { file, argv, cwd: chdir === undefined ? undefined : dir };
 }
 

@@ -13,6 +13,7 @@ import { validateKmsKey } from '../options.ts';
 import { uploadSecretObject } from '../publish/gcs.ts';
 import { payloadTooLarge, publishSecretVersion, SECRET_MANAGER_MAX_PAYLOAD } from '../publish/secretmanager.ts';
 import { fetchPlaintext } from '../run.ts';
+import { inheritedEnvironment } from '../sinks/env.ts';
 import { isSharedDirectory, memoryFilesystemAt, StagedFiles } from '../sinks/file.ts';
 import { readSecretFile } from '../sources/file.ts';
 import { describeSource, parseSourceRef, sourceFileName } from '../sources/reference.ts';
@@ -197,9 +198,8 @@ function startEditor(
   path: string,
   environ: Readonly<Record<string, string | undefined>>,
 ): ChildProcess {
-  const env = Object.fromEntries(
-    Object.entries(environ).filter((entry): entry is [string, string] => entry[1] !== undefined),
-  );
+  // Not secret-fetch's own variables: SECRET_FETCH_MASTER_KEY and the like are no business of an editor.
+  const env = inheritedEnvironment(environ);
   return spawn('/bin/sh', ['-c', `exec ${editor} "$1"`, 'secret-fetch-editor', path], { stdio: 'inherit', env });
 }
 

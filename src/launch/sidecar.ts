@@ -1,11 +1,14 @@
 // Sidecar mode: --refresh without a command. secret-fetch stays in the foreground keeping the
-// --out files fresh for another container that shares the volume; it forwards nothing (there is
-// no child) and exits 0 on SIGTERM, SIGINT or SIGQUIT. SIGHUP is ignored.
+// --out files fresh for another container that shares the volume. It has no command to forward
+// signals to: SIGHUP, SIGUSR1 and SIGUSR2 (a command's reload signals) are ignored, and every
+// other signal that would end it (src/launch/signals.ts) stops it, with exit 0, as SIGTERM does.
 
 import type { Logger } from '../log.ts';
 import type { LaunchPlan } from './exec.ts';
+import { IGNORED_WITHOUT_COMMAND, STOP_SIGNALS } from './signals.ts';
 
-const STOPS = ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const;
+const IGNORED = ['SIGHUP', IGNORED_WITHOUT_COMMAND, 'SIGUSR2'] as const;
+const STOPS = STOP_SIGNALS.filter((signal) => !(IGNORED as readonly string[]).includes(signal));
 
 /** Stands in for the Supervisor under --refresh: `done` resolves to 0 on a stop signal. */
 export class Sidecar {
@@ -27,14 +30,16 @@ export class Sidecar {
       process.on(signal, listener);
       return [signal, listener] as const;
     });
-    const ignoreHup = (): void => log.debug('received SIGHUP: ignored (no command to forward it to)');
-    process.on('SIGHUP', ignoreHup);
+    const ignored = IGNORED.map((signal) => {
+      const listener = (): void => log.debug(`received ${signal}: ignored (no command to forward it to)`);
+      process.on(signal, listener);
+      return [signal, listener] as const;
+    });
     // The refresh timers are unref'd: this keeps the process alive until a stop signal.
     const keepAlive = setInterval(() => {}, 2 ** 30);
     void this.done.then(() => {
       clearInterval(keepAlive);
-      for (const [signal, listener] of listeners) process.off(signal, listener);
-      process.off('SIGHUP', ignoreHup);
+      for (const [signal, listener] of [...listeners, ...ignored]) process.off(signal, listener);
     });
     log.debug('no command: running as a sidecar, refreshing the --out files');
   }

@@ -1,7 +1,6 @@
 // --supervise: instead of becoming the command, start it as a child and stay, as tini does:
 //
-// - signals the command may care about are forwarded to it (not SIGCHLD, and not SIGKILL or
-//   SIGSTOP, which cannot be caught);
+// - every signal that would end secret-fetch is forwarded to it (src/launch/signals.ts);
 // - after SIGTERM or SIGINT was forwarded, the command has --grace to exit before SIGKILL;
 // - secret-fetch exits when the command exits, with its status, or 128+n when signal n killed it;
 // - --cleanup removes the --out files once the command has exited, however it ended (so the app
@@ -18,21 +17,7 @@ import { CommandError, EXIT } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { checkArguments, checkEnvironment, type LaunchPlan } from './exec.ts';
 import { show } from './resolve.ts';
-
-/** Forwarded to the command; SIGTERM and SIGINT also start the --grace countdown. */
-export const FORWARDED_SIGNALS = [
-  'SIGTERM',
-  'SIGINT',
-  'SIGHUP',
-  'SIGQUIT',
-  'SIGUSR1',
-  'SIGUSR2',
-  'SIGWINCH',
-  'SIGTTIN',
-  'SIGTTOU',
-] as const;
-
-type ForwardedSignal = (typeof FORWARDED_SIGNALS)[number];
+import { FORWARDED_SIGNALS, type ForwardedSignal } from './signals.ts';
 
 export const PID1_HINT =
   'running as PID 1: Node cannot reap orphaned grandchildren, which then stay zombies; add an init: ' +

@@ -12,6 +12,7 @@ import { FormatError, NotFoundError, SecretFetchError, UsageError } from '../err
 import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
 import { type Logger, show } from '../log.ts';
 import type { Secret } from '../secret.ts';
+import { isLoaderVariable } from '../sinks/env.ts';
 import { namesAFile } from '../sinks/file.ts';
 import { describeSource, isObjectRef, parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
 
@@ -167,6 +168,7 @@ export function checkReferences(
     readonly outputs: readonly RunOutput[];
     readonly verifying: boolean;
     readonly locate?: (path: string) => string;
+    readonly allowLoaderEnv?: boolean;
   },
 ): void {
   const locate = run.locate ?? resolve;
@@ -177,6 +179,13 @@ export function checkReferences(
     ]),
   );
   for (const { variable, ref, destination } of references) {
+    if (!run.allowLoaderEnv && isLoaderVariable(variable)) {
+      // Its value (or the file it names) would be the secret's: whoever writes the secret picks the code.
+      throw new UsageError(
+        `$${variable}: a reference would let the secret decide ${variable}, which decides what code the command's loader runs; refused`,
+        'set it in the environment itself, or pass --allow-loader-env if the secret is meant to set it',
+      );
+    }
     if (run.verifying && !isObjectRef(ref)) {
       throw new UsageError(
         `$${variable}: --verify-key cannot check ${describeSource(ref)}: only gs:// and berglas:// objects carry a secret-fetch signature`,

@@ -71,6 +71,24 @@ const live = async () => {
 };
 
 describe('edit', () => {
+  it("gives the editor none of secret-fetch's own variables (SECRET_FETCH_MASTER_KEY and the like)", async () => {
+    const names = join(scripts.dir, 'names');
+    const { path } = editor(`env | cut -d= -f1 | sort > ${names}`);
+    const result = await runBinary(['edit', `gs://vault/${object}`, '--kms-key', KEY, '--tempfile-dir', temp.dir], {
+      env: {
+        ...servers.env,
+        EDITOR: path,
+        SECRET_FETCH_MASTER_KEY: 'x'.repeat(44),
+        SECRET_FETCH_VERBOSE: '0',
+        KEEP_ME: '1',
+      },
+    });
+    expect(result.code, result.stderr).toBe(0);
+    const seen = readFileSync(names, 'utf8').split('\n');
+    expect(seen).toContain('KEEP_ME');
+    expect(seen.filter((name) => name.startsWith('SECRET_FETCH_'))).toEqual([]);
+  });
+
   it('decrypts into a private tmpfs file, uploads the change at the generation read, and removes the file', async () => {
     const before = await live();
     const { path, seen } = editor(`sed -i 's/DB_USER=app/DB_USER=web/' "$f"`);

@@ -2,10 +2,11 @@
 // test/fixtures/signals.py (or a shell), which prints every signal it receives.
 
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { constants } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
-import { FORWARDED_SIGNALS } from '../../src/launch/supervise.ts';
+import { FORWARDED_SIGNALS } from '../../src/launch/signals.ts';
 import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
 import { startTestServers } from '../servers/start.ts';
 import { BINARY, KEY, ROOT, type Running, runBinary, spawnBinary as start, tmpfsDir } from './harness.ts';
@@ -46,7 +47,7 @@ describe('--supervise', () => {
     expect(status).toEqual(['SigBlk:\t0000000000000000', 'SigIgn:\t0000000000000000']);
   });
 
-  it('forwards each of TERM, INT, HUP, QUIT, USR1, USR2, WINCH, TTIN, TTOU', async () => {
+  it('forwards each of TERM, INT, HUP, QUIT, USR1, USR2, WINCH, TTIN, TTOU, ALRM, VTALRM, PROF, XCPU, IO, PWR, STKFLT', async () => {
     const lastFirst = [...FORWARDED_SIGNALS.filter((s) => s !== 'SIGTERM'), 'SIGTERM'] as const;
     const run = start([...supervise('--grace', '20s'), FIXTURE], { env: { STOP_ON: 'SIGTERM' } });
     await run.line(/^ready/);
@@ -59,6 +60,33 @@ describe('--supervise', () => {
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toBe('');
     expect(result.stdout.trimEnd().split('\n').slice(1)).toEqual(lastFirst.map((s) => `got ${s}`));
+  });
+
+  it('SIGALRM, SIGVTALRM, SIGPWR, SIGIO no longer kill the supervisor: the command dies of them, --cleanup runs', async () => {
+    for (const signal of ['SIGALRM', 'SIGVTALRM', 'SIGPWR', 'SIGIO'] as const) {
+      const out = join(dir, 'app.cfg');
+      const run = start([
+        '--source',
+        secret,
+        '--out',
+        out,
+        '--supervise',
+        '--cleanup',
+        '--',
+        'sh',
+        '-c',
+        'echo ready; exec sleep 30',
+      ]);
+      await run.line(/^ready/);
+      await new Promise((r) => setTimeout(r, 100)); // let sh become sleep
+      const sleeper = firstChild(run.pid);
+      process.kill(run.pid, signal);
+      const result = await run.done;
+      expect(result.code, `${signal}: ${result.stderr}`).toBe(128 + constants.signals[signal]);
+      expect(result.signal).toBeNull();
+      expect(existsSync(`/proc/${sleeper}`)).toBe(false);
+      expect(existsSync(out)).toBe(false);
+    }
   });
 
   it('forwards SIGINT, and exits with the status the command chose', async () => {
