@@ -51,7 +51,7 @@ describe('the tmpfs check cannot be raced', () => {
     const link = join(scratch.dir, 'link');
     flipper = spawn(process.execPath, ['-e', FLIPPER, memory, disk, link], { stdio: 'ignore' });
     const started = Date.now();
-    const outcomes = { written: 0, refused: 0, diskTouched: 0, otherFailures: [] as string[] };
+    const outcomes = { written: 0, refused: 0, vanished: 0, diskTouched: 0, otherFailures: [] as string[] };
     for (let run = 0; run < MAX_RUNS && Date.now() - started < MAX_MS; run++) {
       const result = await runBinary(['--source', `file:${source}`, '--out', join(link, 'secret.txt')]);
       expectNoCanary(result, [CANARY]);
@@ -61,6 +61,10 @@ describe('the tmpfs check cannot be raced', () => {
         / is not on tmpfs or ramfs, so the secret would reach a disk /.test(result.stderr)
       )
         outcomes.refused++;
+      // A path walk that meets the link mid-swap can see neither directory (seen once in ~300
+      // runs under load): refused before anything is opened, which is failing closed too.
+      else if (result.code === EXIT.output && /: the directory .* does not exist /.test(result.stderr))
+        outcomes.vanished++;
       else outcomes.otherFailures.push(`${result.code}: ${result.stderr}`);
       const onDisk = readdirSync(disk);
       if (onDisk.length > 0) {
