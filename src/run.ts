@@ -170,7 +170,9 @@ export async function run(options: Options, initial: RunContext): Promise<number
       if (plan.out === undefined) return;
       context.staged.stage(resolve(context.cwd, plan.out), (secrets[i] as Secret).reveal(), fileOptions);
     });
-    const written = context.staged.commit();
+    // Under --supervise --cleanup the directories stay open, to remove each file where it was written.
+    const held = options.supervise && options.cleanup ? context.staged.commitHeld() : undefined;
+    const written = held?.map((file) => file.target) ?? context.staged.commit();
     for (const path of written)
       log.debug(`wrote ${show(path)} (mode ${options.fileMode.toString(8).padStart(4, '0')})`);
     if (options.readyFile !== undefined) writeReadyFile(resolve(context.cwd, options.readyFile), options, log);
@@ -195,7 +197,7 @@ export async function run(options: Options, initial: RunContext): Promise<number
     );
     if (options.supervise) {
       for (const secret of secrets) secret.wipe(); // the supervisor stays: keep no plaintext
-      const supervise = { graceMs: options.graceMs, cleanup: options.cleanup ? written : [], log };
+      const supervise = { graceMs: options.graceMs, cleanup: held ?? [], log };
       // Loaded here only: node:child_process (and the net and stream modules it brings) costs the
       // exec path several ms at start.
       const { Supervisor } = await import('./launch/supervise.ts');

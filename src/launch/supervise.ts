@@ -11,10 +11,10 @@
 // orphaned grandchildren (it has no waitpid(-1)): as PID 1 it says so once, on stderr.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
 import { constants } from 'node:os';
 import { CommandError, EXIT } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import type { WrittenFile } from '../sinks/file.ts';
 import { checkArguments, checkEnvironment, type LaunchPlan } from './exec.ts';
 import { show } from './resolve.ts';
 import { FORWARDED_SIGNALS, type ForwardedSignal } from './signals.ts';
@@ -26,8 +26,8 @@ export const PID1_HINT =
 export interface SuperviseOptions {
   /** After a forwarded SIGTERM/SIGINT, SIGKILL the command if it is still running this much later. */
   readonly graceMs: number;
-  /** Files to remove once the command has exited (--cleanup). */
-  readonly cleanup: readonly string[];
+  /** Files to remove once the command has exited (--cleanup), each in the directory it was written in. */
+  readonly cleanup: readonly WrittenFile[];
   readonly log: Logger;
   /** Called just before the command starts: from then on, signals go to the command. */
   readonly onStart?: (supervisor: Supervisor) => void;
@@ -213,13 +213,14 @@ function signalChild(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-function removeFiles(paths: readonly string[], log: Logger): void {
-  for (const path of paths) {
+function removeFiles(files: readonly WrittenFile[], log: Logger): void {
+  for (const file of files) {
     try {
-      rmSync(path, { force: true });
-      log.debug(`removed ${show(path)}`);
+      file.remove();
+      log.debug(`removed ${show(file.target)}`);
     } catch (error) {
-      log.warn(`could not remove ${show(path)}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') log.warn(`could not remove ${show(file.target)}: ${code ?? String(error)}`);
     }
   }
 }

@@ -45,6 +45,12 @@ interface Staged {
   readonly target: string;
 }
 
+/** A file renamed into place by commitHeld(); remove() unlinks it where it was written (once). */
+export interface WrittenFile {
+  readonly target: string;
+  remove(): void;
+}
+
 /** Temp files written but not yet renamed; removed on any failure or signal. */
 export class StagedFiles {
   readonly #staged: Staged[] = [];
@@ -108,7 +114,19 @@ export class StagedFiles {
 
   /** Rename every staged file into place, within the directory that was checked. */
   commit(): string[] {
-    const written: string[] = [];
+    return this.#commit(false).map((file) => file.target);
+  }
+
+  /**
+   * As commit(), but each directory stays open, so that --cleanup removes the file from the
+   * directory it was written in, even if a component of its path leads elsewhere by then.
+   */
+  commitHeld(): WrittenFile[] {
+    return this.#commit(true);
+  }
+
+  #commit(hold: boolean): WrittenFile[] {
+    const written: WrittenFile[] = [];
     for (let file = this.#staged[0]; file !== undefined; file = this.#staged[0]) {
       try {
         renameSync(file.dir.entry(file.temp), file.dir.entry(file.name));
@@ -116,8 +134,22 @@ export class StagedFiles {
         throw outputFailure(error, file.target);
       }
       this.#staged.shift();
-      file.dir.close();
-      written.push(file.target);
+      if (!hold) file.dir.close();
+      const { dir, name, target } = file;
+      let removed = false;
+      written.push({
+        target,
+        remove: () => {
+          // Once only: after close, the descriptor number may name another directory.
+          if (removed) return;
+          removed = true;
+          try {
+            unlinkSync(dir.entry(name));
+          } finally {
+            dir.close();
+          }
+        },
+      });
     }
     return written;
   }

@@ -1,7 +1,16 @@
 // --supervise with the built binary and real processes: the supervised command is
 // test/fixtures/signals.py (or a shell), which prints every signal it receives.
 
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -208,6 +217,27 @@ describe('--supervise', () => {
     const kept = await runBinary(['--source', secret, '--out', out, '--supervise', '--', 'true']);
     expect(kept.code, kept.stderr).toBe(0);
     expect(existsSync(out)).toBe(true);
+  });
+
+  it('--cleanup removes the file from the directory it was written in, even if its path leads elsewhere by then', async () => {
+    const first = join(dir, 'first');
+    const second = join(dir, 'second');
+    mkdirSync(first);
+    mkdirSync(second);
+    writeFileSync(join(second, 'app.cfg'), 'not ours\n');
+    const link = join(dir, 'link');
+    symlinkSync(first, link);
+    const run = start(['--source', secret, '--out', join(link, 'app.cfg'), '--supervise', '--cleanup', '--', FIXTURE]);
+    await run.line(/^ready/);
+    expect(readFileSync(join(first, 'app.cfg'), 'utf8')).toBe('GREETING=hello\n');
+    // The path now leads to another directory, where a file of the same name is someone else's.
+    rmSync(link);
+    symlinkSync(second, link);
+    process.kill(run.pid, 'SIGTERM');
+    const result = await run.done;
+    expect(result.code, result.stderr).toBe(0);
+    expect(existsSync(join(first, 'app.cfg'))).toBe(false);
+    expect(readFileSync(join(second, 'app.cfg'), 'utf8')).toBe('not ours\n');
   });
 
   it('refuses --grace and --cleanup without --supervise, and --supervise without a command', async () => {
