@@ -81,16 +81,23 @@ beforeAll(async () => {
     for (const [target, tag] of [
       ['builder', BUILDER],
       ['runtime', RUNTIME],
-    ]) {
-      await dockerOk(
-        ['build', '--network', 'host', '-q', '--target', target, '--build-arg', `DEBIAN_BASE=${MINBASE}`].concat([
-          '-t',
-          tag,
-          '-f',
-          join(bases, 'bases.Dockerfile'),
-          bases,
-        ]),
-      );
+    ] as const) {
+      const file = join(bases, 'bases.Dockerfile');
+      await dockerOk([
+        'build',
+        '--network',
+        'host',
+        '-q',
+        '--target',
+        target,
+        '--build-arg',
+        `DEBIAN_BASE=${MINBASE}`,
+        '-t',
+        tag,
+        '-f',
+        file,
+        bases,
+      ]);
     }
   });
   const cafile = await npmConfig('cafile');
