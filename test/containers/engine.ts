@@ -78,6 +78,9 @@ export async function startEngine(): Promise<void> {
       '--iptables=false',
       '--ip-forward=false',
       '--ip-masq=false',
+      // Apart from a system dockerd sharing a system containerd, should the machine run one.
+      '--containerd-namespace=secret-fetch-test',
+      '--containerd-plugins-namespace=secret-fetch-test-plugins',
     ],
     { stdio: ['ignore', log, log] },
   );
