@@ -6,9 +6,12 @@
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export const CACHE = '/var/cache/secret-fetch-test';
+/** docker runs here, so relative paths (-f docker/Dockerfile) read as in the README. */
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RUN_DIR = '/run/secret-fetch-test';
 const SOCKET = `unix://${RUN_DIR}/docker.sock`;
 const LOG = join(CACHE, 'dockerd.log');
@@ -30,7 +33,7 @@ export function docker(args: string[], options: { input?: string } = {}): Promis
     const child = execFile(
       'docker',
       args,
-      { env: DOCKER_ENV, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
+      { cwd: REPO, env: DOCKER_ENV, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
       (error, stdout, stderr) => {
         if (error && typeof error.code !== 'number') reject(error);
         else resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr });
