@@ -195,12 +195,18 @@ try {
     { target: 'supervising RSS (--supervise --refresh) <= 60 MiB', value: supervising.rssKiB / 1024, limit: 60 },
     { target: '100 environment references <= 1.5x one reference', value: referencesRatio, limit: 1.5 },
   ];
+  const image = imageSize();
+  console.log(
+    image === undefined
+      ? '\nsecret-fetch image: not measured (the container tests write build/image-size.json: npm test)'
+      : `\nsecret-fetch image (test/containers, ${image.date}): ${mib(image.bytes)}: ${mib(image.binaryBytes)} of binary on a ${mib(image.runtimeBaseBytes)} runtime base`,
+  );
   console.log('\ntargets (issue 7):');
   for (const t of targets)
     console.log(`  ${t.value <= t.limit ? 'met    ' : 'MISSED '} ${t.target}: ${t.value.toFixed(2)}`);
 
   mkdirSync(join(root, 'bench'), { recursive: true });
-  const report = { date: new Date().toISOString(), runs: RUNS, figures, resident, supervising, targets };
+  const report = { date: new Date().toISOString(), runs: RUNS, figures, resident, supervising, image, targets };
   writeFileSync(join(root, 'bench', 'results.json'), `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(join(root, 'bench', 'results.svg'), chart(figures));
   console.log('\nwrote bench/results.json and bench/results.svg');
@@ -338,4 +344,14 @@ ${rows.join('\n')}
 
 function escapeXml(text: string): string {
   return text.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;');
+}
+
+/** The image size the container tests measured last (test/containers/images.test.ts). */
+function imageSize(): { bytes: number; runtimeBaseBytes: number; binaryBytes: number; date: string } | undefined {
+  const file = join(root, 'build', 'image-size.json');
+  return existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : undefined;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }

@@ -48,9 +48,10 @@ function summarize(): void {
   }
 }
 
-// test/e2e runs real gunicorn + Flask from Debian's packages, and test/integration/supervise.test.ts
-// runs tini as PID 1; a fresh machine installs them here, so the README's one test command works
-// anywhere we run as root (CI does).
+// test/e2e runs real gunicorn + Flask from Debian's packages, test/integration/supervise.test.ts
+// runs tini as PID 1, and test/containers starts Debian's dockerd and makes its base images with
+// debootstrap; a fresh machine installs them here, so the README's one test command works anywhere
+// we run as root (CI does).
 function ensureSystemPackages(): void {
   const has = (command: string, args: string[]) => {
     try {
@@ -63,16 +64,26 @@ function ensureSystemPackages(): void {
   if (
     has('sh', ['-c', 'command -v gunicorn']) &&
     has('/usr/bin/python3', ['-c', 'import flask']) &&
-    has('sh', ['-c', 'test -x /usr/bin/tini'])
+    has('sh', ['-c', 'test -x /usr/bin/tini']) &&
+    has('sh', ['-c', 'command -v dockerd && command -v docker && command -v debootstrap'])
   ) {
     return;
   }
   if (process.getuid?.() !== 0) {
     console.error(
-      'npm test needs the Debian packages gunicorn, python3-flask and tini: apt-get install gunicorn python3-flask tini',
+      'npm test needs the Debian packages gunicorn, python3-flask, tini, docker.io and debootstrap: apt-get install gunicorn python3-flask tini docker.io debootstrap',
     );
     process.exit(1);
   }
   step('system packages', 'apt-get', ['update']);
-  step('system packages', 'apt-get', ['install', '-y', '--no-install-recommends', 'gunicorn', 'python3-flask', 'tini']);
+  step('system packages', 'apt-get', [
+    'install',
+    '-y',
+    '--no-install-recommends',
+    'gunicorn',
+    'python3-flask',
+    'tini',
+    'docker.io',
+    'debootstrap',
+  ]);
 }

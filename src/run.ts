@@ -9,7 +9,7 @@ import { type Clients, createClients } from './clients.ts';
 import { decryptWithMasterKey, describeMasterKey } from './decrypt/master-key.ts';
 import { UsageError } from './errors.ts';
 import { type Format, parseEntries } from './formats/index.ts';
-import { execCommand } from './launch/exec.ts';
+import { checkExecSupported, execCommand } from './launch/exec.ts';
 import { planExec, resolveCommand } from './launch/resolve.ts';
 import { Sidecar } from './launch/sidecar.ts';
 import type { Supervisor } from './launch/supervise.ts';
@@ -48,6 +48,7 @@ export interface RunContext {
 
 /** Runs the whole pipeline; resolves to the exit code when there is no command to exec. */
 export async function run(options: Options, initial: RunContext): Promise<number> {
+  if (options.command !== undefined && !options.supervise) checkExecSupported();
   let context = initial;
   const { log } = context;
   const fetchContext: FetchContext = {

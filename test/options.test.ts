@@ -77,6 +77,20 @@ describe('parseInvocation', () => {
     ).toBe('http://127.0.0.1:4443');
   });
 
+  it('takes STORAGE_EMULATOR_HOST without a scheme as http://, as the Go and Python clients do', () => {
+    expect(options(['--source', 'a.env', '--env'], { STORAGE_EMULATOR_HOST: 'localhost:9199' }).endpoints.storage).toBe(
+      'http://localhost:9199',
+    );
+    expect(() => options(['--source', 'a.env', '--env'], { STORAGE_EMULATOR_HOST: 'localhost:9199/x' })).toThrow(
+      /^STORAGE_EMULATOR_HOST=localhost:9199\/x is not an emulator address$/,
+    );
+    expect(
+      options(['--source', 'a.env', '--env', '--storage-endpoint', 'https://storage.example'], {
+        STORAGE_EMULATOR_HOST: 'localhost:9199',
+      }).endpoints.storage,
+    ).toBe('https://storage.example');
+  });
+
   it('pairs --out, --kms-key and --format with sources in order', () => {
     const o = options([
       '--source',

@@ -95,7 +95,8 @@ describe('GCS server with @google-cloud/storage', () => {
   const fast = { maxRetryDelay: 0.01, maxRetries: 3 };
 
   beforeAll(() => {
-    // STORAGE_EMULATOR_HOST is read when the Storage object is built; the main code uses it the same way.
+    // STORAGE_EMULATOR_HOST is read when the Storage object is built (the main code passes apiEndpoint
+    // and sets the library's base URL itself: see createStorageClient).
     const saved = process.env.STORAGE_EMULATOR_HOST;
     process.env.STORAGE_EMULATOR_HOST = servers.gcs.url;
     storage = new Storage({ projectId: 'test-project' });

@@ -8,7 +8,7 @@ import { type Clients, createClients, type Endpoints } from '../clients.ts';
 import type { CredentialsPlan } from '../credentials.ts';
 import { UsageError } from '../errors.ts';
 import type { LogFormat, Logger } from '../log.ts';
-import { credentialsPlan, envNameOf, parseDuration, parseEndpoints } from '../options.ts';
+import { credentialsPlan, envNameOf, parseDuration, parseEndpoints, storageEndpoint } from '../options.ts';
 import { createRetry, Deadline, type Retry } from '../retry.ts';
 import type { CommandContext } from './index.ts';
 
@@ -102,7 +102,7 @@ export function parseSubcommand<F extends Record<string, SubcommandFlag>>(
   const verbose = values.verbose === true || /^(1|true|yes|on)$/i.test(context.environ.SECRET_FETCH_VERBOSE ?? '');
   const log = context.useLogger({ format: logFormat, verbose });
   const endpoints = parseEndpoints({
-    storage: fromEnv('storage-endpoint') ?? nonEmpty(context.environ.STORAGE_EMULATOR_HOST),
+    storage: storageEndpoint(fromEnv('storage-endpoint'), context.environ),
     kms: fromEnv('kms-endpoint'),
     secretManager: fromEnv('secret-manager-endpoint'),
   });
@@ -131,10 +131,6 @@ export function remoteContext(parsed: ParsedSubcommand<Record<string, Subcommand
     retry: createRetry({ log: parsed.log, deadline }),
     deadline,
   };
-}
-
-function nonEmpty(value: string | undefined): string | undefined {
-  return value === undefined || value === '' ? undefined : value;
 }
 
 /** Writes all of `bytes` to stdout, the one place plaintext may go; waits out a non-blocking pipe. */

@@ -26,6 +26,26 @@ export interface LaunchPlan {
   readonly cwd?: string | undefined;
 }
 
+/**
+ * Throws a UsageError when this process cannot exec at all: the npm package runs on the user's own
+ * Node (process.execve arrived in 22.15) and on macOS or Windows. The run checks it before any
+ * fetch, so nothing is downloaded, written or started.
+ */
+export function checkExecSupported(): void {
+  if (typeof process.execve !== 'function') {
+    throw new UsageError(
+      `exec needs process.execve, which this Node.js (${process.version}) does not have`,
+      'run the secret-fetch binary, use Node.js 22.15 or newer, or add --supervise',
+    );
+  }
+  if (process.platform !== 'linux') {
+    throw new UsageError(
+      `exec needs Linux, not ${process.platform}`,
+      'run it in a Linux container, or add --supervise',
+    );
+  }
+}
+
 type Execve = (file: string, args: readonly string[], env: Record<string, string>) => never;
 
 /** Linux's MAX_ARG_STRLEN: one argument or NAME=value string may be at most 32 pages. */
@@ -43,14 +63,9 @@ const MAX_FLUSH_ROUNDS = 100;
  * strings are too large for execve or `cwd` cannot be entered.
  */
 export async function execCommand(plan: LaunchPlan): Promise<never> {
-  const execve: Execve | undefined = process.execve?.bind(process);
+  checkExecSupported();
+  const execve = (process.execve as Execve).bind(process);
   const command = plan.argv[0] ?? plan.file;
-  if (execve === undefined) {
-    throw new CommandError(command, `this Node.js (${process.version}) has no process.execve`, EXIT.internal);
-  }
-  if (process.platform !== 'linux') {
-    throw new CommandError(command, `exec is only supported on Linux, not ${process.platform}`, EXIT.internal);
-  }
   const argv = checkArguments(plan.file, plan.argv);
   const env = checkEnvironment(plan.env);
   checkSizes(command, plan.file, argv, env);

@@ -39,13 +39,18 @@ export async function createStorageClient(
   const { Storage } = await import('@google-cloud/storage');
   // Retries are ours (see fetchObject), so a retried stream can never be piped twice.
   const retryOptions = { autoRetry: false, maxRetries: 0 };
-  return new Storage({
+  const storage = new Storage({
     retryOptions,
     ...(endpoint === undefined ? {} : { apiEndpoint: endpoint.replace(/\/$/, '') }),
     // The library sends no credentials to any endpoint but its default unless told to.
     ...(auth === 'none' ? {} : { useAuthWithCustomEndpoint: true }),
     ...(typeof auth === 'object' ? { authClient: auth } : {}),
   });
+  // The library takes STORAGE_EMULATOR_HOST from the process environment as its base URL as is
+  // (no /storage/v1, no scheme added): use the endpoint's, so the operator commands and the run's
+  // reader (gcs-reader.ts) send the same paths to one base.
+  if (endpoint !== undefined) storage.baseUrl = `${new URL(endpoint).origin}/storage/v1`;
+  return storage;
 }
 
 export async function fetchObject(ref: ObjectRef, context: FetchContext): Promise<FetchedSecret> {

@@ -96,7 +96,10 @@ describe('secret-fetch doctor', () => {
     expect(servers.gcs.requests.some((r) => r.query.alt === 'media' || r.path.startsWith('/download/'))).toBe(false);
     expect(servers.kms.requests.map((r) => r.path)).toEqual([`/v1/${KEY}:testIamPermissions`]);
     expect(servers.gcs.requests.map((r) => r.path)).toEqual(
-      expect.arrayContaining(['/b/vault/iam/testPermissions', '/b/vault/o/app%2Fsecrets.cfg.enc']),
+      expect.arrayContaining([
+        '/storage/v1/b/vault/iam/testPermissions',
+        '/storage/v1/b/vault/o/app%2Fsecrets.cfg.enc',
+      ]),
     );
     expectNoCanary(result, [CANARY]);
   });
