@@ -109,6 +109,9 @@ export function environmentWithoutRuntimeVariables(
 export function reexecWithoutRuntimeVariables(): void {
   const initial = initialEnvironment();
   if (Object.keys(runtimeVariablesIn(initial)).length === 0) return;
+  // Only the shipped binary: under the user's own Node (the laptop package) the runtime and its
+  // variables are the user's, and argv[1] is a script path a re-exec would have to carry.
+  if (!isSingleExecutable()) return;
   const env = environmentWithoutRuntimeVariables(process.env, initial, process.pid);
   // /proc/self/exe is this very binary even if its path was replaced meanwhile; process.execve
   // neither searches PATH nor returns on failure (it aborts), so the file is checked first.
@@ -122,6 +125,11 @@ export function reexecWithoutRuntimeVariables(): void {
     );
   }
   execve(file, [process.argv0, ...process.argv.slice(2)], env);
+}
+
+function isSingleExecutable(): boolean {
+  const sea = process.getBuiltinModule?.('node:sea') as { isSea?: () => boolean } | undefined;
+  return sea?.isSea?.() === true;
 }
 
 /**

@@ -60,6 +60,9 @@ function laptop(args: string[], env: Record<string, string> = {}): Promise<Resul
     PATH: `${dirname(NODE)}:/usr/local/bin:/usr/bin:/bin`,
     METADATA_SERVER_DETECTION: 'none',
     CLOUDSDK_CONFIG: join(work, 'gcloud'),
+    // As on a laptop behind a corporate TLS proxy: the user's own Node keeps its own variables
+    // (only the shipped binary restarts itself without them).
+    NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt',
     ...servers.env,
     ...env,
   });
