@@ -28,6 +28,29 @@ const TIME = '/usr/bin/time';
 if (!existsSync(binary) || process.argv.includes('--build')) {
   spawnSync(process.execPath, [join(root, 'scripts', 'build.ts')], { stdio: 'inherit' });
 }
+// Issue 14: the Bun-compiled candidate, built from the same src/ with the pinned Bun (devDependency),
+// without the working directory's .env / bunfig.toml autoload.
+const bunBinary = join(root, 'dist', 'secret-fetch-bun');
+if (!existsSync(bunBinary) || process.argv.includes('--build')) {
+  const built = spawnSync(
+    join(bin, 'bun'),
+    [
+      'build',
+      '--compile',
+      '--minify',
+      '--bytecode',
+      '--format=cjs',
+      '--no-compile-autoload-dotenv',
+      '--no-compile-autoload-bunfig',
+      join(root, 'src', 'cli.ts'),
+      '--outfile',
+      bunBinary,
+    ],
+    { stdio: 'inherit' },
+  );
+  if (built.status !== 0) throw new Error('bun build --compile failed');
+}
+const TINI = '/usr/bin/tini';
 if (!existsSync(TIME)) throw new Error(`${TIME} (GNU time) is needed for peak RSS: apt-get install time`);
 
 interface Case {
@@ -80,6 +103,30 @@ try {
 
   const cases: Case[] = [
     { name: 'node -e 0 (floor)', command: [process.execPath, '-e', '0'], baseline: true },
+    { name: '/bin/true (static floor)', command: ['/bin/true'], baseline: true },
+    ...(existsSync(TINI)
+      ? [{ name: 'tini -s -- /bin/true (static floor)', command: [TINI, '-s', '--', '/bin/true'], baseline: true }]
+      : []),
+    {
+      name: 'bun: .env -> env -> exec',
+      command: [bunBinary, '--source', join(dir, '.env'), '--env', '--', '/bin/true'],
+    },
+    {
+      name: 'bun: gs:// + KMS -> tmpfs + env -> exec',
+      command: [
+        bunBinary,
+        '--source',
+        'gs://bench/app/secrets.cfg.enc',
+        '--kms-key',
+        KEY,
+        '--out',
+        join(dir, 'bun-app.cfg'),
+        '--env',
+        '--',
+        '/bin/true',
+      ],
+      env: cloudEnv,
+    },
     {
       name: 'dotenv-cli: .env -> exec',
       command: [join(bin, 'dotenv'), '-e', join(dir, '.env'), '--', '/bin/true'],
@@ -205,8 +252,42 @@ try {
   for (const t of targets)
     console.log(`  ${t.value <= t.limit ? 'met    ' : 'MISSED '} ${t.target}: ${t.value.toFixed(2)}`);
 
+  // Issue 14: the runtime choice, each candidate against the pinned Node's own start and the static floor.
+  const staticFloor = byName('/bin/true');
+  const tiniFloor = figures.find((f) => f.name.startsWith('tini -s'));
+  const runtimeTargets = [] as { target: string; value: number; limit: number }[];
+  console.log('\nruntime candidates (issue 14): ratio to node -e 0, to /bin/true and to tini -s -- /bin/true');
+  for (const [label, l, c] of [
+    ['node SEA', local, cloud],
+    ['bun', byName('bun: .env'), byName('bun: gs:// + KMS')],
+  ] as const) {
+    for (const [what, f] of [
+      ['local', l],
+      ['gs:// + KMS', c],
+    ] as const)
+      console.log(
+        `  ${label.padEnd(9)} ${what.padEnd(12)} ${(f.medianMs / floor.medianMs).toFixed(2)}x node, ${(f.medianMs / staticFloor.medianMs).toFixed(1)}x /bin/true${tiniFloor ? `, ${(f.medianMs / tiniFloor.medianMs).toFixed(1)}x tini` : ''}, peak RSS ${f.peakRssMiB.toFixed(1)} MiB`,
+      );
+    runtimeTargets.push(
+      { target: `${label}: local path <= 0.70x node -e 0`, value: l.medianMs / floor.medianMs, limit: 0.7 },
+      { target: `${label}: gs:// + KMS path <= 1.10x node -e 0`, value: c.medianMs / floor.medianMs, limit: 1.1 },
+      { target: `${label}: local path peak RSS <= 45 MiB`, value: l.peakRssMiB, limit: 45 },
+    );
+  }
+  console.log('\ntargets (issue 14):');
+  for (const t of runtimeTargets)
+    console.log(`  ${t.value <= t.limit ? 'met    ' : 'MISSED '} ${t.target}: ${t.value.toFixed(2)}`);
+
   mkdirSync(join(root, 'bench'), { recursive: true });
-  const report = { date: new Date().toISOString(), runs: RUNS, figures, resident, supervising, image, targets };
+  const report = {
+    date: new Date().toISOString(),
+    runs: RUNS,
+    figures,
+    resident,
+    supervising,
+    image,
+    targets: [...targets, ...runtimeTargets],
+  };
   writeFileSync(join(root, 'bench', 'results.json'), `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(join(root, 'bench', 'results.svg'), chart(figures));
   console.log('\nwrote bench/results.json and bench/results.svg');

@@ -62,6 +62,9 @@ export class SecretFetchError extends Error {
 
   constructor(message: string, exitCode: number, hint?: string, options?: { cause?: unknown }) {
     super(message, options);
+    // JavaScriptCore (Bun) gives every Error an own numeric `line` (where it was thrown), which
+    // would hide the getter below and print a bare number instead of the message: drop it.
+    if (Object.hasOwn(this, 'line')) delete (this as { line?: unknown }).line;
     this.name = new.target.name;
     this.exitCode = exitCode;
     this.hint = hint;
