@@ -81,12 +81,21 @@ export function createGcsReader(endpoint: string | undefined, auth: ClientAuth =
   return {
     async getMetadata(bucket, object, generation) {
       const response = await get(objectUrl(bucket, object, { generation }));
+      let resource: unknown;
       try {
-        return JSON.parse(response.body.toString('utf8')) as ObjectResource;
+        resource = JSON.parse(response.body.toString('utf8'));
       } catch {
-        // Retried like any answer a healthy service does not give.
-        throw new GcsApiError('Cloud Storage answered 200 with a body that is not JSON', 502, response.headers);
+        resource = undefined;
       }
+      // Retried like any answer a healthy service does not give.
+      if (resource === null || typeof resource !== 'object' || Array.isArray(resource)) {
+        throw new GcsApiError(
+          'Cloud Storage answered 200 with a body that is not a JSON object',
+          502,
+          response.headers,
+        );
+      }
+      return resource as ObjectResource;
     },
     async download(bucket, object, generation, size) {
       return (await get(objectUrl(bucket, object, { alt: 'media', generation }), size)).body;

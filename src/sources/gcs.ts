@@ -128,11 +128,26 @@ export async function readObject(
     () => gcs.getMetadata(ref.bucket, ref.object, ref.generation),
     (e) => mapStorageError(e, where, 'storage.objects.get'),
   );
-  const generation = String(metadata.generation ?? '');
+  // Every field the download and its check depend on must be there and well-formed: bytes that
+  // cannot be pinned to one generation, measured against a size and checked by a CRC32C are refused.
+  const generation = typeof metadata.generation === 'string' ? metadata.generation : '';
+  const expectedCrc = crc32cOf(metadata.crc32c);
+  if (!/^[1-9][0-9]*$/.test(generation) || typeof metadata.size !== 'string' || !/^[0-9]+$/.test(metadata.size)) {
+    throw new IntegrityError(
+      `${where}: Cloud Storage's metadata has no valid generation or size, so the download cannot be pinned and measured`,
+      'the answer was not from Cloud Storage as documented; check --storage-endpoint',
+    );
+  }
+  if (expectedCrc === undefined) {
+    throw new IntegrityError(
+      `${where}: Cloud Storage's metadata has no valid CRC32C, so the download could not be checked`,
+      'the answer was not from Cloud Storage as documented; check --storage-endpoint',
+    );
+  }
   if (ref.generation && generation !== ref.generation) {
     throw new IntegrityError(`${where}: asked for generation ${ref.generation}, got ${generation}`);
   }
-  const size = Number(metadata.size ?? Number.NaN);
+  const size = Number(metadata.size);
   if (!(size <= context.maxBytes)) {
     throw new IntegrityError(
       `${where} is ${metadata.size} bytes, more than the ${context.maxBytes}-byte limit`,
@@ -155,17 +170,27 @@ export async function readObject(
   );
   // Checked against the CRC32C of the metadata we pinned: the bytes and the checksum come from the
   // same write, and a download corrupted in transit never reaches a sink.
-  if (typeof metadata.crc32c === 'string' && metadata.crc32c !== '') {
-    const expected = Buffer.from(metadata.crc32c, 'base64').readUInt32BE(0);
-    if (crc32c(data) !== expected) {
-      data.fill(0);
-      throw new IntegrityError(
-        `${where}#${generation}: the downloaded bytes do not match the object's CRC32C`,
-        'the download was corrupted in transit; run again',
-      );
-    }
+  if (data.length !== size) {
+    data.fill(0);
+    throw new IntegrityError(
+      `${where}#${generation}: the download ended after ${data.length} of the ${size} bytes its metadata gives`,
+      'the download was cut short; run again',
+    );
+  }
+  if (crc32c(data) !== expectedCrc) {
+    data.fill(0);
+    throw new IntegrityError(
+      `${where}#${generation}: the downloaded bytes do not match the object's CRC32C`,
+      'the download was corrupted in transit; run again',
+    );
   }
   return { ...info, data };
+}
+
+/** The CRC32C of a metadata `crc32c` field (base64 of 4 big-endian bytes), or undefined if it is not one. */
+function crc32cOf(field: unknown): number | undefined {
+  if (typeof field !== 'string' || !/^[A-Za-z0-9+/]{6}==$/.test(field)) return undefined;
+  return Buffer.from(field, 'base64').readUInt32BE(0);
 }
 
 interface StorageApiError {

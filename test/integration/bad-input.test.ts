@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, 
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
+import type { StoredObject } from '../servers/gcs.ts';
 import type { FaultResponse } from '../servers/http.ts';
 import { startTestServers } from '../servers/start.ts';
 import { BINARY, expectNoCanary, filesIn, KEY, OTHER_KEY, type Result, ROOT, runBinary, tmpfsDir } from './harness.ts';
@@ -51,6 +52,32 @@ const gs = (c: Ctx, name: string) => `gs://vault/${c.id}/${name}`;
 function put(c: Ctx, name: string, data: Buffer | string, key?: string): string {
   const bytes = Buffer.from(data);
   servers.gcs.putObject('vault', `${c.id}/${name}`, key ? servers.kms.encrypt(key, bytes) : bytes);
+  return gs(c, name);
+}
+
+/**
+ * Store an object, and answer its next metadata read with its real resource changed by `change`
+ * (a field set to undefined is left out); the media read that follows is served as stored.
+ */
+function withMetadata(
+  c: Ctx,
+  name: string,
+  data: string,
+  change: Record<string, unknown> | ((stored: StoredObject) => Record<string, unknown>),
+): string {
+  servers.gcs.putObject('vault', `${c.id}/${name}`, Buffer.from(data));
+  const stored = servers.gcs.getObject('vault', `${c.id}/${name}`) as StoredObject;
+  const resource: Record<string, unknown> = {
+    kind: 'storage#object',
+    name: stored.name,
+    bucket: stored.bucket,
+    generation: stored.generation,
+    metageneration: stored.metageneration,
+    size: String(stored.data.length),
+    crc32c: stored.crc32c,
+    ...(typeof change === 'function' ? change(stored) : change),
+  };
+  servers.gcs.failNext({ method: 'GET', path: `/b/vault/o/${c.id}/${name}` }, [{ status: 200, body: resource }]);
   return gs(c, name);
 }
 
@@ -169,6 +196,47 @@ const CASES: Case[] = [
       const uri = put(c, 'a.env', `TOKEN=${CANARY}\n`);
       servers.gcs.corruptNextMedia();
       return ['--source', uri, '--env', ...outArg(c)];
+    },
+  },
+
+  // Integrity data the metadata must carry: without it the download cannot be pinned, measured or checked.
+  ...(
+    [
+      ['no crc32c', { crc32c: undefined }, /has no valid CRC32C, so the download could not be checked/],
+      ['an empty crc32c', { crc32c: '' }, /has no valid CRC32C/],
+      ['a crc32c of the wrong type', { crc32c: 12345 }, /has no valid CRC32C/],
+      ['a malformed crc32c', { crc32c: 'not base64!' }, /has no valid CRC32C/],
+      ['no size', { size: undefined }, /has no valid generation or size/],
+      ['no generation', { generation: null }, /has no valid generation or size/],
+    ] as const
+  ).map(
+    ([what, change, message]): Case => ({
+      name: `metadata with ${what}`,
+      code: EXIT.integrity,
+      message,
+      args: (c) => ['--source', withMetadata(c, 'a.env', `TOKEN=${CANARY}\n`, change), '--env', ...outArg(c)],
+    }),
+  ),
+  {
+    name: 'a download shorter than the size its metadata gives, on a cleanly closed answer',
+    code: EXIT.integrity,
+    message: /gs:\/\/.*\/a\.env#\d+: the download ended after \d+ of the \d+ bytes its metadata gives/,
+    args: (c) => [
+      '--source',
+      withMetadata(c, 'a.env', `TOKEN=${CANARY}\n`, (stored) => ({ size: String(stored.data.length + 3) })),
+      '--env',
+      ...outArg(c),
+    ],
+  },
+  {
+    name: 'metadata that is JSON null',
+    code: EXIT.unavailable,
+    message: /Cloud Storage answered 502 for gs:\/\/.*\/a\.env after \d+ attempts; .*the --timeout of 2s/,
+    retried: true,
+    args: (c) => {
+      const uri = put(c, 'a.env', `TOKEN=${CANARY}\n`);
+      servers.gcs.failNext({ method: 'GET', path: `/b/vault/o/${c.id}/a.env` }, storm({ status: 200, body: 'null' }));
+      return ['--source', uri, '--env', ...STORM_TIMEOUT];
     },
   },
 
