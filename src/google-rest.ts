@@ -28,12 +28,24 @@ export interface RestRequest {
   readonly maxBytes?: number;
 }
 
-/** An answer longer than RestRequest.maxBytes: the rest of it was never read into memory. */
+/**
+ * What a successful answer may hold unless the caller allows more (RestRequest.maxBytes): the JSON
+ * answers these clients read are a few KiB, a 64 KiB secret as base64 at the most.
+ */
+export const ANSWER_MAX_BYTES = 1024 * 1024;
+/** An error answer is read for its message only: the rest is never read. */
+export const ERROR_ANSWER_MAX_BYTES = 64 * 1024;
+
+/**
+ * A successful answer longer than its limit: the rest of it was never read into memory. Its code
+ * makes it an integrity failure (76) wherever the caller's classifier says nothing more (retry.ts).
+ */
 export class AnswerTooLargeError extends Error {
+  readonly code = 'EANSWERTOOLARGE';
   readonly maxBytes: number;
 
-  constructor(maxBytes: number) {
-    super(`the answer is longer than ${maxBytes} bytes`);
+  constructor(maxBytes: number, host = 'the service') {
+    super(`${host} answered with more than ${maxBytes} bytes`);
     this.name = 'AnswerTooLargeError';
     this.maxBytes = maxBytes;
   }
@@ -55,17 +67,30 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
     const req = send(target, { method: init.method, headers, signal: init.signal }, (res) => {
       const chunks: Buffer[] = [];
       let received = 0;
+      let cut = false;
+      const status = res.statusCode ?? 0;
+      const success = status >= 200 && status < 300;
+      const limit = success ? (init.maxBytes ?? ANSWER_MAX_BYTES) : ERROR_ANSWER_MAX_BYTES;
+      // Every answer is capped as it streams, so an endless or huge body never grows in memory.
       res.on('data', (chunk: Buffer) => {
+        if (cut) return;
         received += chunk.length;
-        // The limit is the success's: an error answer (a 503's JSON, say) is not the object.
-        if (init.maxBytes !== undefined && res.statusCode === 200 && received > init.maxBytes) {
-          for (const held of chunks) held.fill(0);
-          chunks.length = 0;
-          req.destroy();
-          reject(new AnswerTooLargeError(init.maxBytes));
+        if (received <= limit) {
+          chunks.push(chunk);
           return;
         }
-        chunks.push(chunk);
+        cut = true;
+        req.destroy();
+        if (success) {
+          for (const held of chunks) held.fill(0);
+          chunks.length = 0;
+          chunk.fill(0);
+          reject(new AnswerTooLargeError(limit, target.host));
+          return;
+        }
+        // An error answer keeps its status (the retry policy's business) and its first bytes.
+        chunks.push(chunk.subarray(0, chunk.length - (received - limit)));
+        resolve({ status, headers: res.headers, body: Buffer.concat(chunks) });
       });
       res.on('error', reject);
       res.on('aborted', () =>

@@ -2,7 +2,7 @@
 // failures, for as long as the run's deadline allows. The client libraries' own retries are
 // switched off where we can, so there is exactly one policy to reason about.
 
-import { SecretFetchError, UnavailableError } from './errors.ts';
+import { IntegrityError, SecretFetchError, UnavailableError } from './errors.ts';
 import type { Logger } from './log.ts';
 
 /** Turns a library error into one of ours; undefined means "not recognised". */
@@ -62,7 +62,7 @@ export function createRetry(options: {
           return await attempt();
         } catch (error) {
           if (error instanceof SecretFetchError) throw error;
-          const failure = classify(error) ?? networkFailure(error, what);
+          const failure = classify(error) ?? networkFailure(error, what) ?? oversizedAnswer(error, what);
           // Not recognised: a bug rather than weather, so it is not retried (the CLI reports it).
           if (failure === undefined) throw error;
           if (!(failure instanceof UnavailableError)) throw failure;
@@ -122,6 +122,15 @@ function networkFailure(error: unknown, what: string): UnavailableError | undefi
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== 'string' || !NETWORK_CODES.has(code)) return undefined;
   return new UnavailableError(`could not ${what}: ${code}`, 'check the network and the endpoint', { cause: error });
+}
+
+/** An answer cut off at its size limit (google-rest.ts): not weather, and not what the API documents. */
+function oversizedAnswer(error: unknown, what: string): IntegrityError | undefined {
+  if ((error as { code?: unknown } | null)?.code !== 'EANSWERTOOLARGE') return undefined;
+  return new IntegrityError(
+    `could not ${what}: ${(error as Error).message}, more than such an answer can hold`,
+    'check the endpoint: the answer was not from the Google API as documented',
+  );
 }
 
 /** A call in flight under a deadline: what it does, and how its attempts went so far. */

@@ -23,12 +23,23 @@ import type { AddressInfo } from 'node:net';
  */
 export type FaultResponse =
   | { status: number; body?: unknown; headers?: Record<string, string> }
+  | StreamedFault
   | 'reset'
   | 'stall'
   | 'truncate'
   // Serve the real answer: a place-holder in a sequence, e.g. [503, 'pass', 503].
   | 'pass'
   | SideEffect;
+
+/**
+ * `bytes` bytes of blanks as the body of a `status` answer (no content-length), written as fast as
+ * the client reads them, until it closes the connection; `streamed` gets the count written.
+ */
+export interface StreamedFault {
+  status: number;
+  stream: number;
+  streamed?: (bytes: number) => void;
+}
 
 export interface SideEffect {
   run: () => void | Promise<void>;
@@ -199,12 +210,33 @@ export async function serveFault(
     res.on('close', () => stalled.delete(res));
     return;
   }
+  if ('stream' in fault) {
+    await streamBlanks(res, fault);
+    return;
+  }
   const body = fault.body === undefined ? errorBody(fault.status) : fault.body;
   if (typeof body === 'string' || Buffer.isBuffer(body)) {
     send(res, fault.status, body, fault.headers);
   } else {
     sendJson(res, fault.status, body, fault.headers);
   }
+}
+
+async function streamBlanks(res: ServerResponse, fault: StreamedFault): Promise<void> {
+  res.writeHead(fault.status, { 'content-type': 'application/json; charset=UTF-8' });
+  const chunk = Buffer.alloc(64 * 1024, 0x20);
+  let sent = 0;
+  while (sent < fault.stream && !res.destroyed) {
+    const more = res.write(chunk);
+    sent += chunk.length;
+    if (!more)
+      await new Promise((resolve) => {
+        res.once('drain', resolve);
+        res.once('close', resolve);
+      });
+  }
+  if (!res.destroyed) res.end();
+  fault.streamed?.(sent);
 }
 
 export interface Listening {
