@@ -30,7 +30,11 @@ export const EXIT_CODES: readonly ExitCodeRow[] = [
     meaning:
       'not found: the object, generation, secret version, file or key does not exist (or the version is disabled)',
   },
-  { code: String(EXIT.unavailable), meaning: 'unavailable: a service failed or the --timeout deadline passed' },
+  {
+    code: String(EXIT.unavailable),
+    meaning:
+      'unavailable: a service failed, gave an answer it never gives (a redirect, malformed HTTP: check the endpoint), or the --timeout deadline passed',
+  },
   { code: String(EXIT.internal), meaning: 'internal: a bug in secret-fetch; please report it' },
   {
     code: String(EXIT.output),

@@ -2,7 +2,7 @@
 // failures, for as long as the run's deadline allows. The client libraries' own retries are
 // switched off where we can, so there is exactly one policy to reason about.
 
-import { IntegrityError, SecretFetchError, UnavailableError } from './errors.ts';
+import { EXIT, IntegrityError, SecretFetchError, UnavailableError } from './errors.ts';
 import type { Logger } from './log.ts';
 
 /** Turns a library error into one of ours; undefined means "not recognised". */
@@ -62,7 +62,11 @@ export function createRetry(options: {
           return await attempt();
         } catch (error) {
           if (error instanceof SecretFetchError) throw error;
-          const failure = classify(error) ?? networkFailure(error, what) ?? oversizedAnswer(error, what);
+          const failure =
+            classify(error) ??
+            networkFailure(error, what) ??
+            oversizedAnswer(error, what) ??
+            malformedHttp(error, what);
           // Not recognised: a bug rather than weather, so it is not retried (the CLI reports it).
           if (failure === undefined) throw error;
           if (!(failure instanceof UnavailableError)) throw failure;
@@ -122,6 +126,17 @@ function networkFailure(error: unknown, what: string): UnavailableError | undefi
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== 'string' || !NETWORK_CODES.has(code)) return undefined;
   return new UnavailableError(`could not ${what}: ${code}`, 'check the network and the endpoint', { cause: error });
+}
+
+/** Node's HTTP parser refused the answer (HPE_HEADER_OVERFLOW, HPE_INVALID_CONTENT_LENGTH, ...). */
+function malformedHttp(error: unknown, what: string): SecretFetchError | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !code.startsWith('HPE_')) return undefined;
+  return new SecretFetchError(
+    `could not ${what}: the answer is not valid HTTP (${code})`,
+    EXIT.unavailable,
+    'check the endpoint: is it the Google API, or a proxy in between?',
+  );
 }
 
 /** An answer cut off at its size limit (google-rest.ts): not weather, and not what the API documents. */

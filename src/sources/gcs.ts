@@ -6,10 +6,11 @@ import type { Storage } from '@google-cloud/storage';
 import { crc32c } from '../crc32c.ts';
 import { type ClientAuth, defaultAuth } from '../credentials.ts';
 import {
+  EXIT,
   IntegrityError,
   NotFoundError,
   PermissionError,
-  type SecretFetchError,
+  SecretFetchError,
   UnavailableError,
   UsageError,
 } from '../errors.ts';
@@ -254,6 +255,15 @@ export function mapStorageError(
     return new IntegrityError(
       `Cloud Storage answered 412 (precondition failed) for ${where}, to a read that sets no precondition`,
       'is a proxy between secret-fetch and Cloud Storage adding one? If not, please report this',
+    );
+  }
+  // Any other status (a redirect, 409, 418, ...) is not an answer Cloud Storage gives to these calls:
+  // the endpoint is something else, and asking again would not change that.
+  if (typeof code === 'number') {
+    return new SecretFetchError(
+      `Cloud Storage answered ${code} for ${where}, an answer it does not give to this request`,
+      EXIT.unavailable,
+      'check --storage-endpoint or STORAGE_EMULATOR_HOST: is it Cloud Storage, or a proxy in between?',
     );
   }
   return undefined;

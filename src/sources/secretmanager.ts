@@ -8,10 +8,11 @@ import type { SecretManagerServiceClient } from '@google-cloud/secret-manager/bu
 import { crc32c } from '../crc32c.ts';
 import { type ClientAuth, defaultAuth, fallbackClientOptions } from '../credentials.ts';
 import {
+  EXIT,
   IntegrityError,
   NotFoundError,
   PermissionError,
-  type SecretFetchError,
+  SecretFetchError,
   UnavailableError,
   UsageError,
 } from '../errors.ts';
@@ -163,6 +164,7 @@ const TRANSIENT: Record<number, string> = {
   2: 'UNKNOWN', // gax maps unexpected HTTP 5xx here
   4: 'DEADLINE_EXCEEDED',
   8: 'RESOURCE_EXHAUSTED',
+  10: 'ABORTED', // a concurrency conflict: Google's guidance is to retry the call
   13: 'INTERNAL',
   14: 'UNAVAILABLE',
 };
@@ -206,8 +208,17 @@ export function mapSecretManagerError(
         'check the project, secret ID and version',
       );
     default: {
-      const transient = typeof code === 'number' ? TRANSIENT[code] : undefined;
-      if (transient === undefined) return undefined;
+      if (typeof code !== 'number') return undefined;
+      const transient = TRANSIENT[code];
+      if (transient === undefined) {
+        // Not an answer Secret Manager gives to this call: the endpoint is something else.
+        const http = typeof httpStatusCode === 'number' ? ` (HTTP ${httpStatusCode})` : '';
+        return new SecretFetchError(
+          `Secret Manager answered gRPC status ${code}${http} for ${where}, an answer it does not give to this call`,
+          EXIT.unavailable,
+          'check SECRET_FETCH_SECRET_MANAGER_ENDPOINT: is it Secret Manager, or a proxy in between?',
+        );
+      }
       const status = typeof httpStatusCode === 'number' ? `${httpStatusCode} ${transient}` : transient;
       return new UnavailableError(
         `Secret Manager answered ${status} for ${where}`,

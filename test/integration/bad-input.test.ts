@@ -492,6 +492,15 @@ const CASES: Case[] = [
         EXIT.integrity,
         /Cloud Storage answered 412 \(precondition failed\) for gs:\/\/vault\/.*\/a\.env, to a read/,
       ],
+      // Answers Cloud Storage never gives to a read: the endpoint is something else.
+      ...[302, 409, 418].map(
+        (status) =>
+          [
+            status,
+            EXIT.unavailable,
+            new RegExp(`Cloud Storage answered ${status} for gs://vault/.*/a\\.env, an answer it does not give`),
+          ] as const,
+      ),
     ] as const
   ).map(
     ([status, code, message]): Case => ({
