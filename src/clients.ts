@@ -29,7 +29,13 @@ export interface Endpoints {
   readonly secretManager: string | undefined;
 }
 
-export function createClients(endpoints: Endpoints, credentials: CredentialsPlan, log?: Logger): Clients {
+/** `ca`: PEM certificates the thin clients trust besides the system roots (--ca-file). */
+export function createClients(
+  endpoints: Endpoints,
+  credentials: CredentialsPlan,
+  log?: Logger,
+  ca?: readonly string[],
+): Clients {
   let loaded: Promise<AuthClient | undefined> | undefined;
   const authFor = async (endpoint: string | undefined, retry: Retry): Promise<ClientAuth> => {
     if (endpoint?.startsWith('http:') && !credentials.loopbackAuth) return 'none';
@@ -46,13 +52,15 @@ export function createClients(endpoints: Endpoints, credentials: CredentialsPlan
     import('./sources/gcs.ts').then((m) => m.createStorageClient(endpoints.storage, auth)),
   );
   const gcs = onceWith('Cloud Storage', log, (auth: ClientAuth) =>
-    import('./sources/gcs-reader.ts').then((m) => m.createGcsReader(endpoints.storage, auth)),
+    import('./sources/gcs-reader.ts').then((m) => m.createGcsReader(endpoints.storage, auth, ca)),
   );
   const kms = onceWith('Cloud KMS', log, (auth: ClientAuth) =>
-    import('./decrypt/kms.ts').then((m) => m.createKmsClient(endpoints.kms, auth)),
+    import('./decrypt/kms.ts').then((m) => m.createKmsClient(endpoints.kms, auth, ca)),
   );
   const secretManagerReader = onceWith('Secret Manager', log, (auth: ClientAuth) =>
-    import('./sources/secretmanager-reader.ts').then((m) => m.createSecretManagerReader(endpoints.secretManager, auth)),
+    import('./sources/secretmanager-reader.ts').then((m) =>
+      m.createSecretManagerReader(endpoints.secretManager, auth, ca),
+    ),
   );
   const secretManager = onceWith('Secret Manager library', log, (auth: ClientAuth) =>
     import('./sources/secretmanager.ts').then((m) => m.createSecretManagerClient(endpoints.secretManager, auth)),

@@ -26,6 +26,8 @@ export interface RestRequest {
   readonly signal?: AbortSignal | undefined;
   /** Stop reading a 200 answer longer than this many bytes (it rejects with AnswerTooLargeError). */
   readonly maxBytes?: number;
+  /** PEM certificates trusted besides the system roots (--ca-file). */
+  readonly ca?: readonly string[] | undefined;
 }
 
 /**
@@ -60,11 +62,15 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
   const target = new URL(url);
   // Loaded on the first request, not with the module: node:https brings TLS, which the local
   // path (which reaches this module through the main script's shared imports) never needs.
-  const { request: send } = target.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  const https = target.protocol === 'https:';
+  const { request: send } = https ? await import('node:https') : await import('node:http');
+  // Certificates are always checked, whatever the environment says (NODE_TLS_REJECT_UNAUTHORIZED);
+  // the one way to trust more is --ca-file, added to the system roots.
+  const trust = https ? { rejectUnauthorized: true, ...(init.ca ? { ca: await trustedRoots(init.ca) } : {}) } : {};
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...init.headers };
     if (init.body !== undefined) headers['content-length'] = String(Buffer.byteLength(init.body));
-    const req = send(target, { method: init.method, headers, signal: init.signal }, (res) => {
+    const req = send(target, { method: init.method, headers, signal: init.signal, ...trust }, (res) => {
       const chunks: Buffer[] = [];
       let received = 0;
       let cut = false;
@@ -107,6 +113,17 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
     req.on('error', reject);
     req.end(init.body);
   });
+}
+
+let roots: { extra: readonly string[]; all: string[] } | undefined;
+
+/** The system roots plus `extra`, built once per run. */
+async function trustedRoots(extra: readonly string[]): Promise<string[]> {
+  if (roots?.extra !== extra) {
+    const { rootCertificates } = await import('node:tls');
+    roots = { extra, all: [...rootCertificates, ...extra] };
+  }
+  return roots.all;
 }
 
 /** Request headers from the credential: none for an emulator, the loaded one, or ADC found on first use. */

@@ -45,6 +45,8 @@ export interface Options {
   readonly maxBytes: number;
   readonly log: { readonly format: LogFormat; readonly verbose: boolean };
   readonly endpoints: Endpoints;
+  /** --ca-file: a PEM bundle trusted besides the system roots. */
+  readonly caFile: string | undefined;
   /** Where Google credentials come from (the metadata server, or GOOGLE_APPLICATION_CREDENTIALS). */
   readonly credentials: CredentialsPlan;
   /** Run the command as a child and stay (--supervise) instead of exec'ing it. */
@@ -197,6 +199,13 @@ export const FLAGS: readonly FlagSpec[] = [
     value: 'URL',
     env: true,
     help: 'Cloud Storage endpoint (also STORAGE_EMULATOR_HOST); http:// uses no credentials',
+  },
+  {
+    name: 'ca-file',
+    type: 'string',
+    value: 'PATH',
+    env: true,
+    help: 'PEM bundle of CAs to trust besides the system roots (private endpoints, TLS proxies)',
   },
   {
     name: 'kms-endpoint',
@@ -450,6 +459,7 @@ function buildOptions(values: Values, command: string[] | undefined, environ: En
     log: Object.freeze({ format: logFormat, verbose: values.verbose === true }),
     endpoints,
     credentials: credentialsPlan(environ, endpoints),
+    caFile: optionalString(values['ca-file']) || undefined,
     supervise,
     graceMs: parseDuration('grace', optionalString(values.grace) ?? '10s'),
     cleanup: values.cleanup === true,

@@ -62,11 +62,7 @@ export function createRetry(options: {
           return await attempt();
         } catch (error) {
           if (error instanceof SecretFetchError) throw error;
-          const failure =
-            classify(error) ??
-            networkFailure(error, what) ??
-            oversizedAnswer(error, what) ??
-            malformedHttp(error, what);
+          const failure = classify(error) ?? transportFailure(error, what);
           // Not recognised: a bug rather than weather, so it is not retried (the CLI reports it).
           if (failure === undefined) throw error;
           if (!(failure instanceof UnavailableError)) throw failure;
@@ -126,6 +122,42 @@ function networkFailure(error: unknown, what: string): UnavailableError | undefi
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== 'string' || !NETWORK_CODES.has(code)) return undefined;
   return new UnavailableError(`could not ${what}: ${code}`, 'check the network and the endpoint', { cause: error });
+}
+
+/** What any service's call can meet on the way, in the order checked, where its classifier said nothing. */
+const TRANSPORT_FAILURES = [networkFailure, oversizedAnswer, malformedHttp, untrustedServer];
+
+function transportFailure(error: unknown, what: string): SecretFetchError | undefined {
+  for (const recognise of TRANSPORT_FAILURES) {
+    const failure = recognise(error, what);
+    if (failure !== undefined) return failure;
+  }
+  return undefined;
+}
+
+/** TLS errors that mean the server's certificate is not one to trust: asking again changes nothing. */
+const UNTRUSTED_CERTIFICATE = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_UNTRUSTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+function untrustedServer(error: unknown, what: string): SecretFetchError | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !UNTRUSTED_CERTIFICATE.has(code)) return undefined;
+  return new SecretFetchError(
+    `could not ${what}: the server's TLS certificate is not trusted (${code}), so nothing was sent to it`,
+    EXIT.unavailable,
+    'check the endpoint; if it uses a private CA, give that CA with --ca-file PATH (or SECRET_FETCH_CA_FILE)',
+  );
 }
 
 /** Node's HTTP parser refused the answer (HPE_HEADER_OVERFLOW, HPE_INVALID_CONTENT_LENGTH, ...). */

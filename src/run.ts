@@ -5,6 +5,7 @@
 
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { readCaFile } from './ca-file.ts';
 import { type Clients, createClients } from './clients.ts';
 import { decryptWithMasterKey, describeMasterKey } from './decrypt/master-key.ts';
 import { UsageError } from './errors.ts';
@@ -51,8 +52,14 @@ export async function run(options: Options, initial: RunContext): Promise<number
   if (options.command !== undefined && !options.supervise) checkExecSupported();
   let context = initial;
   const { log } = context;
+  // Read before any fetch: a bad bundle stops the run before anything is sent.
+  let ca: string[] | undefined;
+  if (options.caFile !== undefined) {
+    ca = readCaFile(options.caFile);
+    log.debug(`trusting ${ca.length} CA certificate(s) from ${show(options.caFile)} besides the system roots`);
+  }
   const fetchContext: FetchContext = {
-    clients: context.clients ?? createClients(options.endpoints, options.credentials, log),
+    clients: context.clients ?? createClients(options.endpoints, options.credentials, log, ca),
     retry: createRetry({ log, deadline: context.deadline }),
     log,
     maxBytes: options.maxBytes,

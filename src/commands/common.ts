@@ -4,6 +4,7 @@
 
 import { writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { readCaFile } from '../ca-file.ts';
 import { type Clients, createClients, type Endpoints } from '../clients.ts';
 import type { CredentialsPlan } from '../credentials.ts';
 import { UsageError } from '../errors.ts';
@@ -38,6 +39,8 @@ export interface ParsedSubcommand<F extends Record<string, SubcommandFlag>> {
   readonly positionals: readonly string[];
   readonly endpoints: Endpoints;
   readonly credentials: CredentialsPlan;
+  /** --ca-file: PEM certificates trusted besides the system roots (by the thin clients). */
+  readonly ca: readonly string[] | undefined;
   readonly timeoutMs: number;
   readonly log: Logger;
   /** --log-format: a subcommand whose stdout is a report may print it as JSON lines too. */
@@ -48,6 +51,7 @@ const COMMON = {
   'storage-endpoint': { type: 'string' },
   'kms-endpoint': { type: 'string' },
   'secret-manager-endpoint': { type: 'string' },
+  'ca-file': { type: 'string' },
   timeout: { type: 'string' },
   'log-format': { type: 'string' },
   verbose: { type: 'boolean', short: 'v' },
@@ -57,6 +61,7 @@ const COMMON = {
 /** Common flags, one per line, for the help texts. */
 export const COMMON_HELP = `Common flags (each also read from SECRET_FETCH_<FLAG> when absent):
   --storage-endpoint URL, --kms-endpoint URL, --secret-manager-endpoint URL   (http:// uses no credentials)
+  --ca-file PATH   (PEM bundle of CAs to trust besides the system roots)
   --timeout DURATION (default 30s), --log-format text|json, -v/--verbose, -h/--help`;
 
 /** Parses a subcommand's argv; undefined means --help was printed (exit 0). */
@@ -101,6 +106,7 @@ export function parseSubcommand<F extends Record<string, SubcommandFlag>>(
   }
   const verbose = values.verbose === true || /^(1|true|yes|on)$/i.test(context.environ.SECRET_FETCH_VERBOSE ?? '');
   const log = context.useLogger({ format: logFormat, verbose });
+  const caFile = fromEnv('ca-file');
   const endpoints = parseEndpoints({
     storage: storageEndpoint(fromEnv('storage-endpoint'), context.environ),
     kms: fromEnv('kms-endpoint'),
@@ -111,6 +117,7 @@ export function parseSubcommand<F extends Record<string, SubcommandFlag>>(
     positionals,
     endpoints,
     credentials: credentialsPlan(context.environ, endpoints),
+    ca: caFile === undefined ? undefined : readCaFile(caFile),
     timeoutMs: parseDuration('timeout', fromEnv('timeout') ?? '30s'),
     log,
     logFormat,
@@ -127,7 +134,7 @@ export interface RemoteContext {
 export function remoteContext(parsed: ParsedSubcommand<Record<string, SubcommandFlag>>): RemoteContext {
   const deadline = new Deadline(parsed.timeoutMs);
   return {
-    clients: createClients(parsed.endpoints, parsed.credentials),
+    clients: createClients(parsed.endpoints, parsed.credentials, undefined, parsed.ca),
     retry: createRetry({ log: parsed.log, deadline }),
     deadline,
   };

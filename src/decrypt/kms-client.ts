@@ -122,7 +122,11 @@ export function kmsApiError(status: number, headers: ResponseHeaders, text: stri
   );
 }
 
-export function createKmsClient(endpoint: string | undefined, auth: ClientAuth = defaultAuth(endpoint)): KmsClient {
+export function createKmsClient(
+  endpoint: string | undefined,
+  auth: ClientAuth = defaultAuth(endpoint),
+  ca?: readonly string[],
+): KmsClient {
   const base = `${new URL(endpoint ?? DEFAULT_ENDPOINT).origin}/v1/`;
   const headersFor = authHeaders(auth);
 
@@ -140,6 +144,7 @@ export function createKmsClient(endpoint: string | undefined, auth: ClientAuth =
       headers,
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       signal: options.signal,
+      ca,
     });
     const text = response.body.toString('utf8');
     if (response.status !== 200) throw kmsApiError(response.status, response.headers, text);

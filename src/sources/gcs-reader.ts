@@ -45,7 +45,11 @@ export class GcsApiError extends Error {
   }
 }
 
-export function createGcsReader(endpoint: string | undefined, auth: ClientAuth = defaultAuth(endpoint)): GcsReader {
+export function createGcsReader(
+  endpoint: string | undefined,
+  auth: ClientAuth = defaultAuth(endpoint),
+  ca?: readonly string[],
+): GcsReader {
   // Real Cloud Storage, a private endpoint and the emulators all serve the JSON API under /storage/v1.
   const base = `${new URL(endpoint ?? DEFAULT_ENDPOINT).origin}/storage/v1`;
   const headersFor = authHeaders(auth);
@@ -63,6 +67,7 @@ export function createGcsReader(endpoint: string | undefined, auth: ClientAuth =
     const response = await restRequest(url, {
       method: 'GET',
       headers,
+      ca,
       ...(maxBytes === undefined ? {} : { maxBytes }),
     });
     if (response.status !== 200) {

@@ -27,13 +27,14 @@ export interface SecretManagerReader {
 export function createSecretManagerReader(
   endpoint: string | undefined,
   auth: ClientAuth = defaultAuth(endpoint),
+  ca?: readonly string[],
 ): SecretManagerReader {
   const base = `${new URL(endpoint ?? DEFAULT_ENDPOINT).origin}/v1/`;
   const headersFor = authHeaders(auth);
 
   async function get<T>(path: string): Promise<[T]> {
     const url = base + path;
-    const response = await restRequest(url, { method: 'GET', headers: await headersFor(url) });
+    const response = await restRequest(url, { method: 'GET', headers: await headersFor(url), ca });
     const text = response.body.toString('utf8');
     if (response.status !== 200) {
       throw googleApiError(
