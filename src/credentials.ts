@@ -203,5 +203,10 @@ export function classifyCredentialError(error: unknown, plan: CredentialsPlan): 
       'point GCE_METADATA_HOST at a metadata server, or unset it',
     );
   }
-  return undefined;
+  // A 200 whose body is not a token (not JSON, no access_token): something else answered, or the
+  // server is not ready; retried like a 503 within --timeout. Never the body itself: it may be anything.
+  return new UnavailableError(
+    `the metadata server at ${server} answered with something that is not an access token`,
+    METADATA_HINT,
+  );
 }

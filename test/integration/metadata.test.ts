@@ -165,6 +165,24 @@ describe('credentials from the metadata server', () => {
       /^secret-fetch: error: the metadata server at http:\/\/127\.0\.0\.1:\d+ refused an access token \(403\) \(check the service account this runs as, and its access scopes\)\n$/,
     );
   });
+
+  it('a token answer that is not a token (not JSON, or JSON without access_token): retried, then 69 naming the server', async () => {
+    for (const body of ['<html>captive portal</html>', { unexpected: true }]) {
+      metadata.reset();
+      metadata.failNext(
+        { path: TOKEN_PATH },
+        Array(500).fill({ status: 200, body, headers: { 'metadata-flavor': 'Google' } }),
+      );
+      const result = await runBinary(['--timeout', '2s', ...args()], { env: cloudEnv() });
+      expect(result.code, result.stderr).toBe(EXIT.unavailable);
+      const { rest } = split(result);
+      expect(rest).toHaveLength(1);
+      expect(rest[0]).toMatch(
+        /the metadata server at http:\/\/127\.0\.0\.1:\d+ answered with something that is not an access token/,
+      );
+      expect(rest[0]).not.toContain('captive');
+    }
+  });
 });
 
 describe('no credentials at all', () => {
