@@ -38,22 +38,11 @@ export const STOP_SIGNALS = [
 
 /** Forwarded to the command under --supervise; SIGTERM and SIGINT also start the --grace countdown. */
 export const FORWARDED_SIGNALS = [
-  'SIGTERM',
-  'SIGINT',
-  'SIGHUP',
-  'SIGQUIT',
+  ...STOP_SIGNALS,
   'SIGUSR1',
-  'SIGUSR2',
   'SIGWINCH',
   'SIGTTIN',
   'SIGTTOU',
-  'SIGALRM',
-  'SIGVTALRM',
-  'SIGPROF',
-  'SIGXCPU',
-  'SIGIO',
-  'SIGPWR',
-  'SIGSTKFLT',
 ] as const satisfies readonly NodeJS.Signals[];
 
 export type StopSignal = (typeof STOP_SIGNALS)[number];
