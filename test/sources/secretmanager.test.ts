@@ -243,6 +243,7 @@ describe('mapSecretManagerError', () => {
       [13, 500],
       [2, 502],
       [4, undefined],
+      [10, 409], // ABORTED: Google's guidance is to retry
     ] as const) {
       const mapped = line(error(code, '', http));
       expect(mapped).toBeInstanceOf(UnavailableError);
@@ -255,6 +256,14 @@ describe('mapSecretManagerError', () => {
   it('leaves what it does not know to the caller (network errors, bugs)', () => {
     expect(line(new Error('boom'))).toBeUndefined();
     expect(line(Object.assign(new Error('reset'), { code: 'ECONNRESET' }))).toBeUndefined();
-    expect(line(error(10))).toBeUndefined();
+  });
+
+  it('makes a gRPC status Secret Manager never gives to a read final, 69, naming it', () => {
+    const mapped = line(error(12, '', 501));
+    expect(mapped).not.toBeInstanceOf(UnavailableError);
+    expect(mapped?.exitCode).toBe(EXIT.unavailable);
+    expect(mapped?.message).toBe(
+      'Secret Manager answered gRPC status 12 (HTTP 501) for sm://my-project/db#latest, an answer it does not give to this call',
+    );
   });
 });
