@@ -124,8 +124,23 @@ function networkFailure(error: unknown, what: string): UnavailableError | undefi
   return new UnavailableError(`could not ${what}: ${code}`, 'check the network and the endpoint', { cause: error });
 }
 
+/** getaddrinfo's final answers (EAI_AGAIN, the resolver not answering yet, is weather above). */
+const UNRESOLVED_HOST = new Set(['ENOTFOUND', 'EAI_FAIL']);
+
+/** No such host name: a typo in an endpoint or a missing DNS entry, which asking again does not fix. */
+function unresolvedHost(error: unknown, what: string): SecretFetchError | undefined {
+  const { code, hostname } = (error ?? {}) as { code?: unknown; hostname?: unknown };
+  if (typeof code !== 'string' || !UNRESOLVED_HOST.has(code)) return undefined;
+  const host = typeof hostname === 'string' ? ` ${hostname}` : '';
+  return new SecretFetchError(
+    `could not ${what}: the host name${host} does not resolve (${code})`,
+    EXIT.unavailable,
+    "check the endpoint's host name (--storage-endpoint, --kms-endpoint, --secret-manager-endpoint or STORAGE_EMULATOR_HOST) and the container's DNS",
+  );
+}
+
 /** What any service's call can meet on the way, in the order checked, where its classifier said nothing. */
-const TRANSPORT_FAILURES = [networkFailure, oversizedAnswer, malformedHttp, untrustedServer];
+const TRANSPORT_FAILURES = [networkFailure, unresolvedHost, oversizedAnswer, malformedHttp, untrustedServer];
 
 function transportFailure(error: unknown, what: string): SecretFetchError | undefined {
   for (const recognise of TRANSPORT_FAILURES) {

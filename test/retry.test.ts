@@ -3,7 +3,7 @@
 
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createKmsClient } from '../src/decrypt/kms.ts';
-import { PermissionError, UnavailableError } from '../src/errors.ts';
+import { EXIT, PermissionError, SecretFetchError, UnavailableError } from '../src/errors.ts';
 import type { Logger } from '../src/log.ts';
 import { type Classify, createRetry, Deadline, type RetryPolicy, retryAfterMs } from '../src/retry.ts';
 import { createStorageClient } from '../src/sources/gcs.ts';
@@ -139,6 +139,36 @@ describe('backoff', () => {
     await expect(retry('read it', attempt, classify)).rejects.toThrow(PermissionError);
     expect(calls).toHaveLength(1);
     expect(warnings).toEqual([]);
+  });
+});
+
+describe('a host name that does not resolve', () => {
+  // getaddrinfo's answer: ENOTFOUND (no such name) and EAI_FAIL (the resolver failed for good) are
+  // not weather, unlike EAI_AGAIN; they were not recognised at all and ended as 70 "internal error".
+  it.each(['ENOTFOUND', 'EAI_FAIL'])('%s is final: 69 at once, naming the host and the fix', async (code) => {
+    const { retry, warnings } = setup();
+    const dns = Object.assign(new Error(`getaddrinfo ${code} storage.exmaple.com`), {
+      code,
+      hostname: 'storage.exmaple.com',
+    });
+    const { attempt, calls } = failing(() => dns);
+    const error = await rejection(retry('read gs://b/o', attempt, classify));
+    expect(error).toBeInstanceOf(SecretFetchError);
+    expect((error as SecretFetchError).exitCode).toBe(EXIT.unavailable);
+    expect(error.message).toBe(`could not read gs://b/o: the host name storage.exmaple.com does not resolve (${code})`);
+    expect((error as SecretFetchError).hint).toMatch(/host name/);
+    expect(calls).toHaveLength(1);
+    expect(warnings).toEqual([]);
+  });
+
+  it('EAI_AGAIN (the resolver could not answer yet) is still retried', async () => {
+    const { retry, warnings } = setup();
+    const { attempt, calls } = failing([Object.assign(new Error('getaddrinfo EAI_AGAIN h'), { code: 'EAI_AGAIN' })]);
+    const done = retry('read it', attempt, classify);
+    await vi.runAllTimersAsync();
+    await expect(done).resolves.toBe('ok');
+    expect(calls).toHaveLength(2);
+    expect(warnings).toHaveLength(1);
   });
 });
 
