@@ -11,6 +11,7 @@ import { parseEntries } from './formats/index.ts';
 import type { Supervisor } from './launch/supervise.ts';
 import { type Logger, show } from './log.ts';
 import type { Options, SourcePlan } from './options.ts';
+import type { Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { refuseLoaderEntries } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
@@ -27,7 +28,7 @@ export interface RefreshContext {
   /** The supervised command, or a Sidecar (no command) whose done settles on TERM/INT. */
   readonly supervisor: Pick<Supervisor, 'done' | 'signal' | 'restart' | 'stop'>;
   /** A fresh fetch context for one refresh, with its own --timeout deadline. */
-  readonly attempt: () => { readonly fetch: FetchContext; readonly expire: () => Promise<never> };
+  readonly attempt: () => { readonly fetch: FetchContext; readonly deadline: Deadline };
   /** Fetches and decrypts `ref` (a pinned version of `plan`'s source). */
   readonly fetchPlaintext: (plan: SourcePlan, ref: SourceRef, context: FetchContext) => Promise<Secret>;
   /** The version each source was read at (undefined: unknown, the first poll only records it). */
@@ -56,7 +57,7 @@ export function startRefresh(context: RefreshContext): void {
   const tick = async (): Promise<void> => {
     try {
       const attempt = context.attempt();
-      await Promise.race([refreshOnce(context, attempt.fetch, staged), attempt.expire()]);
+      await attempt.deadline.race(refreshOnce(context, attempt.fetch, staged));
       failures = 0;
     } catch (error) {
       failures++;

@@ -245,6 +245,17 @@ export class Deadline {
     if (this.remainingMs() <= 0) throw this.expired(operation);
   }
 
+  /** `work`, or the deadline's rejection if it passes first (naming `what` if given, else what is in flight). */
+  race<T>(work: Promise<T>, what?: string): Promise<T> {
+    const expiry =
+      what === undefined
+        ? this.expire()
+        : this.expire().catch(() => {
+            throw this.expired(what);
+          });
+    return Promise.race([work, expiry]);
+  }
+
   /** Rejects when the deadline passes, naming what was still in flight. */
   async expire(): Promise<never> {
     await new Promise((resolve) => setTimeout(resolve, this.remainingMs()).unref());

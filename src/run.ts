@@ -276,7 +276,7 @@ function refreshContext(
       const deadline = new Deadline(options.timeoutMs);
       return {
         fetch: { ...fetchContext, retry: createRetry({ log, deadline }) },
-        expire: () => deadline.expire(),
+        deadline,
       };
     },
     fetchPlaintext: async (plan, ref, refreshContext) => (await fetchPlaintext(plan, ref, refreshContext)).secret,

@@ -124,6 +124,12 @@ export function parseSubcommand<F extends Record<string, SubcommandFlag>>(
   };
 }
 
+/**
+ * The largest secret an operator command reads or writes (as --max-size's default): each is held
+ * in memory whole, to hash, parse or encrypt it.
+ */
+export const OPERATOR_MAX_BYTES = 64 * 1024 ** 2;
+
 export interface RemoteContext {
   readonly clients: Clients;
   readonly retry: Retry;

@@ -316,10 +316,5 @@ function listed(items: readonly string[]): string {
 
 /** `task`, or an UnavailableError naming `what` once the --timeout deadline passes. */
 function bounded<T>(deadline: Deadline, what: string, task: () => Promise<T>): Promise<T> {
-  return Promise.race([
-    task(),
-    deadline.expire().catch(() => {
-      throw deadline.expired(what);
-    }),
-  ]);
+  return deadline.race(task(), what);
 }

@@ -17,7 +17,7 @@ import { inheritedEnvironment } from '../sinks/env.ts';
 import { isSharedDirectory, memoryFilesystemAt, StagedFiles } from '../sinks/file.ts';
 import { readSecretFile } from '../sources/file.ts';
 import { describeSource, parseSourceRef, sourceFileName } from '../sources/reference.ts';
-import { COMMON_HELP, parseSubcommand, remoteContext, writeStdout } from './common.ts';
+import { COMMON_HELP, OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, writeStdout } from './common.ts';
 import type { Subcommand } from './index.ts';
 import { chooseFormat, validateSecret } from './push.ts';
 import { sealForUpload } from './seal.ts';
@@ -97,11 +97,10 @@ export const editCommand: Subcommand = {
 
     // The generation (or version) read is the one the write must still find.
     const reading = remoteContext(parsed);
-    const fetch = { clients: reading.clients, retry: reading.retry, log, maxBytes: 64 * 1024 ** 2 };
-    const { secret: original, version } = await Promise.race([
+    const fetch = { clients: reading.clients, retry: reading.retry, log, maxBytes: OPERATOR_MAX_BYTES };
+    const { secret: original, version } = await reading.deadline.race(
       fetchPlaintext({ uri, ref, kmsKey, masterKey: undefined, format, out: undefined }, ref, fetch),
-      reading.deadline.expire(),
-    ]);
+    );
     if (version === undefined) {
       original.wipe();
       throw new Error(`the ${ref.scheme}:// reader reported no version`); // a bug: fail closed
@@ -139,7 +138,7 @@ export const editCommand: Subcommand = {
           'set $VISUAL or $EDITOR to an editor that exits 0 when you save',
         );
       }
-      const edited = readSecretFile(path, 64 * 1024 ** 2).data;
+      const edited = readSecretFile(path, OPERATOR_MAX_BYTES).data;
       try {
         if (edited.byteLength === 0) {
           throw new UsageError(
@@ -178,7 +177,7 @@ export const editCommand: Subcommand = {
           );
           return `${describeSource(ref)}#${generation}`;
         };
-        const written = await Promise.race([write(), writing.deadline.expire()]);
+        const written = await writing.deadline.race(write());
         writeStdout(Buffer.from(`${written}\n`));
         return 0;
       } finally {

@@ -29,6 +29,7 @@ import {
 } from '../sources/reference.ts';
 import {
   COMMON_HELP,
+  OPERATOR_MAX_BYTES,
   type ParsedSubcommand,
   parseSubcommand,
   type RemoteContext,
@@ -120,7 +121,7 @@ export const pushCommand: Subcommand = {
         throw payloadTooLarge(secretUri(target), plaintext.byteLength);
       }
       const remote = remoteContext(parsed);
-      const written = await Promise.race([write(plaintext, kmsKey, file, remote, parsed), remote.deadline.expire()]);
+      const written = await remote.deadline.race(write(plaintext, kmsKey, file, remote, parsed));
       writeStdout(Buffer.from(`${written}\n`));
       return 0;
     } finally {
@@ -279,7 +280,7 @@ function parseTarget(uri: string): Target {
 
 /** The file, or stdin for "-"; refuses an empty one. */
 export function readInput(file: string): Secret {
-  const { data } = file === '-' ? readStdin() : readSecretFile(file, 64 * 1024 ** 2);
+  const { data } = file === '-' ? readStdin() : readSecretFile(file, OPERATOR_MAX_BYTES);
   if (data.byteLength === 0) {
     throw new UsageError(`${file === '-' ? 'stdin' : file} is empty`, 'refusing to upload an empty secret');
   }
@@ -288,7 +289,7 @@ export function readInput(file: string): Secret {
 
 function readStdin() {
   // Reads to EOF: a pipe's size is unknown up front.
-  return readSecretFile('/dev/stdin', 64 * 1024 ** 2);
+  return readSecretFile('/dev/stdin', OPERATOR_MAX_BYTES);
 }
 
 export function chooseFormat(given: string | undefined, target: SourceRef, file: string): Format {

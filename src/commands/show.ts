@@ -8,7 +8,7 @@ import { fetchPlaintext } from '../run.ts';
 import { guessFormat } from '../sources/env-references.ts';
 import type { FetchContext } from '../sources/index.ts';
 import { parseSourceRef, sourceFileName } from '../sources/reference.ts';
-import { COMMON_HELP, parseSubcommand, remoteContext, writeStdout } from './common.ts';
+import { COMMON_HELP, OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, writeStdout } from './common.ts';
 import type { CommandContext, Subcommand } from './index.ts';
 
 const FLAGS = {
@@ -94,7 +94,7 @@ async function fetchNamed(name: string, help: string, args: number, argv: readon
     clients: remote.clients,
     retry: remote.retry,
     log: parsed.log,
-    maxBytes: 64 * 1024 ** 2,
+    maxBytes: OPERATOR_MAX_BYTES,
   };
   // A .enc name without --kms-key is a Flask-Vault file, as in the main run.
   const flaskVault = kmsKey === undefined && ref.scheme !== 'berglas' && ENCRYPTED_NAME.test(sourceFileName(ref));
@@ -102,6 +102,6 @@ async function fetchNamed(name: string, help: string, args: number, argv: readon
     ? masterKeySource(parsed.values['master-key-file'] ?? context.environ.SECRET_FETCH_MASTER_KEY_FILE, context.environ)
     : undefined;
   const plan = { uri, ref, kmsKey, masterKey, format: detectFormat(sourceFileName(ref)), out: undefined };
-  const { secret } = await Promise.race([fetchPlaintext(plan, ref, fetch), remote.deadline.expire()]);
+  const { secret } = await remote.deadline.race(fetchPlaintext(plan, ref, fetch));
   return { data: secret, uri, name: sourceFileName(ref), key, format: format as Format | 'auto' };
 }

@@ -11,7 +11,7 @@ import { KEY_VERSION_NAME, messageDigest, signatureMetadata, signedMessage } fro
 import { storeSignature } from '../signing/store-signature.ts';
 import { readObject } from '../sources/gcs.ts';
 import { describeSource, parseSourceRef, type SourceRef } from '../sources/reference.ts';
-import { COMMON_HELP, parseSubcommand, remoteContext, type SubcommandSpec } from './common.ts';
+import { COMMON_HELP, OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, type SubcommandSpec } from './common.ts';
 import type { Subcommand } from './index.ts';
 
 const EXAMPLE_KEY = 'projects/p/locations/global/keyRings/r/cryptoKeys/signer/cryptoKeyVersions/1';
@@ -51,9 +51,6 @@ const SPEC = {
   positionals: { min: 0, max: 1 },
 } as const satisfies SubcommandSpec<Record<string, { type: 'string' | 'boolean' }>>;
 
-// As --max-size's default: the object is hashed in memory.
-const MAX_BYTES = 64 * 1024 ** 2;
-
 export const signCommand: Subcommand = {
   async run(argv, context) {
     const parsed = parseSubcommand(SPEC, argv, context);
@@ -88,7 +85,7 @@ export const signCommand: Subcommand = {
         writeSync(1, publicKey.pem.endsWith('\n') ? publicKey.pem : `${publicKey.pem}\n`);
         return 0;
       }
-      const read = await readObject(ref, { clients, retry, log, maxBytes: MAX_BYTES });
+      const read = await readObject(ref, { clients, retry, log, maxBytes: OPERATOR_MAX_BYTES });
       const object = { bucket: ref.bucket, object: ref.object, generation: read.generation };
       const message = signedMessage(object, read.data);
       read.data.fill(0); // only its hash is needed from here on
@@ -110,7 +107,7 @@ export const signCommand: Subcommand = {
       writeSync(1, `${signed}\n`);
       return 0;
     };
-    return await Promise.race([work(), deadline.expire()]);
+    return await deadline.race(work());
   },
 };
 

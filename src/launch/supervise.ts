@@ -33,13 +33,6 @@ export interface SuperviseOptions {
   readonly onStart?: (supervisor: Supervisor) => void;
 }
 
-/** Starts `plan` as a child and resolves to the status secret-fetch should exit with. */
-export function superviseCommand(plan: LaunchPlan, options: SuperviseOptions): Promise<number> {
-  const supervisor = new Supervisor(options);
-  supervisor.start(plan);
-  return supervisor.done;
-}
-
 /**
  * One supervised command at a time. `done` resolves to the status to exit with once the command
  * has exited for good (not when restart() replaces it), or rejects when it cannot be started.
