@@ -6,6 +6,7 @@ import type { Storage } from '@google-cloud/storage';
 import type { AuthClient } from 'google-auth-library';
 import { type ClientAuth, type CredentialsPlan, freshToken, loadCredentials } from './credentials.ts';
 import type { KmsClient } from './decrypt/kms.ts';
+import type { Endpoints } from './endpoints.ts';
 import type { Logger } from './log.ts';
 import type { Retry } from './retry.ts';
 import type { GcsReader } from './sources/gcs-reader.ts';
@@ -23,11 +24,7 @@ export interface Clients {
   secretManagerReader(retry: Retry): Promise<SecretManagerReader>;
 }
 
-export interface Endpoints {
-  readonly storage: string | undefined;
-  readonly kms: string | undefined;
-  readonly secretManager: string | undefined;
-}
+export type { Endpoints } from './endpoints.ts';
 
 /** `ca`: PEM certificates the thin clients trust besides the system roots (--ca-file). */
 export function createClients(

@@ -8,7 +8,8 @@
 // 429 and no answer) and has no switch for it: one of our attempts includes those.
 
 import type { AuthClient, Compute } from 'google-auth-library';
-import { PermissionError, type SecretFetchError, UnavailableError } from './errors.ts';
+import { ENDPOINT_FLAGS, type Endpoints } from './endpoints.ts';
+import { PermissionError, type SecretFetchError, UnavailableError, UsageError } from './errors.ts';
 import type { Retry } from './retry.ts';
 
 /** Where credentials come from, decided from the environment by the CLI (options.ts). */
@@ -209,4 +210,56 @@ export function classifyCredentialError(error: unknown, plan: CredentialsPlan): 
     `the metadata server at ${server} answered with something that is not an access token`,
     METADATA_HINT,
   );
+}
+
+const DETECTION_MODES = ['assume-present', 'none', 'bios-only', 'ping-only'];
+/** Variables set in every Kubernetes pod, and on Cloud Run and Cloud Functions, where a metadata server is expected. */
+const HOSTED = ['KUBERNETES_SERVICE_HOST', 'K_SERVICE', 'CLOUD_RUN_JOB', 'CLOUD_RUN_WORKER_POOL', 'FUNCTION_NAME'];
+const LOOPBACK = /^http:\/\/(127\.[0-9.]+|\[::1\]|localhost)(:[0-9]+)?\/?$/;
+
+/**
+ * Where Google credentials come from, read from the variables google-auth-library reads itself
+ * (GOOGLE_APPLICATION_CREDENTIALS, GCE_METADATA_HOST/IP, METADATA_SERVER_DETECTION), so that
+ * secret-fetch knows when to wait for the metadata server and what to name in its messages.
+ */
+export function credentialsPlan(
+  environ: Readonly<Record<string, string | undefined>>,
+  endpoints: Endpoints,
+): CredentialsPlan {
+  const detection = (environ.METADATA_SERVER_DETECTION ?? '').trim().toLowerCase();
+  if (detection !== '' && !DETECTION_MODES.includes(detection)) {
+    throw new UsageError(
+      `METADATA_SERVER_DETECTION=${environ.METADATA_SERVER_DETECTION} is not known`,
+      `use ${DETECTION_MODES.join(', ')}, or unset it`,
+    );
+  }
+  const host = nonEmpty(environ.GCE_METADATA_IP) ?? nonEmpty(environ.GCE_METADATA_HOST);
+  const credentialsFile = nonEmpty(environ.GOOGLE_APPLICATION_CREDENTIALS);
+  const loopbackAuth = /^(1|true|yes|on)$/i.test(environ.SECRET_FETCH_TEST_LOOPBACK_AUTH ?? '');
+  if (loopbackAuth) {
+    for (const [key, url] of Object.entries(endpoints) as [keyof Endpoints, string | undefined][]) {
+      if (url?.startsWith('http:') && !LOOPBACK.test(url)) {
+        throw new UsageError(
+          `SECRET_FETCH_TEST_LOOPBACK_AUTH would send credentials in clear text to --${ENDPOINT_FLAGS[key]} ${url}`,
+          'it is a test hook for loopback endpoints only: unset it',
+        );
+      }
+    }
+  }
+  return Object.freeze({
+    metadataServer: host === undefined ? 'http://169.254.169.254' : /^https?:\/\//.test(host) ? host : `http://${host}`,
+    expectMetadataServer:
+      credentialsFile === undefined &&
+      detection !== 'none' &&
+      (host !== undefined ||
+        detection === 'assume-present' ||
+        detection === 'ping-only' ||
+        HOSTED.some((name) => nonEmpty(environ[name]) !== undefined)),
+    credentialsFile,
+    loopbackAuth,
+  });
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
 }

@@ -3,14 +3,11 @@
 
 import { SUBCOMMANDS } from './commands/index.ts';
 import { EXIT_CODES } from './errors.ts';
-import { envNameOf, FLAGS } from './options.ts';
+import { envNameOf, renderFlags } from './flags.ts';
+import { FLAGS } from './options.ts';
 
 export function renderHelp(version: string): string {
-  const flags = FLAGS.map((flag) => {
-    const name = `${flag.short ? `-${flag.short}, ` : '    '}--${flag.name}${flag.value ? ` ${flag.value}` : ''}`;
-    const env = flag.env ? ` [${envNameOf(flag.name)}]` : '';
-    return `  ${name.padEnd(28)} ${flag.help}${env}`;
-  });
+  const flags = renderFlags(FLAGS);
   const subcommands = Object.values(SUBCOMMANDS).map(
     (entry) => `       secret-fetch ${entry.usage.padEnd(36)} ${entry.summary}`,
   );

@@ -10,39 +10,47 @@ import { SecretFetchError } from './errors.ts';
 import { parseEntries } from './formats/index.ts';
 import type { Supervisor } from './launch/supervise.ts';
 import { type Logger, show } from './log.ts';
-import type { Options, SourcePlan } from './options.ts';
+import { openSource } from './open-source.ts';
+import type { OnChange, Options, RunSource } from './options.ts';
 import type { Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { refuseLoaderEntries } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
-import { type FetchContext, sourceVersion } from './sources/index.ts';
-import { atVersion, isPinned, type SourceRef } from './sources/reference.ts';
+import { type FetchContext, kindOf, sourceVersion } from './sources/index.ts';
+import { atVersion, isPinned } from './sources/reference.ts';
 
 /** Backoff after failed refreshes doubles the interval up to this (or the interval, if longer). */
 const MAX_BACKOFF_MS = 5 * 60_000;
 
+/** Who hears of a change: the supervised command (--on-change), or the containers sharing a sidecar's files. */
+export type RefreshTarget =
+  | { readonly kind: 'sidecar'; readonly done: Promise<number> }
+  | {
+      readonly kind: 'command';
+      readonly supervisor: Pick<Supervisor, 'done' | 'signal' | 'restart' | 'stop'>;
+      readonly onChange: OnChange;
+      /** The parsed entries per source (for --on-change restart with --env), or undefined. */
+      readonly entries: (SecretEntries | undefined)[] | undefined;
+      /** The command's plan with a new environment, built from `entries` (restart). */
+      readonly relaunch: (entries: readonly (SecretEntries | undefined)[]) => Parameters<Supervisor['restart']>[0];
+    };
+
 export interface RefreshContext {
   readonly options: Options;
+  readonly intervalMs: number;
+  readonly target: RefreshTarget;
   readonly cwd: string;
   readonly log: Logger;
-  /** The supervised command, or a Sidecar (no command) whose done settles on TERM/INT. */
-  readonly supervisor: Pick<Supervisor, 'done' | 'signal' | 'restart' | 'stop'>;
   /** A fresh fetch context for one refresh, with its own --timeout deadline. */
   readonly attempt: () => { readonly fetch: FetchContext; readonly deadline: Deadline };
-  /** Fetches and decrypts `ref` (a pinned version of `plan`'s source). */
-  readonly fetchPlaintext: (plan: SourcePlan, ref: SourceRef, context: FetchContext) => Promise<Secret>;
   /** The version each source was read at (undefined: unknown, the first poll only records it). */
   readonly versions: (string | undefined)[];
-  /** The parsed entries per source (for --on-change restart with --env), or undefined. */
-  readonly entries: (SecretEntries | undefined)[] | undefined;
-  /** The command's plan with a new environment, built from `entries` (restart). */
-  readonly relaunch: (entries: readonly (SecretEntries | undefined)[]) => Parameters<Supervisor['restart']>[0];
 }
 
 /** Polls until `supervisor.done` settles. */
 export function startRefresh(context: RefreshContext): void {
-  const { options, log, supervisor } = context;
-  const interval = options.refreshMs as number;
+  const { log, target } = context;
+  const interval = context.intervalMs;
   let failures = 0;
   let timer: NodeJS.Timeout | undefined;
   let over = false;
@@ -72,7 +80,8 @@ export function startRefresh(context: RefreshContext): void {
     if (timer !== undefined) clearTimeout(timer);
     staged.discard();
   };
-  supervisor.done.then(stop, stop);
+  const done = target.kind === 'sidecar' ? target.done : target.supervisor.done;
+  done.then(stop, stop);
   schedule();
 }
 
@@ -89,13 +98,13 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
 
   // All or nothing: every changed source is fetched, decrypted and parsed before any file moves.
   const secrets: Secret[] = [];
-  const newEntries = context.entries ? [...context.entries] : undefined;
+  const kept = context.target.kind === 'command' ? context.target.entries : undefined;
+  const newEntries = kept ? [...kept] : undefined;
   try {
     for (const { index, version } of changed) {
-      const plan = options.sources[index] as SourcePlan;
+      const plan = options.sources[index] as RunSource;
       // Exactly the version the poll saw, so a second change meanwhile can't slip in unannounced.
-      const ref: SourceRef = atVersion(plan.ref, version);
-      const secret = await context.fetchPlaintext(plan, ref, fetchContext);
+      const { secret } = await openSource(plan, fetchContext, atVersion(plan.ref, version));
       secrets.push(secret);
       if (plan.format !== 'raw') {
         const parsed = await parseEntries(plan.format, secret.text(plan.uri), plan.uri);
@@ -113,15 +122,16 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
     }
     const written = staged.commit();
     for (const { index, version } of changed) versions[index] = version;
-    if (newEntries && context.entries) context.entries.splice(0, newEntries.length, ...newEntries);
+    if (newEntries && kept) kept.splice(0, newEntries.length, ...newEntries);
     const what = changed
       .map(({ index, version }) => {
-        const plan = options.sources[index] as SourcePlan;
-        return `${plan.uri}${describeVersion(plan.ref, version)}`;
+        const plan = options.sources[index] as RunSource;
+        const noun = kindOf(plan.ref).versionNoun;
+        return `${plan.uri}${noun === undefined ? '' : ` (now ${noun} ${version})`}`;
       })
       .join(', ');
     log.info(
-      `${what} changed${written.length ? `: rewrote ${written.map(show).join(', ')}` : ''}; ${applyChange(context, newEntries)}`,
+      `${what} changed${written.length ? `: rewrote ${written.map(show).join(', ')}` : ''}; ${applyChange(context.target, newEntries)}`,
     );
   } finally {
     staged.discard();
@@ -129,33 +139,19 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
   }
 }
 
-function applyChange(context: RefreshContext, entries: (SecretEntries | undefined)[] | undefined): string {
-  const { options, supervisor } = context;
-  const action = options.onChange;
-  if (options.command === undefined) return 'sidecar: the sharing containers read the new files';
-  switch (action.kind) {
+function applyChange(target: RefreshTarget, entries: (SecretEntries | undefined)[] | undefined): string {
+  if (target.kind === 'sidecar') return 'sidecar: the sharing containers read the new files';
+  const { onChange, supervisor } = target;
+  switch (onChange.kind) {
     case 'signal':
-      supervisor.signal(action.signal);
-      return `sent ${action.signal} to the command`;
+      supervisor.signal(onChange.signal);
+      return `sent ${onChange.signal} to the command`;
     case 'restart':
-      supervisor.restart(context.relaunch(entries ?? []));
+      supervisor.restart(target.relaunch(entries ?? []));
       return 'restarting the command';
     case 'exit':
       supervisor.stop();
       return 'stopping the command and exiting (--on-change exit)';
-  }
-}
-
-/** How a changed version reads in the log line: a generation, a secret version, nothing for a file. */
-function describeVersion(ref: SourceRef, version: string): string {
-  switch (ref.scheme) {
-    case 'gs':
-    case 'berglas':
-      return ` (now generation ${version})`;
-    case 'sm':
-      return ` (now version ${version})`;
-    case 'file':
-      return '';
   }
 }
 

@@ -7,7 +7,6 @@ import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { readCaFile } from './ca-file.ts';
 import { type Clients, createClients } from './clients.ts';
-import { decryptWithMasterKey, describeMasterKey } from './decrypt/master-key.ts';
 import { UsageError } from './errors.ts';
 import { type Format, parseEntries } from './formats/index.ts';
 import { checkExecSupported, execCommand } from './launch/exec.ts';
@@ -15,7 +14,8 @@ import { planExec, resolveCommand } from './launch/resolve.ts';
 import { Sidecar } from './launch/sidecar.ts';
 import type { Supervisor } from './launch/supervise.ts';
 import { type Logger, show } from './log.ts';
-import type { Options, SourcePlan } from './options.ts';
+import { openSource, planSource } from './open-source.ts';
+import type { Options } from './options.ts';
 import { type RefreshContext, startRefresh } from './refresh.ts';
 import { createRetry, Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
@@ -28,8 +28,7 @@ import {
   resolveEnvReferences,
 } from './sources/env-references.ts';
 import { fileVersion } from './sources/file.ts';
-import { decryptsItself, type FetchContext, fetchSource } from './sources/index.ts';
-import type { SourceRef } from './sources/reference.ts';
+import type { FetchContext } from './sources/index.ts';
 
 export interface RunContext {
   /** The environment the command inherits (secrets overlay it). */
@@ -49,7 +48,8 @@ export interface RunContext {
 
 /** Runs the whole pipeline; resolves to the exit code when there is no command to exec. */
 export async function run(options: Options, initial: RunContext): Promise<number> {
-  if (options.command !== undefined && !options.supervise) checkExecSupported();
+  const { launch: mode } = options;
+  if (mode.kind === 'exec') checkExecSupported();
   let context = initial;
   const { log } = context;
   // Read before any fetch: a bad bundle stops the run before anything is sent.
@@ -75,8 +75,9 @@ export async function run(options: Options, initial: RunContext): Promise<number
 
   // With --refresh, the version each source is read at (a file's is taken before reading it, so
   // a change during the read is seen by the first poll).
+  const refreshing = (mode.kind === 'supervise' && mode.refresh !== undefined) || mode.kind === 'sidecar';
   const versions: (string | undefined)[] = options.sources.map((plan) =>
-    options.refreshMs !== undefined && plan.ref.scheme === 'file' ? tryFileVersion(plan.ref.path) : undefined,
+    refreshing && plan.ref.scheme === 'file' ? tryFileVersion(plan.ref.path) : undefined,
   );
   // References are parsed before anything is fetched: a malformed one stops the run at once.
   const references = options.resolveReferences ? findEnvReferences(context.environ) : [];
@@ -113,7 +114,7 @@ export async function run(options: Options, initial: RunContext): Promise<number
   const [secrets, resolved] = await Promise.all([
     Promise.all(
       options.sources.map(async (plan, i) => {
-        const { secret, version } = await fetchPlaintext(plan, plan.ref, fetchContext);
+        const { secret, version } = await openSource(plan, fetchContext);
         if (version !== undefined) versions[i] = version;
         return secret;
       }),
@@ -122,24 +123,14 @@ export async function run(options: Options, initial: RunContext): Promise<number
       ? {}
       : resolveEnvReferences(references, {
           fetch: async (reference) =>
+            // The run does not parse a reference's secret (raw); its kind and ?kms-key= decide the decrypt.
             (
-              await fetchPlaintext(
-                {
-                  uri: reference.uri,
-                  ref: reference.ref,
-                  kmsKey: reference.kmsKey,
-                  masterKey: undefined,
-                  format: 'raw',
-                  out: undefined,
-                },
-                reference.ref,
-                {
-                  ...fetchContext,
-                  // Warnings and a timeout name the variable, as every other failure of a reference does.
-                  retry: createRetry({ log, deadline: context.deadline, owner: `$${reference.variable}` }),
-                  kmsKeyOption: '?kms-key=',
-                },
-              )
+              await openSource(planSource({ ...reference, format: 'raw' }), {
+                ...fetchContext,
+                // Warnings and a timeout name the variable, as every other failure of a reference does.
+                retry: createRetry({ log, deadline: context.deadline, owner: `$${reference.variable}` }),
+                kmsKeyOption: '?kms-key=',
+              })
             ).secret,
           stage: (path, data) => context.staged.stage(resolve(context.cwd, path), data, fileOptions),
           tempfileDir: options.tempfileDir,
@@ -170,67 +161,72 @@ export async function run(options: Options, initial: RunContext): Promise<number
 
     const env = commandEnvironment(context.environ, entries);
     // The command is found with the PATH secret-fetch was given, never a secret's (the command still gets that).
-    const launch = options.command
-      ? planLaunch(options.command, options.chdir, inheritedPath(initial.environ), context.cwd)
-      : undefined;
+    const launch =
+      mode.kind === 'exec' || mode.kind === 'supervise'
+        ? planLaunch(mode.command, mode.chdir, inheritedPath(initial.environ), context.cwd)
+        : undefined;
 
     options.sources.forEach((plan, i) => {
       if (plan.out === undefined) return;
       context.staged.stage(resolve(context.cwd, plan.out), (secrets[i] as Secret).reveal(), fileOptions);
     });
     // Under --supervise --cleanup the directories stay open, to remove each file where it was written.
-    const held = options.supervise && options.cleanup ? context.staged.commitHeld() : undefined;
+    const held = mode.kind === 'supervise' && mode.cleanup ? context.staged.commitHeld() : undefined;
     const written = held?.map((file) => file.target) ?? context.staged.commit();
     for (const path of written)
       log.debug(`wrote ${show(path)} (mode ${options.fileMode.toString(8).padStart(4, '0')})`);
     if (options.readyFile !== undefined) writeReadyFile(resolve(context.cwd, options.readyFile), options, log);
 
-    if (launch === undefined && options.refreshMs !== undefined) {
-      // Sidecar: keep the files fresh for another container sharing the volume.
-      for (const secret of secrets) secret.wipe();
-      const sidecar = new Sidecar(log, context.onSupervise);
-      startRefresh({
-        ...refreshContext(options, context, fetchContext, versions),
-        supervisor: sidecar,
-        entries: undefined,
-        relaunch: () => {
-          throw new Error('a sidecar has no command to restart');
-        },
-      });
-      return await sidecar.done;
-    }
-    if (launch === undefined) return 0;
-    log.debug(
-      `${options.supervise ? 'supervise' : 'exec'} ${launch.file}${entries.length ? ` with ${entries.reduce((n, e) => n + e.size, 0)} secret variables` : ''}`,
-    );
-    if (options.supervise) {
-      for (const secret of secrets) secret.wipe(); // the supervisor stays: keep no plaintext
-      const supervise = { graceMs: options.graceMs, cleanup: held ?? [], log };
-      // Loaded here only: node:child_process (and the net and stream modules it brings) costs the
-      // exec path several ms at start.
-      const { Supervisor } = await import('./launch/supervise.ts');
-      const supervisor = new Supervisor(
-        context.onSupervise ? { ...supervise, onStart: context.onSupervise } : supervise,
-      );
-      supervisor.start({ ...launch, env });
-      if (options.refreshMs !== undefined) {
-        const keepEntries = options.injectEnv && options.onChange.kind === 'restart';
+    switch (mode.kind) {
+      case 'init':
+        return 0;
+      case 'sidecar': {
+        // Keep the files fresh for another container sharing the volume.
+        for (const secret of secrets) secret.wipe();
+        const sidecar = new Sidecar(log, context.onSupervise);
         startRefresh({
           ...refreshContext(options, context, fetchContext, versions),
+          intervalMs: mode.refresh.intervalMs,
+          target: { kind: 'sidecar', done: sidecar.done },
+        });
+        return await sidecar.done;
+      }
+      case 'exec':
+        log.debug(`exec ${(launch as CommandPlan).file}${describeEntries(entries)}`);
+        return await execCommand({ ...(launch as CommandPlan), env });
+    }
+    // --supervise: the command runs as a child and secret-fetch stays.
+    const plan = launch as CommandPlan;
+    log.debug(`supervise ${plan.file}${describeEntries(entries)}`);
+    for (const secret of secrets) secret.wipe(); // the supervisor stays: keep no plaintext
+    const supervise = { graceMs: mode.graceMs, cleanup: held ?? [], log };
+    // Loaded here only: node:child_process (and the net and stream modules it brings) costs the
+    // exec path several ms at start.
+    const { Supervisor } = await import('./launch/supervise.ts');
+    const supervisor = new Supervisor(context.onSupervise ? { ...supervise, onStart: context.onSupervise } : supervise);
+    supervisor.start({ ...plan, env });
+    if (mode.refresh !== undefined) {
+      const { onChange } = mode.refresh;
+      const keepEntries = options.injectEnv && onChange.kind === 'restart';
+      startRefresh({
+        ...refreshContext(options, context, fetchContext, versions),
+        intervalMs: mode.refresh.intervalMs,
+        target: {
+          kind: 'command',
           supervisor,
+          onChange,
           entries: keepEntries ? bySource : undefined,
           relaunch: (current) => ({
-            ...launch,
+            ...plan,
             env: commandEnvironment(
               context.environ,
               current.filter((e): e is SecretEntries => e !== undefined),
             ),
           }),
-        });
-      }
-      return await supervisor.done;
+        },
+      });
     }
-    return await execCommand({ ...launch, env });
+    return await supervisor.done;
   } finally {
     for (const secret of secrets) secret.wipe();
   }
@@ -265,7 +261,7 @@ function refreshContext(
   context: RunContext,
   fetchContext: FetchContext,
   versions: (string | undefined)[],
-): Pick<RefreshContext, 'options' | 'cwd' | 'log' | 'versions' | 'attempt' | 'fetchPlaintext'> {
+): Pick<RefreshContext, 'options' | 'cwd' | 'log' | 'versions' | 'attempt'> {
   const { log } = context;
   return {
     options,
@@ -274,13 +270,14 @@ function refreshContext(
     versions,
     attempt: () => {
       const deadline = new Deadline(options.timeoutMs);
-      return {
-        fetch: { ...fetchContext, retry: createRetry({ log, deadline }) },
-        deadline,
-      };
+      return { fetch: { ...fetchContext, retry: createRetry({ log, deadline }) }, deadline };
     },
-    fetchPlaintext: async (plan, ref, refreshContext) => (await fetchPlaintext(plan, ref, refreshContext)).secret,
   };
+}
+
+/** " with N secret variables" for the launch's debug line, or nothing. */
+function describeEntries(entries: readonly SecretEntries[]): string {
+  return entries.length ? ` with ${entries.reduce((n, e) => n + e.size, 0)} secret variables` : '';
 }
 
 /** --ready-file: written atomically (temp file, rename) beside its target, no secret in it. */
@@ -300,52 +297,14 @@ function writeReadyFile(path: string, options: Options, log: Logger): void {
   log.debug(`wrote the ready file ${show(path)}`);
 }
 
-export async function fetchPlaintext(
-  plan: SourcePlan,
-  ref: SourceRef,
-  context: FetchContext,
-): Promise<{ secret: Secret; version: string | undefined }> {
-  const fetched = await fetchSource(ref, context, plan.kmsKey);
-  if (context.verifyKey !== undefined && fetched.signatureVerified !== true) {
-    fetched.data.wipe();
-    throw new Error(`the ${ref.scheme}:// reader ignored --verify-key`); // a bug: fail closed
-  }
-  context.log.debug(
-    `fetched ${plan.uri}${fetched.version ? ` at ${ref.scheme === 'sm' ? 'version' : 'generation'} ${fetched.version}` : ''}: ${fetched.data.byteLength} bytes`,
-  );
-  if (plan.masterKey !== undefined) {
-    context.log.debug(
-      `decrypting ${plan.uri} as a Flask-Vault file with the master key from ${describeMasterKey(plan.masterKey)}`,
-    );
-    try {
-      return {
-        secret: decryptWithMasterKey(fetched.data.reveal(), plan.masterKey, plan.uri),
-        version: fetched.version,
-      };
-    } finally {
-      fetched.data.wipe();
-    }
-  }
-  if (plan.kmsKey === undefined || decryptsItself(ref)) return { secret: fetched.data, version: fetched.version };
-  try {
-    const client = await context.clients.kms(context.retry);
-    const { decryptSecret } = await import('./decrypt/index.ts');
-    const secret = await decryptSecret(
-      client,
-      { keyName: plan.kmsKey, data: fetched.data.reveal(), what: plan.uri },
-      context.retry,
-    );
-    return { secret, version: fetched.version };
-  } finally {
-    fetched.data.wipe();
-  }
-}
-
 /** PATH as secret-fetch inherited it; a PATH that is itself a reference counts as unset. */
 function inheritedPath(environ: Readonly<Record<string, string | undefined>>): string | undefined {
   const path = environ.PATH;
   return path !== undefined && looksLikeReference(path) ? undefined : path;
 }
+
+/** The command found (by the PATH secret-fetch was given) and its working directory; its env comes last. */
+type CommandPlan = ReturnType<typeof planLaunch>;
 
 function planLaunch(command: readonly string[], chdir: string | undefined, path: string | undefined, cwd: string) {
   const [name, ...args] = command as [string, ...string[]];

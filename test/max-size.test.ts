@@ -2,7 +2,8 @@
 
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../src/errors.ts';
-import { parseInvocation, parseSize } from '../src/options.ts';
+import { parseSize } from '../src/flags.ts';
+import { parseInvocation } from '../src/options.ts';
 
 function maxBytes(argv: string[], env: Record<string, string> = {}): number {
   const invocation = parseInvocation(['--source', 'file:/run/a.env', '--env', ...argv], env);

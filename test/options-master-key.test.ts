@@ -4,8 +4,14 @@
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { EXIT, UsageError } from '../src/errors.ts';
-import { parseInvocation } from '../src/options.ts';
+import { parseInvocation, type RunSource } from '../src/options.ts';
 import { masterKeyText, newKey, urlsafeBase64 } from './fixtures/flask-vault.ts';
+
+/** The master key a source is decrypted with, if it is a Flask-Vault file. */
+const masterKeyOf = (s: RunSource | undefined) => (s?.decrypt.kind === 'flask-vault' ? s.decrypt.masterKey : undefined);
+/** The Cloud KMS key a source is decrypted with, or the key a berglas object must name. */
+const kmsKeyOf = (s: RunSource | undefined) =>
+  s?.decrypt.kind === 'kms' ? s.decrypt.key : s?.decrypt.kind === 'self' ? s.decrypt.kmsKey : undefined;
 
 const KMS = 'projects/p/locations/global/keyRings/r/cryptoKeys/k';
 const KEY_TEXT = masterKeyText(newKey(32));
@@ -40,7 +46,7 @@ describe('the master key', () => {
       '/run/keys/master.key',
       '--env',
     ]);
-    expect(o.sources.map((s) => [s.format, s.masterKey, s.kmsKey])).toEqual([
+    expect(o.sources.map((s) => [s.format, masterKeyOf(s), kmsKeyOf(s)])).toEqual([
       ['yaml', { kind: 'file', path: '/run/keys/master.key' }, undefined],
       ['toml', { kind: 'file', path: '/run/keys/master.key' }, undefined],
       ['json', undefined, undefined],
@@ -49,17 +55,19 @@ describe('the master key', () => {
 
   it('takes the file from SECRET_FETCH_MASTER_KEY_FILE, and the flag wins over it', () => {
     const env = { SECRET_FETCH_MASTER_KEY_FILE: '/from/env/master.key' };
-    expect(options(['--source', 'c.yml.enc', '--env'], env).sources[0]?.masterKey).toEqual({
+    expect(masterKeyOf(options(['--source', 'c.yml.enc', '--env'], env).sources[0])).toEqual({
       kind: 'file',
       path: '/from/env/master.key',
     });
     expect(
-      options(['--source', 'c.yml.enc', '--env', '--master-key-file', '/flag/master.key'], env).sources[0]?.masterKey,
+      masterKeyOf(options(['--source', 'c.yml.enc', '--env', '--master-key-file', '/flag/master.key'], env).sources[0]),
     ).toEqual({ kind: 'file', path: '/flag/master.key' });
   });
 
   it.each(['CREDENTIALS.YML.ENC', 'secrets.env.enc', 'settings.cfg.enc', 'blob.enc'])('applies to %s', (name) => {
-    expect(options(['--source', name, '--out', '/dev/shm/x', '--master-key-file', 'k']).sources[0]?.masterKey).toEqual({
+    expect(
+      masterKeyOf(options(['--source', name, '--out', '/dev/shm/x', '--master-key-file', 'k']).sources[0]),
+    ).toEqual({
       kind: 'file',
       path: 'k',
     });
@@ -67,7 +75,7 @@ describe('the master key', () => {
 
   it('leaves a berglas:// object, which names its own key, to its reader', () => {
     expect(options(['--source', 'berglas://vault/app.yml.enc', '--env']).sources[0]).toMatchObject({
-      masterKey: undefined,
+      decrypt: { kind: 'self', kmsKey: undefined },
       format: 'yaml',
     });
     expect(
@@ -79,18 +87,18 @@ describe('the master key', () => {
         '--master-key-file',
         'k',
         '--env',
-      ]).sources.map((s) => s.masterKey),
+      ]).sources.map(masterKeyOf),
     ).toEqual([undefined, { kind: 'file', path: 'k' }]);
   });
 
   it('leaves a source with --kms-key to Cloud KMS', () => {
     const o = options(['--source', 'gs://vault/a.yml.enc', '--kms-key', KMS, '--env']);
-    expect(o.sources[0]).toMatchObject({ kmsKey: KMS, masterKey: undefined, format: 'yaml' });
+    expect(o.sources[0]).toMatchObject({ decrypt: { kind: 'kms', key: KMS }, format: 'yaml' });
   });
 
   it('holds SECRET_FETCH_MASTER_KEY as a Secret that never prints', () => {
     const o = options(['--source', 'c.toml.enc', '--env'], { SECRET_FETCH_MASTER_KEY: `${KEY_TEXT}\n` });
-    const source = o.sources[0]?.masterKey;
+    const source = masterKeyOf(o.sources[0]);
     expect(source?.kind).toBe('variable');
     if (source?.kind !== 'variable') throw new Error('unreachable');
     expect(source.name).toBe('SECRET_FETCH_MASTER_KEY');
@@ -103,13 +111,13 @@ describe('the master key', () => {
   it.each([16, 24, 32] as const)('accepts a %d-byte key in SECRET_FETCH_MASTER_KEY', (n) => {
     const text = masterKeyText(newKey(n));
     expect(
-      options(['--source', 'c.yml.enc', '--env'], { SECRET_FETCH_MASTER_KEY: text }).sources[0]?.masterKey,
+      masterKeyOf(options(['--source', 'c.yml.enc', '--env'], { SECRET_FETCH_MASTER_KEY: text }).sources[0]),
     ).toBeDefined();
   });
 
   it('treats an empty SECRET_FETCH_MASTER_KEY as absent', () => {
     expect(
-      options(['--source', 'c.yml', '--env'], { SECRET_FETCH_MASTER_KEY: '' }).sources[0]?.masterKey,
+      masterKeyOf(options(['--source', 'c.yml', '--env'], { SECRET_FETCH_MASTER_KEY: '' }).sources[0]),
     ).toBeUndefined();
   });
 });
@@ -142,8 +150,7 @@ describe('the master key: refused before any I/O', () => {
   it('copies a raw .enc source without a key as it is (ciphertext for the app to open)', () => {
     expect(options(['--source', 'blob.enc', '--out', '/dev/shm/x']).sources[0]).toMatchObject({
       format: 'raw',
-      masterKey: undefined,
-      kmsKey: undefined,
+      decrypt: { kind: 'none' },
     });
   });
 

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { EXIT, UsageError } from '../src/errors.ts';
-import { parseDuration, parseInvocation, parseMode, parseOnChange } from '../src/options.ts';
+import { parseDuration, parseMode } from '../src/flags.ts';
+import { parseOnChange } from '../src/launch/mode.ts';
+import { parseInvocation } from '../src/options.ts';
 
 const KEY = 'projects/p/locations/global/keyRings/r/cryptoKeys/k';
 
@@ -40,13 +42,12 @@ describe('parseInvocation', () => {
     expect(o.sources[0]).toMatchObject({
       uri: 'gs://vault/secrets.cfg.enc',
       ref: { scheme: 'gs', bucket: 'vault', object: 'secrets.cfg.enc' },
-      kmsKey: KEY,
+      decrypt: { kind: 'kms', key: KEY },
       format: 'pyfile',
       out: '/run/secrets/app.cfg',
     });
     // Flags after -- belong to the command, even ones secret-fetch also has.
-    expect(o.command).toEqual(['gunicorn', '--chdir', '/app', 'app:app']);
-    expect(o.chdir).toBeUndefined();
+    expect(o.launch).toEqual({ kind: 'exec', command: ['gunicorn', '--chdir', '/app', 'app:app'], chdir: undefined });
     expect(o.fileMode).toBe(0o400);
     expect(o.injectEnv).toBe(false);
     expect(o.timeoutMs).toBe(30_000);
@@ -108,7 +109,7 @@ describe('parseInvocation', () => {
       '--format',
       'yaml',
     ]);
-    expect(o.sources.map((s) => [s.out, s.kmsKey, s.format])).toEqual([
+    expect(o.sources.map((s) => [s.out, s.decrypt.kind === 'kms' && s.decrypt.key, s.format])).toEqual([
       ['/s/one', KEY, 'json'],
       ['/s/two', KEY, 'yaml'],
     ]);
@@ -220,15 +221,17 @@ describe('--supervise, --grace, --cleanup, --refresh, --on-change', () => {
 
   it('defaults to exec, and to a 10s grace and SIGHUP when supervising', () => {
     const exec = options([...base, '--', 'app']);
-    expect(exec).toMatchObject({ supervise: false, cleanup: false, refreshMs: undefined });
+    expect(exec.launch).toEqual({ kind: 'exec', command: ['app'], chdir: undefined });
     const supervised = options([...base, '--supervise', '--cleanup', '--refresh', '5m', '--', 'app']);
-    expect(supervised).toMatchObject({
-      supervise: true,
+    expect(supervised.launch).toEqual({
+      kind: 'supervise',
+      command: ['app'],
+      chdir: undefined,
       cleanup: true,
       graceMs: 10_000,
-      refreshMs: 300_000,
-      onChange: { kind: 'signal', signal: 'SIGHUP' },
+      refresh: { intervalMs: 300_000, onChange: { kind: 'signal', signal: 'SIGHUP' } },
     });
+    expect(options([...base, '--supervise', '--', 'app']).launch).toMatchObject({ refresh: undefined });
   });
 
   it('reads the variables, and on-change actions and signal names', () => {
@@ -238,8 +241,11 @@ describe('--supervise, --grace, --cleanup, --refresh, --on-change', () => {
       SECRET_FETCH_REFRESH: '30s',
       SECRET_FETCH_ON_CHANGE: 'usr1',
     });
-    expect(o).toMatchObject({ supervise: true, graceMs: 2000, refreshMs: 30_000 });
-    expect(o.onChange).toEqual({ kind: 'signal', signal: 'SIGUSR1' });
+    expect(o.launch).toMatchObject({
+      kind: 'supervise',
+      graceMs: 2000,
+      refresh: { intervalMs: 30_000, onChange: { kind: 'signal', signal: 'SIGUSR1' } },
+    });
     expect(parseOnChange('restart')).toEqual({ kind: 'restart' });
     expect(parseOnChange('exit')).toEqual({ kind: 'exit' });
     expect(parseOnChange('SIGTERM')).toEqual({ kind: 'signal', signal: 'SIGTERM' });
@@ -247,11 +253,10 @@ describe('--supervise, --grace, --cleanup, --refresh, --on-change', () => {
 
   it('runs as a sidecar with --refresh and no command, and takes --ready-file in any mode', () => {
     expect(options([...base, '--refresh', '1m', '--ready-file', '/dev/shm/ready'])).toMatchObject({
-      command: undefined,
-      supervise: false,
-      refreshMs: 60_000,
+      launch: { kind: 'sidecar', refresh: { intervalMs: 60_000 } },
       readyFile: '/dev/shm/ready',
     });
+    expect(options([...base]).launch).toEqual({ kind: 'init' });
     expect(options([...base], { SECRET_FETCH_READY_FILE: '/dev/shm/r' }).readyFile).toBe('/dev/shm/r');
     expect(options([...base, '--', 'app']).readyFile).toBeUndefined();
     expect(usageError([...base, '--refresh', '1s', '--on-change', 'exit']).message).toMatch(/sidecar has nothing/);

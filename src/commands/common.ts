@@ -3,40 +3,44 @@
 // with an example, and a run context of clients, retry policy and deadline.
 
 import { writeSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { readCaFile } from '../ca-file.ts';
-import { type Clients, createClients, type Endpoints } from '../clients.ts';
-import type { CredentialsPlan } from '../credentials.ts';
+import { type Clients, createClients } from '../clients.ts';
+import { type CredentialsPlan, credentialsPlan } from '../credentials.ts';
+import { type Endpoints, parseEndpoints, storageEndpoint } from '../endpoints.ts';
 import { UsageError } from '../errors.ts';
+import { type FlagSpec, parseDuration, parseFlags, parseLogFormat, renderFlags } from '../flags.ts';
 import type { LogFormat, Logger } from '../log.ts';
-import { credentialsPlan, envNameOf, parseDuration, parseEndpoints, storageEndpoint } from '../options.ts';
+import { FLAGS } from '../options.ts';
 import { createRetry, Deadline, type Retry } from '../retry.ts';
 import type { CommandContext } from './index.ts';
 
-export interface SubcommandFlag {
-  readonly type: 'string' | 'boolean';
-  readonly multiple?: boolean;
-  readonly short?: string;
-}
-
-export interface SubcommandSpec<F extends Record<string, SubcommandFlag>> {
+export interface SubcommandSpec<F extends readonly FlagSpec[]> {
   readonly name: string;
-  /** Printed for --help: usage line, what it does, flags and at least one example. */
-  readonly help: string;
+  /** The usage lines and what it does, printed first by --help. */
+  readonly about: string;
+  /** Its own flags; --help renders them, then the common ones. */
   readonly flags: F;
+  /** Printed after the flags: permissions, examples (at least one). */
+  readonly more: string;
   /** How many positional arguments it takes. */
   readonly positionals: { readonly min: number; readonly max: number };
 }
 
-type FlagValue<S extends SubcommandFlag> = S['type'] extends 'boolean'
+type FlagValue<S extends FlagSpec> = S['type'] extends 'boolean'
   ? boolean | undefined
   : S['multiple'] extends true
     ? string[] | undefined
     : string | undefined;
 
-export interface ParsedSubcommand<F extends Record<string, SubcommandFlag>> {
-  readonly values: { readonly [K in keyof F]: FlagValue<F[K]> };
+export type SubcommandValues<F extends readonly FlagSpec[]> = {
+  readonly [S in F[number] as S['name']]: FlagValue<S>;
+};
+
+export interface ParsedSubcommand<F extends readonly FlagSpec[]> {
+  readonly values: SubcommandValues<F>;
   readonly positionals: readonly string[];
+  /** The flags whose value came from their SECRET_FETCH_* variable, not from argv. */
+  readonly fromEnv: ReadonlySet<string>;
   readonly endpoints: Endpoints;
   readonly credentials: CredentialsPlan;
   /** --ca-file: PEM certificates trusted besides the system roots (by the thin clients). */
@@ -47,52 +51,56 @@ export interface ParsedSubcommand<F extends Record<string, SubcommandFlag>> {
   readonly logFormat: LogFormat;
 }
 
-const COMMON = {
-  'storage-endpoint': { type: 'string' },
-  'kms-endpoint': { type: 'string' },
-  'secret-manager-endpoint': { type: 'string' },
-  'ca-file': { type: 'string' },
-  timeout: { type: 'string' },
-  'log-format': { type: 'string' },
-  verbose: { type: 'boolean', short: 'v' },
-  help: { type: 'boolean', short: 'h' },
-} as const satisfies Record<string, SubcommandFlag>;
+const COMMON_NAMES = [
+  'storage-endpoint',
+  'kms-endpoint',
+  'secret-manager-endpoint',
+  'ca-file',
+  'timeout',
+  'log-format',
+  'verbose',
+  'help',
+];
 
-/** Common flags, one per line, for the help texts. */
-export const COMMON_HELP = `Common flags (each also read from SECRET_FETCH_<FLAG> when absent):
-  --storage-endpoint URL, --kms-endpoint URL, --secret-manager-endpoint URL   (http:// uses no credentials)
-  --ca-file PATH   (PEM bundle of CAs to trust besides the system roots)
-  --timeout DURATION (default 30s), --log-format text|json, -v/--verbose, -h/--help`;
+/** The flags every subcommand takes, as the main run has them (same help, same variables). */
+export const COMMON_FLAGS: readonly FlagSpec[] = COMMON_NAMES.map((name) => {
+  const flag = FLAGS.find((f) => f.name === name);
+  if (flag === undefined) throw new Error(`no main-run flag --${name}`);
+  return flag;
+});
+
+/** A subcommand's --help: what it does, its flags and the common ones (from the specs), then the rest. */
+export function renderSubcommandHelp(spec: SubcommandSpec<readonly FlagSpec[]>): string {
+  return [
+    spec.about.trimEnd(),
+    '',
+    ...(spec.flags.length > 0
+      ? ['Flags (each with a variable in brackets also reads it when absent):', ...renderFlags(spec.flags), '']
+      : []),
+    'Common flags:',
+    ...renderFlags(COMMON_FLAGS),
+    '',
+    spec.more.trimEnd(),
+    '',
+  ].join('\n');
+}
 
 /** Parses a subcommand's argv; undefined means --help was printed (exit 0). */
-export function parseSubcommand<F extends Record<string, SubcommandFlag>>(
+export function parseSubcommand<F extends readonly FlagSpec[]>(
   spec: SubcommandSpec<F>,
   argv: readonly string[],
   context: CommandContext,
 ): ParsedSubcommand<F> | undefined {
-  let values: Record<string, unknown>;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: [...argv],
-      options: { ...COMMON, ...spec.flags },
-      strict: true,
-      allowPositionals: true,
-    }));
-  } catch (error) {
-    const message = error instanceof Error ? (error.message.split('. ')[0] ?? error.message) : String(error);
-    throw new UsageError(`${spec.name}: ${message.replace(/\.$/, '')}`, `see secret-fetch ${spec.name} --help`);
-  }
+  const { values, positionals, fromEnv } = parseFlags(
+    [...COMMON_FLAGS, ...spec.flags],
+    argv,
+    context.environ,
+    spec.name,
+  );
   if (values.help === true) {
-    writeSync(1, spec.help.endsWith('\n') ? spec.help : `${spec.help}\n`);
+    writeSync(1, renderSubcommandHelp(spec));
     return undefined;
   }
-  const fromEnv = (flag: keyof typeof COMMON): string | undefined => {
-    const given = values[flag];
-    if (typeof given === 'string') return given;
-    const env = context.environ[envNameOf(flag)];
-    return env === undefined || env === '' ? undefined : env;
-  };
   const { min, max } = spec.positionals;
   if (positionals.length < min || positionals.length > max) {
     throw new UsageError(
@@ -100,25 +108,23 @@ export function parseSubcommand<F extends Record<string, SubcommandFlag>>(
       `see secret-fetch ${spec.name} --help`,
     );
   }
-  const logFormat = fromEnv('log-format') ?? 'text';
-  if (logFormat !== 'text' && logFormat !== 'json') {
-    throw new UsageError(`--log-format ${logFormat} is not known`, 'use text or json');
-  }
-  const verbose = values.verbose === true || /^(1|true|yes|on)$/i.test(context.environ.SECRET_FETCH_VERBOSE ?? '');
-  const log = context.useLogger({ format: logFormat, verbose });
-  const caFile = fromEnv('ca-file');
+  const text = (flag: string) => values[flag] as string | undefined;
+  const logFormat = parseLogFormat(text('log-format'));
+  const log = context.useLogger({ format: logFormat, verbose: values.verbose === true });
+  const caFile = text('ca-file');
   const endpoints = parseEndpoints({
-    storage: storageEndpoint(fromEnv('storage-endpoint'), context.environ),
-    kms: fromEnv('kms-endpoint'),
-    secretManager: fromEnv('secret-manager-endpoint'),
+    storage: storageEndpoint(text('storage-endpoint'), context.environ),
+    kms: text('kms-endpoint'),
+    secretManager: text('secret-manager-endpoint'),
   });
   return {
-    values: values as ParsedSubcommand<F>['values'],
+    values: values as SubcommandValues<F>,
     positionals,
+    fromEnv,
     endpoints,
     credentials: credentialsPlan(context.environ, endpoints),
     ca: caFile === undefined ? undefined : readCaFile(caFile),
-    timeoutMs: parseDuration('timeout', fromEnv('timeout') ?? '30s'),
+    timeoutMs: parseDuration('timeout', text('timeout') ?? '30s'),
     log,
     logFormat,
   };
@@ -137,7 +143,9 @@ export interface RemoteContext {
 }
 
 /** Clients, one retry policy and the --timeout deadline for a subcommand's remote calls. */
-export function remoteContext(parsed: ParsedSubcommand<Record<string, SubcommandFlag>>): RemoteContext {
+export function remoteContext(
+  parsed: Pick<ParsedSubcommand<readonly FlagSpec[]>, 'endpoints' | 'credentials' | 'ca' | 'log' | 'timeoutMs'>,
+): RemoteContext {
   const deadline = new Deadline(parsed.timeoutMs);
   return {
     clients: createClients(parsed.endpoints, parsed.credentials, undefined, parsed.ca),

@@ -6,9 +6,10 @@
 // decrypts anything, so it cannot print a secret.
 
 import type { Endpoints } from '../clients.ts';
+import { validateKmsKey } from '../decrypt/kms.ts';
 import { EXIT, UsageError } from '../errors.ts';
+import { type FlagSpec, perSource } from '../flags.ts';
 import { show } from '../log.ts';
-import { envNameOf, envValue, FLAGS, perSource, validateKmsKey } from '../options.ts';
 import type { Deadline } from '../retry.ts';
 import { berglasKeyName } from '../sources/berglas.ts';
 import {
@@ -19,7 +20,7 @@ import {
   type SourceRef,
 } from '../sources/reference.ts';
 import {
-  COMMON_HELP,
+  type ParsedSubcommand,
   parseSubcommand,
   type RemoteContext,
   remoteContext,
@@ -43,7 +44,35 @@ import { checkSecret } from './doctor/secretmanager.ts';
 import { checkBucket, type FollowUp } from './doctor/storage.ts';
 import type { Subcommand } from './index.ts';
 
-const HELP = `Usage: secret-fetch doctor [SOURCE...] [--kms-key NAME] [--out PATH] [--allow-disk] [flags]
+const FLAGS = [
+  {
+    name: 'source',
+    type: 'string',
+    multiple: true,
+    value: 'URI',
+    env: true,
+    help: 'a source, like SOURCE; repeatable',
+  },
+  {
+    name: 'kms-key',
+    type: 'string',
+    multiple: true,
+    value: 'NAME',
+    env: true,
+    help: 'once for all sources or once per source, in order',
+  },
+  { name: 'out', type: 'string', multiple: true, value: 'PATH', env: true, help: 'once per source, in order' },
+  {
+    name: 'allow-disk',
+    type: 'boolean',
+    env: true,
+    help: 'an --out directory that is not tmpfs is a warning, not a failure',
+  },
+] as const satisfies readonly FlagSpec[];
+
+export const DOCTOR: SubcommandSpec<typeof FLAGS> = {
+  name: 'doctor',
+  about: `Usage: secret-fetch doctor [SOURCE...] [--kms-key NAME] [--out PATH] [--allow-disk] [flags]
 
 Checks what a run with these sources, keys and --out paths needs, without downloading or
 decrypting anything: which credentials are found (kind, email, project); whether each source can
@@ -53,19 +82,12 @@ the secret and, given secretmanager.versions.get, the version's metadata; Cloud 
 cloudkms.cryptoKeyVersions.useToDecrypt on the key; files: can be opened); whether each --out
 directory exists, is tmpfs or ramfs, and is writable. One line per check (ok, FAIL, warn), and under
 each failure the fix: for a missing permission, the gcloud command with the names filled in.
+With --log-format json: one JSON object per check on stdout (check, status, resource, message, fix, exitCode).
 
 Without SOURCE or --source, it reads SECRET_FETCH_SOURCE, SECRET_FETCH_KMS_KEY, SECRET_FETCH_OUT and
-SECRET_FETCH_ALLOW_DISK as the main run does: run in the container, it checks what the entrypoint will do.
-
-Flags (each also read from the variable in brackets when absent):
-  --source URI       a source, like SOURCE; repeatable [SECRET_FETCH_SOURCE]
-  --kms-key NAME     once for all sources or once per source, in order [SECRET_FETCH_KMS_KEY]
-  --out PATH         once per source, in order [SECRET_FETCH_OUT]
-  --allow-disk       an --out directory that is not tmpfs is a warning, not a failure [SECRET_FETCH_ALLOW_DISK]
-  --log-format json  one JSON object per check on stdout: check, status, resource, message, fix, exitCode
-${COMMON_HELP}
-
-Examples:
+SECRET_FETCH_ALLOW_DISK as the main run does: run in the container, it checks what the entrypoint will do.`,
+  flags: FLAGS,
+  more: `Examples:
   secret-fetch doctor gs://vault/app.cfg.enc \\
     --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k --out /run/secrets/app.cfg
   kubectl exec deploy/web -- /secret-fetch doctor     (the container's own SECRET_FETCH_* settings)
@@ -77,34 +99,15 @@ Exit codes: 0 when no check failed (warnings do not fail); otherwise the most im
   ${EXIT.format}  format: a berglas:// object has no usable berglas-kms-key metadata
   ${EXIT.output}  output: an --out directory is missing, not tmpfs, not writable, or writable by every user; or its target is not a regular file
   ${EXIT.unavailable}  unavailable: a service failed or the --timeout deadline passed
-  ${EXIT.usage}  usage: a bad flag or value (nothing was checked)
-`;
-
-const SPEC = {
-  name: 'doctor',
-  help: HELP,
-  flags: {
-    source: { type: 'string', multiple: true },
-    'kms-key': { type: 'string', multiple: true },
-    out: { type: 'string', multiple: true },
-    'allow-disk': { type: 'boolean' },
-  },
+  ${EXIT.usage}  usage: a bad flag or value (nothing was checked)`,
   positionals: { min: 0, max: Number.POSITIVE_INFINITY },
-} as const satisfies SubcommandSpec<Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>>;
+};
 
 export const doctorCommand: Subcommand = {
   run: async (argv, context) => {
-    const parsed = parseSubcommand(SPEC, argv, context);
+    const parsed = parseSubcommand(DOCTOR, argv, context);
     if (parsed === undefined) return 0;
-    const plan = planDoctor(
-      {
-        sources: [...parsed.positionals, ...(parsed.values.source ?? [])],
-        kmsKeys: parsed.values['kms-key'],
-        outs: parsed.values.out,
-        allowDisk: parsed.values['allow-disk'],
-      },
-      context.environ,
-    );
+    const plan = planDoctor(parsed);
     const remote = remoteContext(parsed);
     const print = (check: Check) =>
       writeStdout(Buffer.from(parsed.logFormat === 'json' ? renderCheckJson(check) : renderCheck(check)));
@@ -129,25 +132,22 @@ export interface DoctorPlan {
 type Environ = Readonly<Record<string, string | undefined>>;
 
 /**
- * SOURCEs, --source, --kms-key, --out and --allow-disk, each falling back to its SECRET_FETCH_*
- * variable as in the main run, validated as the main run validates them (options.ts).
+ * SOURCEs and --source (SECRET_FETCH_SOURCE only when neither is given), --kms-key, --out and
+ * --allow-disk (their variables filled in by the flag parser, as in the main run), validated as
+ * the main run validates them.
  */
-export function planDoctor(
-  given: {
-    readonly sources: readonly string[];
-    readonly kmsKeys: readonly string[] | undefined;
-    readonly outs: readonly string[] | undefined;
-    readonly allowDisk: boolean | undefined;
-  },
-  environ: Environ,
-): DoctorPlan {
-  const fromEnv = (flag: string): string[] => {
-    const value = environ[envNameOf(flag)];
-    return value === undefined || value === '' ? [] : [value];
-  };
-  const uris = given.sources.length > 0 ? [...given.sources] : fromEnv('source');
-  const kmsKeys = given.kmsKeys ?? fromEnv('kms-key');
-  const outs = given.outs ?? fromEnv('out');
+export function planDoctor(parsed: {
+  readonly values: Readonly<Record<string, unknown>>;
+  readonly positionals: readonly string[];
+  readonly fromEnv: ReadonlySet<string>;
+}): DoctorPlan {
+  const { positionals, fromEnv } = parsed;
+  const values = parsed.values as ParsedSubcommand<typeof FLAGS>['values'];
+  const fromVariable = fromEnv.has('source');
+  // SOURCE arguments are the explicit choice: the entrypoint's SECRET_FETCH_SOURCE does not add to them.
+  const uris = [...positionals, ...(positionals.length > 0 && fromVariable ? [] : (values.source ?? []))];
+  const kmsKeys = values['kms-key'] ?? [];
+  const outs = values.out ?? [];
   if (uris.length === 0 && (kmsKeys.length > 0 || outs.length > 0)) {
     throw new UsageError(
       'no source given',
@@ -161,13 +161,7 @@ export function planDoctor(
     if (kmsKey !== undefined) validateKmsKey(kmsKey);
     return { uri, ref: parseSourceRef(uri), kmsKey, out: outFor[i] };
   });
-  let allowDisk = given.allowDisk;
-  const allowDiskEnv = environ.SECRET_FETCH_ALLOW_DISK;
-  if (allowDisk === undefined && allowDiskEnv !== undefined && allowDiskEnv !== '') {
-    const flag = FLAGS.find((f) => f.name === 'allow-disk');
-    allowDisk = flag !== undefined && envValue(flag, allowDiskEnv) === true;
-  }
-  return { sources, allowDisk: allowDisk === true };
+  return { sources, allowDisk: values['allow-disk'] === true };
 }
 
 /**

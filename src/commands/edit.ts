@@ -7,22 +7,48 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { validateKmsKey } from '../decrypt/kms.ts';
 import { OutputError, UsageError } from '../errors.ts';
+import type { FlagSpec } from '../flags.ts';
 import { show } from '../log.ts';
-import { validateKmsKey } from '../options.ts';
+import { openSource, planSource } from '../open-source.ts';
 import { uploadSecretObject } from '../publish/gcs.ts';
 import { payloadTooLarge, publishSecretVersion, SECRET_MANAGER_MAX_PAYLOAD } from '../publish/secretmanager.ts';
-import { fetchPlaintext } from '../run.ts';
 import { inheritedEnvironment } from '../sinks/env.ts';
 import { isSharedDirectory, memoryFilesystemAt, StagedFiles } from '../sinks/file.ts';
 import { readSecretFile } from '../sources/file.ts';
 import { describeSource, parseSourceRef, sourceFileName } from '../sources/reference.ts';
-import { COMMON_HELP, OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, writeStdout } from './common.ts';
+import { OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, type SubcommandSpec, writeStdout } from './common.ts';
 import type { Subcommand } from './index.ts';
 import { chooseFormat, validateSecret } from './push.ts';
 import { sealForUpload } from './seal.ts';
 
-const HELP = `Usage: secret-fetch edit gs://BUCKET/OBJECT --kms-key KEY [--format F] [--tempfile-dir DIR]
+const FLAGS = [
+  {
+    name: 'kms-key',
+    type: 'string',
+    value: 'KEY',
+    help: 'the key (gs://: required unless --plaintext; sm://: when the payload is KMS ciphertext)',
+  },
+  { name: 'plaintext', type: 'boolean', help: 'gs:// only: the object is not encrypted' },
+  {
+    name: 'format',
+    type: 'string',
+    value: 'FORMAT',
+    help: "how to validate the result (default: by the object's name; a secret ID has none)",
+  },
+  {
+    name: 'tempfile-dir',
+    type: 'string',
+    value: 'DIR',
+    env: true,
+    help: 'where the private temp directory goes (tmpfs; default /dev/shm)',
+  },
+] as const satisfies readonly FlagSpec[];
+
+export const EDIT: SubcommandSpec<typeof FLAGS> = {
+  name: 'edit',
+  about: `Usage: secret-fetch edit gs://BUCKET/OBJECT --kms-key KEY [--format F] [--tempfile-dir DIR]
        secret-fetch edit sm://PROJECT/SECRET [--kms-key KEY] [--format F] [--tempfile-dir DIR]
 
 Decrypts the object (or the secret's latest version) into a private file (mode 0600, in a new 0700
@@ -33,35 +59,17 @@ file is removed on every path. Prints TARGET#NEW_GENERATION, or sm://PROJECT/SEC
 
 For gs:// the upload is conditioned on the generation read. For sm:// a new version is added only
 if the version read is still the newest; Secret Manager takes no precondition, so that is a read
-just before the add, not an atomic check (a version number higher than expected is reported).
-
-Flags:
-  --kms-key KEY          the key (gs://: required unless --plaintext; sm://: when the payload is KMS ciphertext)
-  --plaintext            gs:// only: the object is not encrypted
-  --format FORMAT        how to validate the result (default: by the object's name; a secret ID has none)
-  --tempfile-dir DIR     where the private temp directory goes (tmpfs; default /dev/shm)
-
-Examples:
+just before the add, not an atomic check (a version number higher than expected is reported).`,
+  flags: FLAGS,
+  more: `Examples:
   EDITOR=nano secret-fetch edit gs://vault/app.env.enc --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k
-  secret-fetch edit sm://my-project/app-env --format dotenv
-
-${COMMON_HELP}
-`;
-
-const FLAGS = {
-  'kms-key': { type: 'string' },
-  plaintext: { type: 'boolean' },
-  format: { type: 'string' },
-  'tempfile-dir': { type: 'string' },
-} as const;
+  secret-fetch edit sm://my-project/app-env --format dotenv`,
+  positionals: { min: 1, max: 1 },
+};
 
 export const editCommand: Subcommand = {
   run: async (argv, context) => {
-    const parsed = parseSubcommand(
-      { name: 'edit', help: HELP, flags: FLAGS, positionals: { min: 1, max: 1 } },
-      argv,
-      context,
-    );
+    const parsed = parseSubcommand(EDIT, argv, context);
     if (parsed === undefined) return 0;
     const [uri] = parsed.positionals as [string];
     const ref = parseSourceRef(uri);
@@ -92,15 +100,15 @@ export const editCommand: Subcommand = {
     }
     const name = sourceFileName(ref);
     const format = chooseFormat(values.format, ref, name);
-    const tempfileDir = values['tempfile-dir'] ?? context.environ.SECRET_FETCH_TEMPFILE_DIR ?? '/dev/shm';
+    const tempfileDir = values['tempfile-dir'] ?? '/dev/shm';
     checkTmpfs(tempfileDir);
 
     // The generation (or version) read is the one the write must still find.
     const reading = remoteContext(parsed);
     const fetch = { clients: reading.clients, retry: reading.retry, log, maxBytes: OPERATOR_MAX_BYTES };
-    const { secret: original, version } = await reading.deadline.race(
-      fetchPlaintext({ uri, ref, kmsKey, masterKey: undefined, format, out: undefined }, ref, fetch),
-    );
+    // Read as it is stored (raw: the edit validates the result itself, in `format`).
+    const plan = planSource({ uri, ref, kmsKey, format: 'raw' });
+    const { secret: original, version } = await reading.deadline.race(openSource(plan, fetch));
     if (version === undefined) {
       original.wipe();
       throw new Error(`the ${ref.scheme}:// reader reported no version`); // a bug: fail closed

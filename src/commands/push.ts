@@ -5,9 +5,10 @@
 // --if-generation (Cloud Storage); a first version, or one on top of exactly --if-version (Secret
 // Manager, where that is a check just before the add: the API has no precondition).
 
+import { validateKmsKey } from '../decrypt/kms.ts';
 import { UsageError } from '../errors.ts';
-import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
-import { validateKmsKey } from '../options.ts';
+import type { FlagSpec } from '../flags.ts';
+import { detectFormat, FORMATS, type Format, formatFlag, parseEntries } from '../formats/index.ts';
 import { uploadSecretObject } from '../publish/gcs.ts';
 import {
   payloadTooLarge,
@@ -28,18 +29,48 @@ import {
   sourceFileName,
 } from '../sources/reference.ts';
 import {
-  COMMON_HELP,
   OPERATOR_MAX_BYTES,
   type ParsedSubcommand,
   parseSubcommand,
   type RemoteContext,
   remoteContext,
+  type SubcommandSpec,
   writeStdout,
 } from './common.ts';
 import type { Subcommand } from './index.ts';
 import { sealBerglasForUpload, sealForUpload } from './seal.ts';
 
-const HELP = `Usage: secret-fetch push FILE TARGET [--kms-key KEY] [--if-generation N | --if-version N | --create] [--format F]
+const FLAGS = [
+  {
+    name: 'kms-key',
+    type: 'string',
+    value: 'KEY',
+    help: 'projects/P/locations/L/keyRings/R/cryptoKeys/K (gs:// unless --plaintext, berglas://)',
+  },
+  {
+    name: 'if-generation',
+    type: 'string',
+    value: 'N',
+    help: 'gs://, berglas://: replace generation N (secret-fetch show -v, gcloud storage objects describe)',
+  },
+  {
+    name: 'if-version',
+    type: 'string',
+    value: 'N',
+    help: 'sm://: add a version only if N is still the newest (gcloud secrets versions list)',
+  },
+  { name: 'create', type: 'boolean', help: 'sm://: create the secret (automatic replication), then add version 1' },
+  { name: 'format', type: 'string', value: 'FORMAT', help: `${['auto', ...FORMATS].join('|')} (default auto)` },
+  {
+    name: 'plaintext',
+    type: 'boolean',
+    help: "gs:// only: upload without encryption (the bucket's own encryption only)",
+  },
+] as const satisfies readonly FlagSpec[];
+
+export const PUSH: SubcommandSpec<typeof FLAGS> = {
+  name: 'push',
+  about: `Usage: secret-fetch push FILE TARGET [--kms-key KEY] [--if-generation N | --if-version N | --create] [--format F]
 
 Checks that FILE parses in its format (by --format, else by TARGET's or FILE's name; a secret ID
 has no extension, so for sm:// it is FILE's name), refuses an empty FILE, and writes it to TARGET:
@@ -62,17 +93,9 @@ has no extension, so for sm:// it is FILE's name), refuses an empty FILE, and wr
                            number higher than expected is reported as a warning. Prints
                            sm://PROJECT/SECRET#VERSION.
 
-When a condition fails, push exits 75 and writes nothing. FILE may be - for stdin.
-
-Flags:
-  --kms-key KEY        projects/P/locations/L/keyRings/R/cryptoKeys/K (gs:// unless --plaintext, berglas://)
-  --if-generation N    gs://, berglas://: replace generation N (secret-fetch show -v, gcloud storage objects describe)
-  --if-version N       sm://: add a version only if N is still the newest (gcloud secrets versions list)
-  --create             sm://: create the secret (automatic replication), then add version 1
-  --format FORMAT      ${['auto', ...FORMATS].join('|')} (default auto)
-  --plaintext          gs:// only: upload without encryption (the bucket's own encryption only)
-
-IAM: gs:// and berglas:// need storage.objects.create (and .delete to replace: roles/storage.objectUser)
+When a condition fails, push exits 75 and writes nothing. FILE may be - for stdin.`,
+  flags: FLAGS,
+  more: `IAM: gs:// and berglas:// need storage.objects.create (and .delete to replace: roles/storage.objectUser)
 and roles/cloudkms.cryptoKeyEncrypter on the key; sm:// needs roles/secretmanager.secretVersionAdder
 and, for the check of the newest version, roles/secretmanager.viewer on the secret (--create:
 roles/secretmanager.admin on the project instead).
@@ -82,29 +105,15 @@ Examples:
   secret-fetch push app.env gs://vault/app.env.enc --kms-key ... --if-generation 1700000000000001
   secret-fetch push app.env berglas://vault/app.env --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k
   secret-fetch push app.env sm://my-project/app-env --create
-  secret-fetch push app.env sm://my-project/app-env --if-version 3
-
-${COMMON_HELP}
-`;
-
-const FLAGS = {
-  'kms-key': { type: 'string' },
-  'if-generation': { type: 'string' },
-  'if-version': { type: 'string' },
-  create: { type: 'boolean' },
-  format: { type: 'string' },
-  plaintext: { type: 'boolean' },
-} as const;
+  secret-fetch push app.env sm://my-project/app-env --if-version 3`,
+  positionals: { min: 2, max: 2 },
+};
 
 type PushFlags = ParsedSubcommand<typeof FLAGS>['values'];
 
 export const pushCommand: Subcommand = {
   run: async (argv, context) => {
-    const parsed = parseSubcommand(
-      { name: 'push', help: HELP, flags: FLAGS, positionals: { min: 2, max: 2 } },
-      argv,
-      context,
-    );
+    const parsed = parseSubcommand(PUSH, argv, context);
     if (parsed === undefined) return 0;
     const [file, targetUri] = parsed.positionals as [string, string];
     const target = parseTarget(targetUri);
@@ -293,12 +302,8 @@ function readStdin() {
 }
 
 export function chooseFormat(given: string | undefined, target: SourceRef, file: string): Format {
-  if (given !== undefined && given !== 'auto') {
-    if (!(FORMATS as readonly string[]).includes(given)) {
-      throw new UsageError(`--format ${given} is not known`, `use one of auto, ${FORMATS.join(', ')}`);
-    }
-    return given as Format;
-  }
+  const flag = formatFlag(given ?? 'auto');
+  if (flag !== 'auto') return flag;
   const byTarget = detectFormat(sourceFileName(target));
   return byTarget !== 'raw' ? byTarget : detectFormat(file);
 }

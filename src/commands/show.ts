@@ -1,47 +1,66 @@
 // `secret-fetch show SOURCE` and `secret-fetch get SOURCE KEY`: the fetch and decrypt stages of
 // the main run, with stdout as the only sink. For operators checking what a service will see.
 
+import { masterKeySource } from '../decrypt/master-key.ts';
 import { NotFoundError, UsageError } from '../errors.ts';
-import { detectFormat, FORMATS, type Format, parseEntries } from '../formats/index.ts';
-import { ENCRYPTED_NAME, masterKeySource, validateKmsKey } from '../options.ts';
-import { fetchPlaintext } from '../run.ts';
+import type { FlagSpec } from '../flags.ts';
+import { FORMATS, type Format, formatFlag, parseEntries } from '../formats/index.ts';
+import { openSource, planSource } from '../open-source.ts';
 import { guessFormat } from '../sources/env-references.ts';
 import type { FetchContext } from '../sources/index.ts';
-import { parseSourceRef, sourceFileName } from '../sources/reference.ts';
-import { COMMON_HELP, OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, writeStdout } from './common.ts';
+import { sourceFileName } from '../sources/reference.ts';
+import { OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, type SubcommandSpec, writeStdout } from './common.ts';
 import type { CommandContext, Subcommand } from './index.ts';
 
-const FLAGS = {
-  'kms-key': { type: 'string' },
-  'master-key-file': { type: 'string' },
-  format: { type: 'string' },
-} as const;
+const FLAGS = [
+  {
+    name: 'kms-key',
+    type: 'string',
+    value: 'NAME',
+    help: 'decrypt with Cloud KMS: projects/P/locations/L/keyRings/R/cryptoKeys/K (berglas://: the key the object must name)',
+  },
+  {
+    name: 'master-key-file',
+    type: 'string',
+    value: 'PATH',
+    env: true,
+    help: 'decrypt a .enc source without --kms-key as a Flask-Vault file with this master.key (or SECRET_FETCH_MASTER_KEY)',
+  },
+  {
+    name: 'format',
+    type: 'string',
+    value: 'FORMAT',
+    help: `get: how to parse the secret, ${['auto', ...FORMATS].join('|')} (default auto: by name, then content)`,
+  },
+] as const satisfies readonly FlagSpec[];
 
-const SHOW_HELP = `Usage: secret-fetch show SOURCE [--kms-key KEY | --master-key-file PATH]
+export const SHOW: SubcommandSpec<typeof FLAGS> = {
+  name: 'show',
+  about: `Usage: secret-fetch show SOURCE [--kms-key KEY | --master-key-file PATH]
 
 Fetches SOURCE (gs://, sm://, berglas://, a file), decrypts it as the main run would, and
-writes the plaintext to stdout, byte for byte. Nothing is written anywhere else.
+writes the plaintext to stdout, byte for byte. Nothing is written anywhere else.`,
+  flags: FLAGS,
+  more: `Example:
+  secret-fetch show gs://vault/app.env.enc --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k`,
+  positionals: { min: 1, max: 1 },
+};
 
-Example:
-  secret-fetch show gs://vault/app.env.enc --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k
-
-${COMMON_HELP}
-`;
-
-const GET_HELP = `Usage: secret-fetch get SOURCE KEY [--kms-key KEY] [--format FORMAT]
+export const GET: SubcommandSpec<typeof FLAGS> = {
+  name: 'get',
+  about: `Usage: secret-fetch get SOURCE KEY [--kms-key KEY] [--format FORMAT]
 
 Fetches and decrypts SOURCE, parses it (--format, or by name and content) and writes the value
-of the one entry KEY to stdout, without a trailing newline: $(secret-fetch get ...) is exact.
-
-Example:
-  DB_PASSWORD=$(secret-fetch get gs://vault/app.env.enc DB_PASSWORD --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k)
-
-${COMMON_HELP}
-`;
+of the one entry KEY to stdout, without a trailing newline: $(secret-fetch get ...) is exact.`,
+  flags: FLAGS,
+  more: `Example:
+  DB_PASSWORD=$(secret-fetch get gs://vault/app.env.enc DB_PASSWORD --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k)`,
+  positionals: { min: 2, max: 2 },
+};
 
 export const showCommand: Subcommand = {
   run: async (argv, context) => {
-    const secret = await fetchNamed('show', SHOW_HELP, 1, argv, context);
+    const secret = await fetchNamed(SHOW, argv, context);
     if (secret === undefined) return 0;
     try {
       writeStdout(secret.data.reveal());
@@ -54,7 +73,7 @@ export const showCommand: Subcommand = {
 
 export const getCommand: Subcommand = {
   run: async (argv, context) => {
-    const secret = await fetchNamed('get', GET_HELP, 2, argv, context);
+    const secret = await fetchNamed(GET, argv, context);
     if (secret === undefined) return 0;
     const { uri, name, key, format } = secret;
     try {
@@ -78,17 +97,19 @@ export const getCommand: Subcommand = {
   },
 };
 
-async function fetchNamed(name: string, help: string, args: number, argv: readonly string[], context: CommandContext) {
-  const parsed = parseSubcommand({ name, help, flags: FLAGS, positionals: { min: args, max: args } }, argv, context);
+async function fetchNamed(spec: SubcommandSpec<typeof FLAGS>, argv: readonly string[], context: CommandContext) {
+  const parsed = parseSubcommand(spec, argv, context);
   if (parsed === undefined) return undefined;
   const [uri, key] = parsed.positionals as [string, string | undefined];
-  const ref = parseSourceRef(uri);
-  const kmsKey = parsed.values['kms-key'];
-  if (kmsKey !== undefined) validateKmsKey(kmsKey);
-  const format = parsed.values.format ?? 'auto';
-  if (format !== 'auto' && !(FORMATS as readonly string[]).includes(format)) {
-    throw new UsageError(`--format ${format} is not known`, `use one of auto, ${FORMATS.join(', ')}`);
-  }
+  const format = formatFlag(parsed.values.format ?? 'auto');
+  // The plaintext goes out as it is (raw: this run parses nothing itself); a .enc name without
+  // --kms-key is a Flask-Vault file, as in the main run, when a master key is given.
+  const plan = planSource({
+    uri,
+    kmsKey: parsed.values['kms-key'],
+    masterKey: masterKeySource(parsed.values['master-key-file'], context.environ),
+    format: 'raw',
+  });
   const remote = remoteContext(parsed);
   const fetch: FetchContext = {
     clients: remote.clients,
@@ -96,12 +117,6 @@ async function fetchNamed(name: string, help: string, args: number, argv: readon
     log: parsed.log,
     maxBytes: OPERATOR_MAX_BYTES,
   };
-  // A .enc name without --kms-key is a Flask-Vault file, as in the main run.
-  const flaskVault = kmsKey === undefined && ref.scheme !== 'berglas' && ENCRYPTED_NAME.test(sourceFileName(ref));
-  const masterKey = flaskVault
-    ? masterKeySource(parsed.values['master-key-file'] ?? context.environ.SECRET_FETCH_MASTER_KEY_FILE, context.environ)
-    : undefined;
-  const plan = { uri, ref, kmsKey, masterKey, format: detectFormat(sourceFileName(ref)), out: undefined };
-  const { secret } = await remote.deadline.race(fetchPlaintext(plan, ref, fetch));
-  return { data: secret, uri, name: sourceFileName(ref), key, format: format as Format | 'auto' };
+  const { secret } = await remote.deadline.race(openSource(plan, fetch));
+  return { data: secret, uri, name: sourceFileName(plan.ref), key, format: format as Format | 'auto' };
 }

@@ -6,17 +6,34 @@
 import { verify } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import { IntegrityError, UsageError } from '../errors.ts';
+import type { FlagSpec } from '../flags.ts';
 import { fetchPublicKey, SIGNING_ALGORITHM, signDigestWithKms } from '../signing/kms-sign.ts';
 import { KEY_VERSION_NAME, messageDigest, signatureMetadata, signedMessage } from '../signing/message.ts';
 import { storeSignature } from '../signing/store-signature.ts';
 import { readObject } from '../sources/gcs.ts';
 import { describeSource, parseSourceRef, type SourceRef } from '../sources/reference.ts';
-import { COMMON_HELP, OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, type SubcommandSpec } from './common.ts';
+import { OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, type SubcommandSpec } from './common.ts';
 import type { Subcommand } from './index.ts';
 
 const EXAMPLE_KEY = 'projects/p/locations/global/keyRings/r/cryptoKeys/signer/cryptoKeyVersions/1';
 
-const HELP = `Usage: secret-fetch sign gs://BUCKET/OBJECT[#GENERATION] --signing-key KEYVERSION
+const FLAGS = [
+  {
+    name: 'signing-key',
+    type: 'string',
+    value: 'KEYVERSION',
+    help: 'projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/N',
+  },
+  {
+    name: 'print-public-key',
+    type: 'boolean',
+    help: "print the key version's public key (PEM) for --verify-key; sign nothing",
+  },
+] as const satisfies readonly FlagSpec[];
+
+export const SIGN: SubcommandSpec<typeof FLAGS> = {
+  name: 'sign',
+  about: `Usage: secret-fetch sign gs://BUCKET/OBJECT[#GENERATION] --signing-key KEYVERSION
        secret-fetch sign --signing-key KEYVERSION --print-public-key
 
 Signs the object's exact bytes, together with its bucket, name and generation, with a Cloud KMS
@@ -24,36 +41,22 @@ ${SIGNING_ALGORITHM} key version, and stores the signature in the object's metad
 (secret-fetch-signature), only if the object is still the generation and metageneration that was
 read. Prints the signed object with its generation. A fetch with --verify-key PEM then refuses the
 object unless the signature verifies: a new upload, even of old signed bytes, needs a new signature.
-The object is only hashed: nothing is decrypted, and no secret is written or printed.
-
-Flags:
-  --signing-key KEYVERSION   projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/N
-  --print-public-key         print the key version's public key (PEM) for --verify-key; sign nothing
-${COMMON_HELP}
-
-Needs roles/cloudkms.signerVerifier on the key, and storage.objects.get and storage.objects.update
+The object is only hashed: nothing is decrypted, and no secret is written or printed.`,
+  flags: FLAGS,
+  more: `Needs roles/cloudkms.signerVerifier on the key, and storage.objects.get and storage.objects.update
 on the object (roles/storage.objectUser). Fetching with --verify-key needs neither.
 
 Examples:
   secret-fetch sign gs://vault/app/secrets.cfg.enc --signing-key ${EXAMPLE_KEY}
   secret-fetch sign --signing-key ${EXAMPLE_KEY} --print-public-key > signer.pem
   secret-fetch --source gs://vault/app/secrets.cfg.enc --verify-key signer.pem \\
-    --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k --env -- gunicorn app:app
-`;
-
-const SPEC = {
-  name: 'sign',
-  help: HELP,
-  flags: {
-    'signing-key': { type: 'string' },
-    'print-public-key': { type: 'boolean' },
-  },
+    --kms-key projects/p/locations/global/keyRings/r/cryptoKeys/k --env -- gunicorn app:app`,
   positionals: { min: 0, max: 1 },
-} as const satisfies SubcommandSpec<Record<string, { type: 'string' | 'boolean' }>>;
+};
 
 export const signCommand: Subcommand = {
   async run(argv, context) {
-    const parsed = parseSubcommand(SPEC, argv, context);
+    const parsed = parseSubcommand(SIGN, argv, context);
     if (parsed === undefined) return 0;
     const keyVersion = parsed.values['signing-key'];
     const printPublicKey = parsed.values['print-public-key'] === true;

@@ -3,7 +3,14 @@
 // input (KMS refuses a mismatch with INVALID_ARGUMENT), and check the CRC32C of what it returns.
 
 import { crc32c } from '../crc32c.ts';
-import { IntegrityError, NotFoundError, PermissionError, type SecretFetchError, UnavailableError } from '../errors.ts';
+import {
+  IntegrityError,
+  NotFoundError,
+  PermissionError,
+  type SecretFetchError,
+  UnavailableError,
+  UsageError,
+} from '../errors.ts';
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
 import type { KmsClient } from './kms-client.ts';
@@ -12,6 +19,16 @@ export { createKmsClient, type KmsClient } from './kms-client.ts';
 
 /** A CryptoKey's resource name, as Decrypt takes it (not a key version). */
 export const KMS_KEY_NAME = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
+
+/** A --kms-key value: a CryptoKey's resource name. */
+export function validateKmsKey(name: string): void {
+  if (!KMS_KEY_NAME.test(name)) {
+    throw new UsageError(
+      `--kms-key ${name} is not a key name`,
+      'write projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY',
+    );
+  }
+}
 
 export interface DecryptRequest {
   readonly keyName: string;

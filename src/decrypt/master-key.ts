@@ -4,12 +4,46 @@
 
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { FormatError, NotFoundError, PermissionError, UsageError } from '../errors.ts';
-import type { Secret } from '../secret.ts';
+import { Secret } from '../secret.ts';
 import { decodeMasterKey, openFlaskVault } from './flask-vault.ts';
 
 export type MasterKeySource =
   | { readonly kind: 'file'; readonly path: string }
   | { readonly kind: 'variable'; readonly name: string; readonly text: Secret };
+
+/** The master key's text itself: a variable only, never a flag (argv is visible to every user in ps). */
+export const MASTER_KEY_VARIABLE = 'SECRET_FETCH_MASTER_KEY';
+
+/**
+ * The master key from --master-key-file (read at run time) or SECRET_FETCH_MASTER_KEY (checked
+ * now, held as a Secret); both is a usage error.
+ */
+export function masterKeySource(
+  file: string | undefined,
+  environ: Readonly<Record<string, string | undefined>>,
+): MasterKeySource | undefined {
+  const given = environ[MASTER_KEY_VARIABLE];
+  const text = given === '' ? undefined : given;
+  if (file !== undefined && text !== undefined) {
+    throw new UsageError(
+      `both --master-key-file (or SECRET_FETCH_MASTER_KEY_FILE) and ${MASTER_KEY_VARIABLE} are given`,
+      'give the master key one way only',
+    );
+  }
+  if (file === '') throw new UsageError('--master-key-file is empty', 'give the path of master.key');
+  if (file !== undefined) return Object.freeze({ kind: 'file', path: file });
+  if (text === undefined) return undefined;
+  const secret = new Secret(Buffer.from(text, 'utf8'));
+  try {
+    decodeMasterKey(secret.reveal(), MASTER_KEY_VARIABLE).fill(0);
+  } catch (error) {
+    secret.wipe();
+    // A bad value of a variable is a usage error, as for every other SECRET_FETCH_* variable.
+    if (error instanceof FormatError) throw new UsageError(error.message, error.hint);
+    throw error;
+  }
+  return Object.freeze({ kind: 'variable', name: MASTER_KEY_VARIABLE, text: secret });
+}
 
 /** A master.key file is 24 to 44 characters of base64; anything much larger is the wrong file. */
 const MAX_KEY_FILE_BYTES = 1024;

@@ -22,6 +22,12 @@ const BY_EXTENSION: Readonly<Record<string, Exclude<Format, 'raw'>>> = {
   py: 'pyfile',
 };
 
+/** A --format value: one of FORMATS, or auto (by name); checked here for every command that takes it. */
+export function formatFlag(given: string): Format | 'auto' {
+  if (given === 'auto' || (FORMATS as readonly string[]).includes(given)) return given as Format | 'auto';
+  throw new UsageError(`--format ${given} is not known`, `use one of auto, ${FORMATS.join(', ')}`);
+}
+
 /**
  * The format a file or object name implies. A trailing `.enc` or `.encrypted` is removed first
  * (`dir/secrets.cfg.enc` is a pyfile); the extension is matched case-insensitively; a file named

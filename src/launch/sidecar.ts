@@ -4,16 +4,14 @@
 // other signal that would end it (src/launch/signals.ts) stops it, with exit 0, as SIGTERM does.
 
 import type { Logger } from '../log.ts';
-import type { LaunchPlan } from './exec.ts';
 import { IGNORED_WITHOUT_COMMAND, STOP_SIGNALS } from './signals.ts';
 
 const IGNORED = ['SIGHUP', IGNORED_WITHOUT_COMMAND, 'SIGUSR2'] as const;
 const STOPS = STOP_SIGNALS.filter((signal) => !(IGNORED as readonly string[]).includes(signal));
 
-/** Stands in for the Supervisor under --refresh: `done` resolves to 0 on a stop signal. */
+/** The sidecar's lifetime under --refresh: `done` resolves to 0 on a stop signal. */
 export class Sidecar {
   readonly done: Promise<number>;
-  readonly running = false;
   #resolve!: (status: number) => void;
 
   constructor(log: Logger, onStart?: () => void) {
@@ -43,10 +41,6 @@ export class Sidecar {
     });
     log.debug('no command: running as a sidecar, refreshing the --out files');
   }
-
-  signal(_signal: NodeJS.Signals): void {}
-
-  restart(_plan: LaunchPlan): void {}
 
   stop(): void {
     this.#resolve(0);

@@ -1,4 +1,6 @@
-// The source stage: a reference in, the secret's bytes out.
+// The source stage: a reference in, the secret's bytes out. What each kind of source can do is
+// declared once, in SOURCE_KINDS; everything that branches on a kind asks this table. A new kind is
+// one entry here, one reader file, and its syntax in reference.ts.
 
 import type { Clients } from '../clients.ts';
 import type { Logger } from '../log.ts';
@@ -26,47 +28,91 @@ export interface FetchedSecret {
   readonly name: string;
   /** The object generation or secret version that was read, when the source has one. */
   readonly version?: string;
-  /** The reader checked the bytes against FetchContext.verifyKey (run.ts refuses them otherwise). */
+  /** The reader checked the bytes against FetchContext.verifyKey (openSource refuses them otherwise). */
   readonly signatureVerified?: boolean;
 }
 
-/**
- * The secret's bytes: as stored for gs:// and files (the decrypt stage follows), already decrypted
- * for berglas://, whose key comes from the object's metadata; `kmsKey` (--kms-key), if given,
- * is the key that metadata must name.
- */
-export async function fetchSource(ref: SourceRef, context: FetchContext, kmsKey?: string): Promise<FetchedSecret> {
-  switch (ref.scheme) {
-    case 'gs':
-      return (await import('./gcs.ts')).fetchObject(ref, context);
-    case 'berglas':
-      return (await import('./berglas.ts')).fetchBerglasSecret(ref, context, kmsKey);
-    case 'file':
-      return readSecretFile(ref.path, context.maxBytes);
-    case 'sm':
-      return (await import('./secretmanager.ts')).accessSecretVersion(ref, context);
-  }
+export type Scheme = SourceRef['scheme'];
+
+/** What one kind of source can do. */
+export interface SourceKind<R extends SourceRef = SourceRef> {
+  /** What one immutable content of it is called in messages; undefined: it has none (a file). */
+  readonly versionNoun: 'generation' | 'version' | undefined;
+  /** Its reader checks a secret-fetch signature under --verify-key (src/signing/verify.ts). */
+  readonly verifiable: boolean;
+  /**
+   * Its reader decrypts (a berglas:// object names its own key): the decrypt stage must not, and a
+   * --kms-key is the key the object must name.
+   */
+  readonly decryptsItself: boolean;
+  /** Its name can end in an extension (.env, .enc) that --format auto and the Flask-Vault rule read. */
+  readonly nameCarriesFormat: boolean;
+  /** The value prefix that makes an environment variable a reference to it; undefined: none. */
+  readonly referencePrefix: string | undefined;
+  /** The secret's bytes (decrypted only if decryptsItself; `kmsKey` is then the key it must name). */
+  read(ref: R, context: FetchContext, kmsKey: string | undefined): Promise<FetchedSecret>;
+  /**
+   * What identifies the current content, read cheaply (--refresh): a generation or version number
+   * from metadata, or a file's device, inode, size and mtime (a Kubernetes secret volume swaps a
+   * symlink, which changes the inode).
+   */
+  version(ref: R, context: FetchContext): Promise<string>;
 }
 
-/** Whether fetchSource decrypts this source itself (the decrypt stage must not). */
-export function decryptsItself(ref: SourceRef): boolean {
-  return ref.scheme === 'berglas';
+type KindOf<S extends Scheme> = SourceKind<Extract<SourceRef, { scheme: S }>>;
+
+// Readers are imported on first use: a run that reads only files never loads a cloud reader.
+export const SOURCE_KINDS: { readonly [S in Scheme]: KindOf<S> } = {
+  gs: {
+    versionNoun: 'generation',
+    verifiable: true,
+    decryptsItself: false,
+    nameCarriesFormat: true,
+    // A bare gs:// value is too often plain configuration (a bucket path) to be taken as a secret.
+    referencePrefix: 'secret-fetch:gs://',
+    read: async (ref, context) => (await import('./gcs.ts')).fetchObject(ref, context),
+    version: async (ref, context) => (await import('./gcs.ts')).objectGeneration(ref, context),
+  },
+  berglas: {
+    versionNoun: 'generation',
+    verifiable: true,
+    decryptsItself: true,
+    nameCarriesFormat: true,
+    referencePrefix: 'berglas://',
+    read: async (ref, context, kmsKey) => (await import('./berglas.ts')).fetchBerglasSecret(ref, context, kmsKey),
+    version: async (ref, context) => (await import('./gcs.ts')).objectGeneration(ref, context),
+  },
+  sm: {
+    versionNoun: 'version',
+    verifiable: false,
+    decryptsItself: false,
+    // A secret ID holds no dot.
+    nameCarriesFormat: false,
+    referencePrefix: 'sm://',
+    read: async (ref, context) => (await import('./secretmanager.ts')).accessSecretVersion(ref, context),
+    version: async (ref, context) => (await import('./secretmanager.ts')).currentSecretVersion(ref, context),
+  },
+  file: {
+    versionNoun: undefined,
+    verifiable: false,
+    decryptsItself: false,
+    nameCarriesFormat: true,
+    referencePrefix: undefined,
+    read: async (ref, context) => readSecretFile(ref.path, context.maxBytes),
+    version: async (ref) => fileVersion(ref.path),
+  },
+};
+
+export function kindOf(ref: SourceRef): SourceKind {
+  return SOURCE_KINDS[ref.scheme] as SourceKind;
 }
 
-/**
- * What identifies the current content of a source, read cheaply (--refresh): the generation of
- * a gs:// or berglas:// object (metadata only), the version number an sm:// version ID resolves
- * to (metadata only), or device, inode, size and mtime of a file (a Kubernetes secret volume swaps
- * a symlink, which changes the inode).
- */
-export async function sourceVersion(ref: SourceRef, context: FetchContext): Promise<string> {
-  switch (ref.scheme) {
-    case 'gs':
-    case 'berglas':
-      return (await import('./gcs.ts')).objectGeneration(ref, context);
-    case 'file':
-      return fileVersion(ref.path);
-    case 'sm':
-      return (await import('./secretmanager.ts')).currentSecretVersion(ref, context);
-  }
+/** The secret's bytes, as its kind reads them (see SourceKind.read). */
+export function fetchSource(ref: SourceRef, context: FetchContext, kmsKey?: string): Promise<FetchedSecret> {
+  return kindOf(ref).read(ref, context, kmsKey);
+}
+
+/** What identifies the source's current content (see SourceKind.version). */
+export function sourceVersion(ref: SourceRef, context: FetchContext): Promise<string> {
+  return kindOf(ref).version(ref, context);
 }

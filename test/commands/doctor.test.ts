@@ -1,16 +1,34 @@
 import { describe, expect, it } from 'vitest';
-import { planDoctor } from '../../src/commands/doctor.ts';
+import { DOCTOR, planDoctor } from '../../src/commands/doctor.ts';
 import { UsageError } from '../../src/errors.ts';
+import { parseFlags } from '../../src/flags.ts';
 
 const KEY = 'projects/p/locations/global/keyRings/r/cryptoKeys/k';
 const OTHER = 'projects/p/locations/global/keyRings/r/cryptoKeys/other';
-const none = { sources: [], kmsKeys: undefined, outs: undefined, allowDisk: undefined };
+interface Given {
+  readonly sources: readonly string[];
+  readonly kmsKeys: readonly string[] | undefined;
+  readonly outs: readonly string[] | undefined;
+  readonly allowDisk: boolean | undefined;
+}
+const none: Given = { sources: [], kmsKeys: undefined, outs: undefined, allowDisk: undefined };
 
-const summary = (plan: ReturnType<typeof planDoctor>) => plan.sources.map((s) => [s.uri, s.kmsKey, s.out]);
+/** The plan for SOURCE arguments and flags, through the flag parser that fills in the variables. */
+function planFor(given: Given, environ: Record<string, string>) {
+  const argv = [
+    ...given.sources,
+    ...(given.kmsKeys ?? []).flatMap((key) => ['--kms-key', key]),
+    ...(given.outs ?? []).flatMap((out) => ['--out', out]),
+    ...(given.allowDisk ? ['--allow-disk'] : []),
+  ];
+  return planDoctor(parseFlags(DOCTOR.flags, argv, environ, 'doctor'));
+}
+
+const summary = (plan: ReturnType<typeof planFor>) => plan.sources.map((s) => [s.uri, s.kmsKey, s.out]);
 
 describe('planDoctor', () => {
   it('takes SOURCEs, one --kms-key for all, and one --out per source, in order', () => {
-    const plan = planDoctor(
+    const plan = planFor(
       {
         sources: ['gs://vault/a.enc', 'file:/run/b.env'],
         kmsKeys: [KEY],
@@ -28,7 +46,7 @@ describe('planDoctor', () => {
   });
 
   it('reads the main run variables when no source is given, as the entrypoint would', () => {
-    const plan = planDoctor(none, {
+    const plan = planFor(none, {
       SECRET_FETCH_SOURCE: 'gs://vault/app.cfg.enc',
       SECRET_FETCH_KMS_KEY: KEY,
       SECRET_FETCH_OUT: '/run/secrets/app.cfg',
@@ -40,15 +58,13 @@ describe('planDoctor', () => {
 
   it('lets flags win over their variables, each on its own', () => {
     const environ = { SECRET_FETCH_SOURCE: 'gs://env/x', SECRET_FETCH_KMS_KEY: KEY, SECRET_FETCH_ALLOW_DISK: '1' };
-    const plan = planDoctor({ sources: ['gs://flag/y'], kmsKeys: [OTHER], outs: undefined, allowDisk: false }, environ);
+    const plan = planFor({ sources: ['gs://flag/y'], kmsKeys: [OTHER], outs: undefined, allowDisk: false }, environ);
     expect(summary(plan)).toEqual([['gs://flag/y', OTHER, undefined]]);
-    expect(plan.allowDisk).toBe(false);
-    expect(summary(planDoctor({ ...none, sources: ['gs://flag/y'] }, environ))).toEqual([
-      ['gs://flag/y', KEY, undefined],
-    ]);
+    expect(plan.allowDisk).toBe(true);
+    expect(summary(planFor({ ...none, sources: ['gs://flag/y'] }, environ))).toEqual([['gs://flag/y', KEY, undefined]]);
   });
 
-  it.each<[string, Parameters<typeof planDoctor>[0], Record<string, string>, RegExp]>([
+  it.each<[string, Given, Record<string, string>, RegExp]>([
     [
       'too few --kms-key',
       { ...none, sources: ['a', 'b', 'c'], kmsKeys: [KEY, OTHER] },
@@ -62,11 +78,11 @@ describe('planDoctor', () => {
     ['a bad source', { ...none, sources: ['gs://UPPER/x'] }, {}, /is not a valid bucket name/],
     ['a bad boolean', { ...none, sources: ['a'] }, { SECRET_FETCH_ALLOW_DISK: 'maybe' }, /is not a boolean/],
   ])('refuses %s as the main run does', (_name, given, environ, message) => {
-    expect(() => planDoctor(given, environ)).toThrow(UsageError);
-    expect(() => planDoctor(given, environ)).toThrow(message);
+    expect(() => planFor(given, environ)).toThrow(UsageError);
+    expect(() => planFor(given, environ)).toThrow(message);
   });
 
   it('plans nothing, without failing, when nothing is configured', () => {
-    expect(planDoctor(none, {}).sources).toEqual([]);
+    expect(planFor(none, {}).sources).toEqual([]);
   });
 });

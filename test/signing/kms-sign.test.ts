@@ -5,10 +5,10 @@
 import { createHash, verify } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createClients } from '../../src/clients.ts';
+import { credentialsPlan } from '../../src/credentials.ts';
 import type { KmsClient } from '../../src/decrypt/kms.ts';
 import { EXIT, type SecretFetchError } from '../../src/errors.ts';
 import type { Logger } from '../../src/log.ts';
-import { credentialsPlan } from '../../src/options.ts';
 import { createRetry, Deadline } from '../../src/retry.ts';
 import { fetchPublicKey, signDigestWithKms } from '../../src/signing/kms-sign.ts';
 import { storeSignature } from '../../src/signing/store-signature.ts';
