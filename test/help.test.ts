@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { EXIT, EXIT_CODES } from '../src/errors.ts';
 import { renderExitCodeTable, renderFlagTable, renderHelp } from '../src/help.ts';
+import { SUBCOMMANDS } from '../src/commands/index.ts';
+import { envNameOf } from '../src/flags.ts';
 import { FLAGS } from '../src/options.ts';
 
 const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
@@ -38,5 +40,21 @@ describe('help and README are rendered from one table', () => {
   it('every exit code is distinct', () => {
     const codes = Object.values(EXIT);
     expect(new Set(codes).size).toBe(codes.length);
+  });
+});
+
+describe('every subcommand renders its --help from its flag spec', () => {
+  it.each(Object.keys(SUBCOMMANDS))('%s --help names each flag it takes, with its variable', async (name) => {
+    const command = await (SUBCOMMANDS[name] as (typeof SUBCOMMANDS)[string]).load();
+    const help = command.help();
+    expect(help).toMatch(new RegExp(`^Usage: secret-fetch ${name}\\b`));
+    expect(help).toMatch(/^Examples?( \(.*\))?:$/m);
+    expect(command.flags.length).toBeGreaterThan(0);
+    for (const flag of command.flags) {
+      const line = help.split('\n').find((l) => new RegExp(`--${flag.name}\\b`).test(l) && l.includes(flag.help));
+      expect(line, `--${flag.name} in secret-fetch ${name} --help`).toBeDefined();
+      if (flag.env) expect(line).toContain(`[${envNameOf(flag.name)}]`);
+      else expect(line).not.toContain('[SECRET_FETCH_');
+    }
   });
 });

@@ -12,7 +12,7 @@ import { type FlagSpec, parseDuration, parseFlags, parseLogFormat, renderFlags }
 import type { LogFormat, Logger } from '../log.ts';
 import { FLAGS } from '../options.ts';
 import { createRetry, Deadline, type Retry } from '../retry.ts';
-import type { CommandContext } from './index.ts';
+import type { CommandContext, Subcommand } from './index.ts';
 
 export interface SubcommandSpec<F extends readonly FlagSpec[]> {
   readonly name: string;
@@ -83,6 +83,11 @@ export function renderSubcommandHelp(spec: SubcommandSpec<readonly FlagSpec[]>):
     spec.more.trimEnd(),
     '',
   ].join('\n');
+}
+
+/** A subcommand's flags and --help, from its spec. */
+export function described(spec: SubcommandSpec<readonly FlagSpec[]>): Pick<Subcommand, 'flags' | 'help'> {
+  return { flags: [...COMMON_FLAGS, ...spec.flags], help: () => renderSubcommandHelp(spec) };
 }
 
 /** Parses a subcommand's argv; undefined means --help was printed (exit 0). */

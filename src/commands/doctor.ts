@@ -20,6 +20,7 @@ import {
   type SourceRef,
 } from '../sources/reference.ts';
 import {
+  described,
   type ParsedSubcommand,
   parseSubcommand,
   type RemoteContext,
@@ -104,6 +105,7 @@ Exit codes: 0 when no check failed (warnings do not fail); otherwise the most im
 };
 
 export const doctorCommand: Subcommand = {
+  ...described(DOCTOR),
   run: async (argv, context) => {
     const parsed = parseSubcommand(DOCTOR, argv, context);
     if (parsed === undefined) return 0;

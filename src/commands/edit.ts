@@ -18,7 +18,14 @@ import { inheritedEnvironment } from '../sinks/env.ts';
 import { isSharedDirectory, memoryFilesystemAt, StagedFiles } from '../sinks/file.ts';
 import { readSecretFile } from '../sources/file.ts';
 import { describeSource, parseSourceRef, sourceFileName } from '../sources/reference.ts';
-import { OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, type SubcommandSpec, writeStdout } from './common.ts';
+import {
+  described,
+  OPERATOR_MAX_BYTES,
+  parseSubcommand,
+  remoteContext,
+  type SubcommandSpec,
+  writeStdout,
+} from './common.ts';
 import type { Subcommand } from './index.ts';
 import { chooseFormat, validateSecret } from './push.ts';
 import { sealForUpload } from './seal.ts';
@@ -68,6 +75,7 @@ just before the add, not an atomic check (a version number higher than expected 
 };
 
 export const editCommand: Subcommand = {
+  ...described(EDIT),
   run: async (argv, context) => {
     const parsed = parseSubcommand(EDIT, argv, context);
     if (parsed === undefined) return 0;

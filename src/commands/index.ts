@@ -1,6 +1,7 @@
 // Operator subcommands (secret-fetch NAME ...): each lives in its own module, imported only when
 // it is the one asked for, so the entrypoint path never loads them.
 
+import type { FlagSpec } from '../flags.ts';
 import type { LogFormat, Logger } from '../log.ts';
 import type { StagedFiles } from '../sinks/file.ts';
 
@@ -18,6 +19,10 @@ export interface CommandContext {
 }
 
 export interface Subcommand {
+  /** Every flag it takes, as its --help lists them. */
+  readonly flags: readonly FlagSpec[];
+  /** The --help text, rendered from its spec. */
+  help(): string;
   run(argv: readonly string[], context: CommandContext): Promise<number>;
 }
 

@@ -29,6 +29,7 @@ import {
   sourceFileName,
 } from '../sources/reference.ts';
 import {
+  described,
   OPERATOR_MAX_BYTES,
   type ParsedSubcommand,
   parseSubcommand,
@@ -112,6 +113,7 @@ Examples:
 type PushFlags = ParsedSubcommand<typeof FLAGS>['values'];
 
 export const pushCommand: Subcommand = {
+  ...described(PUSH),
   run: async (argv, context) => {
     const parsed = parseSubcommand(PUSH, argv, context);
     if (parsed === undefined) return 0;

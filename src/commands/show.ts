@@ -9,7 +9,14 @@ import { openSource, planSource } from '../open-source.ts';
 import { guessFormat } from '../sources/env-references.ts';
 import type { FetchContext } from '../sources/index.ts';
 import { sourceFileName } from '../sources/reference.ts';
-import { OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, type SubcommandSpec, writeStdout } from './common.ts';
+import {
+  described,
+  OPERATOR_MAX_BYTES,
+  parseSubcommand,
+  remoteContext,
+  type SubcommandSpec,
+  writeStdout,
+} from './common.ts';
 import type { CommandContext, Subcommand } from './index.ts';
 
 const FLAGS = [
@@ -59,6 +66,7 @@ of the one entry KEY to stdout, without a trailing newline: $(secret-fetch get .
 };
 
 export const showCommand: Subcommand = {
+  ...described(SHOW),
   run: async (argv, context) => {
     const secret = await fetchNamed(SHOW, argv, context);
     if (secret === undefined) return 0;
@@ -72,6 +80,7 @@ export const showCommand: Subcommand = {
 };
 
 export const getCommand: Subcommand = {
+  ...described(GET),
   run: async (argv, context) => {
     const secret = await fetchNamed(GET, argv, context);
     if (secret === undefined) return 0;

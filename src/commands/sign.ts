@@ -12,7 +12,7 @@ import { KEY_VERSION_NAME, messageDigest, signatureMetadata, signedMessage } fro
 import { storeSignature } from '../signing/store-signature.ts';
 import { readObject } from '../sources/gcs.ts';
 import { describeSource, parseSourceRef, type SourceRef } from '../sources/reference.ts';
-import { OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, type SubcommandSpec } from './common.ts';
+import { described, OPERATOR_MAX_BYTES, parseSubcommand, remoteContext, type SubcommandSpec } from './common.ts';
 import type { Subcommand } from './index.ts';
 
 const EXAMPLE_KEY = 'projects/p/locations/global/keyRings/r/cryptoKeys/signer/cryptoKeyVersions/1';
@@ -55,6 +55,7 @@ Examples:
 };
 
 export const signCommand: Subcommand = {
+  ...described(SIGN),
   async run(argv, context) {
     const parsed = parseSubcommand(SIGN, argv, context);
     if (parsed === undefined) return 0;

@@ -14,7 +14,8 @@ import { type Logger, show } from '../log.ts';
 import type { Secret } from '../secret.ts';
 import { isLoaderVariable } from '../sinks/env.ts';
 import { namesAFile } from '../sinks/file.ts';
-import { describeSource, isObjectRef, parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
+import { kindOf, SOURCE_KINDS } from './index.ts';
+import { describeSource, parseSourceRef, type SourceRef, sourceFileName } from './reference.ts';
 
 /** Where a resolved reference goes: into the variable, or into a file whose path the variable gets. */
 export type Destination =
@@ -35,15 +36,17 @@ export interface EnvReference {
   readonly destination: Destination;
 }
 
-const GS_PREFIX = 'secret-fetch:';
-const SCHEMES = ['sm://', 'berglas://', `${GS_PREFIX}gs://`];
+/** What makes a value a reference: each kind's prefix in the source-kind table, with its scheme. */
+const PREFIXES = Object.entries(SOURCE_KINDS).flatMap(([scheme, kind]) =>
+  kind.referencePrefix === undefined ? [] : [{ prefix: kind.referencePrefix, scheme }],
+);
 const PARAMETERS = new Set(['destination', 'key', 'format', 'kms-key']);
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 const KMS_KEY = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
 
 /** Whether a value is meant as a reference (and must then parse, or the run stops). */
 export function looksLikeReference(value: string): boolean {
-  return SCHEMES.some((scheme) => value.startsWith(scheme));
+  return PREFIXES.some(({ prefix }) => value.startsWith(prefix));
 }
 
 /**
@@ -78,7 +81,9 @@ export function parseEnvReference(variable: string, value: string): EnvReference
       query = query.slice(0, hash);
     }
   }
-  const uri = base.startsWith(GS_PREFIX) ? base.slice(GS_PREFIX.length) : base;
+  // As a --source would say it: secret-fetch:gs://B/O is gs://B/O.
+  const kind = PREFIXES.find(({ prefix }) => base.startsWith(prefix));
+  const uri = kind === undefined ? base : `${kind.scheme}://${base.slice(kind.prefix.length)}`;
   let ref: SourceRef;
   try {
     ref = parseSourceRef(uri);
@@ -186,7 +191,7 @@ export function checkReferences(
         'set it in the environment itself, or pass --allow-loader-env if the secret is meant to set it',
       );
     }
-    if (run.verifying && !isObjectRef(ref)) {
+    if (run.verifying && !kindOf(ref).verifiable) {
       throw new UsageError(
         `$${variable}: --verify-key cannot check ${describeSource(ref)}: only gs:// and berglas:// objects carry a secret-fetch signature`,
         'reference a signed Cloud Storage object instead, or drop --verify-key',
