@@ -2,9 +2,7 @@
 // validated, frozen Options object, before any I/O. Nothing below this module reads process.argv
 // or process.env for options. The flag machinery is shared with the subcommands (flags.ts).
 
-import { type CredentialsPlan, credentialsPlan } from './credentials.ts';
 import { MASTER_KEY_VARIABLE, masterKeySource } from './decrypt/master-key.ts';
-import { type Endpoints, parseEndpoints, storageEndpoint } from './endpoints.ts';
 import { UsageError } from './errors.ts';
 import {
   type Environ,
@@ -21,6 +19,8 @@ import {
   strings,
 } from './flags.ts';
 import { FORMATS } from './formats/index.ts';
+import { type CredentialsPlan, credentialsPlan } from './google/credentials.ts';
+import { type Endpoints, parseEndpoints, storageEndpoint } from './google/endpoints.ts';
 import { type Launch, parseLaunch } from './launch/mode.ts';
 import { type LogFormat, show } from './log.ts';
 import { planSource, type SourcePlan } from './open-source.ts';

@@ -5,10 +5,10 @@
 
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { readCaFile } from './ca-file.ts';
-import { type Clients, createClients } from './clients.ts';
 import { UsageError } from './errors.ts';
 import { type Format, parseEntries } from './formats/index.ts';
+import { readCaFile } from './google/ca-file.ts';
+import { type Clients, createClients } from './google/clients.ts';
 import { checkExecSupported, execCommand } from './launch/exec.ts';
 import { planExec, resolveCommand } from './launch/resolve.ts';
 import { Sidecar } from './launch/sidecar.ts';

@@ -1,6 +1,6 @@
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { crc32c } from '../src/crc32c.ts';
+import { crc32c } from '../src/google/crc32c.ts';
 
 describe('crc32c', () => {
   it.each([

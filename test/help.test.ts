@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { EXIT, EXIT_CODES } from '../src/errors.ts';
-import { renderExitCodeTable, renderFlagTable, renderHelp } from '../src/help.ts';
 import { SUBCOMMANDS } from '../src/commands/index.ts';
+import { EXIT, EXIT_CODES } from '../src/errors.ts';
 import { envNameOf } from '../src/flags.ts';
+import { renderExitCodeTable, renderFlagTable, renderHelp } from '../src/help.ts';
 import { FLAGS } from '../src/options.ts';
 
 const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');

@@ -4,9 +4,9 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createKmsClient } from '../src/decrypt/kms.ts';
 import { EXIT, PermissionError, SecretFetchError, UnavailableError } from '../src/errors.ts';
+import { createStorageClient } from '../src/google/storage.ts';
 import type { Logger } from '../src/log.ts';
 import { type Classify, createRetry, Deadline, type RetryPolicy, retryAfterMs } from '../src/retry.ts';
-import { createStorageClient } from '../src/sources/gcs.ts';
 import { startTestServers } from './servers/start.ts';
 
 /** An error shaped like @google-cloud/storage's ApiError: the HTTP response rides along. */

@@ -3,12 +3,12 @@
 // with an example, and a run context of clients, retry policy and deadline.
 
 import { writeSync } from 'node:fs';
-import { readCaFile } from '../ca-file.ts';
-import { type Clients, createClients } from '../clients.ts';
-import { type CredentialsPlan, credentialsPlan } from '../credentials.ts';
-import { type Endpoints, parseEndpoints, storageEndpoint } from '../endpoints.ts';
 import { UsageError } from '../errors.ts';
 import { type FlagSpec, parseDuration, parseFlags, parseLogFormat, renderFlags } from '../flags.ts';
+import { readCaFile } from '../google/ca-file.ts';
+import { type Clients, createClients } from '../google/clients.ts';
+import { type CredentialsPlan, credentialsPlan } from '../google/credentials.ts';
+import { type Endpoints, parseEndpoints, storageEndpoint } from '../google/endpoints.ts';
 import type { LogFormat, Logger } from '../log.ts';
 import { FLAGS } from '../options.ts';
 import { createRetry, Deadline, type Retry } from '../retry.ts';

@@ -5,10 +5,10 @@
 // main run, so run in the container it checks what the entrypoint will do. It never downloads or
 // decrypts anything, so it cannot print a secret.
 
-import type { Endpoints } from '../clients.ts';
 import { validateKmsKey } from '../decrypt/kms.ts';
 import { EXIT, UsageError } from '../errors.ts';
 import { type FlagSpec, perSource } from '../flags.ts';
+import type { Endpoints } from '../google/clients.ts';
 import { show } from '../log.ts';
 import type { Deadline } from '../retry.ts';
 import { berglasKeyName } from '../sources/berglas.ts';

@@ -12,8 +12,8 @@ import { OutputError, UsageError } from '../errors.ts';
 import type { FlagSpec } from '../flags.ts';
 import { show } from '../log.ts';
 import { openSource, planSource } from '../open-source.ts';
-import { uploadSecretObject } from '../publish/gcs.ts';
-import { payloadTooLarge, publishSecretVersion, SECRET_MANAGER_MAX_PAYLOAD } from '../publish/secretmanager.ts';
+import { writeSecret } from '../publish/index.ts';
+import { payloadTooLarge, SECRET_MANAGER_MAX_PAYLOAD } from '../publish/secretmanager.ts';
 import { inheritedEnvironment } from '../sinks/env.ts';
 import { isSharedDirectory, memoryFilesystemAt, StagedFiles } from '../sinks/file.ts';
 import { readSecretFile } from '../sources/file.ts';
@@ -28,7 +28,6 @@ import {
 } from './common.ts';
 import type { Subcommand } from './index.ts';
 import { chooseFormat, validateSecret } from './push.ts';
-import { sealForUpload } from './seal.ts';
 
 const FLAGS = [
   {
@@ -171,29 +170,13 @@ export const editCommand: Subcommand = {
           throw payloadTooLarge(`sm://${ref.project}/${ref.secret}`, edited.byteLength);
         }
         const writing = remoteContext(parsed);
-        const write = async () => {
-          const data =
-            kmsKey === undefined
-              ? edited.reveal()
-              : await sealForUpload(edited.reveal(), kmsKey, describeSource(ref), writing.clients, writing.retry);
-          if (ref.scheme === 'sm') {
-            const version = await publishSecretVersion(
-              await writing.clients.secretManager(writing.retry),
-              { project: ref.project, secret: ref.secret, data, condition: { kind: 'on-top', version: read } },
-              writing.retry,
-              log,
-            );
-            return `sm://${ref.project}/${ref.secret}#${version}`;
-          }
-          const generation = await uploadSecretObject(
-            await writing.clients.storage(writing.retry),
-            { bucket: ref.bucket, object: ref.object, data, ifGenerationMatch: read },
-            writing.retry,
-            log,
-          );
-          return `${describeSource(ref)}#${generation}`;
-        };
-        const written = await writing.deadline.race(write());
+        const target =
+          ref.scheme === 'sm'
+            ? { ref, condition: { kind: 'on-top', version: read } as const }
+            : { ref, ifGenerationMatch: read };
+        const written = await writing.deadline.race(
+          writeSecret(edited.reveal(), kmsKey, target, describeSource(ref), { ...writing, log }),
+        );
         writeStdout(Buffer.from(`${written}\n`));
         return 0;
       } finally {

@@ -9,19 +9,16 @@ import { validateKmsKey } from '../decrypt/kms.ts';
 import { UsageError } from '../errors.ts';
 import type { FlagSpec } from '../flags.ts';
 import { detectFormat, FORMATS, type Format, formatFlag, parseEntries } from '../formats/index.ts';
-import { uploadSecretObject } from '../publish/gcs.ts';
+import { writeSecret } from '../publish/index.ts';
 import {
   payloadTooLarge,
-  publishSecretVersion,
   SECRET_MANAGER_MAX_PAYLOAD,
   secretUri,
   type VersionCondition,
 } from '../publish/secretmanager.ts';
 import type { Secret } from '../secret.ts';
-import { BERGLAS_ID_METADATA, BERGLAS_KEY_METADATA } from '../sources/berglas.ts';
 import { readSecretFile } from '../sources/file.ts';
 import {
-  describeSource,
   type ObjectRef,
   parseSourceRef,
   type SecretManagerRef,
@@ -39,7 +36,6 @@ import {
   writeStdout,
 } from './common.ts';
 import type { Subcommand } from './index.ts';
-import { sealBerglasForUpload, sealForUpload } from './seal.ts';
 
 const FLAGS = [
   {
@@ -189,32 +185,11 @@ function planObject(target: ObjectRef, uri: string, values: PushFlags): Write {
     'use --if-generation N to replace generation N',
   );
 
-  return async (plaintext, key, file, remote, parsed) => {
-    const data =
-      key === undefined
-        ? plaintext.reveal()
-        : target.scheme === 'berglas'
-          ? await sealBerglasForUpload(plaintext.reveal(), key, target.object, file, remote.clients, remote.retry)
-          : await sealForUpload(plaintext.reveal(), key, file, remote.clients, remote.retry);
-    const metadata =
-      target.scheme === 'berglas' && key !== undefined
-        ? { [BERGLAS_ID_METADATA]: '1', [BERGLAS_KEY_METADATA]: key }
-        : undefined;
-    const generation = await uploadSecretObject(
-      await remote.clients.storage(remote.retry),
-      {
-        bucket: target.bucket,
-        object: target.object,
-        uri: describeSource(target),
-        data,
-        ifGenerationMatch: ifGeneration ?? '0',
-        ...(metadata === undefined ? {} : { metadata }),
-      },
-      remote.retry,
-      parsed.log,
-    );
-    return `${describeSource(target)}#${generation}`;
-  };
+  return (plaintext, key, file, remote, parsed) =>
+    writeSecret(plaintext.reveal(), key, { ref: target, ifGenerationMatch: ifGeneration ?? '0' }, file, {
+      ...remote,
+      log: parsed.log,
+    });
 }
 
 /** sm://: flags checked up front, then the condition read and the version added. */
@@ -248,21 +223,8 @@ function planVersion(target: SecretManagerRef, values: PushFlags): Write {
         ? { kind: 'first' }
         : { kind: 'on-top', version: ifVersion };
 
-  return async (plaintext, kmsKey, file, remote, parsed) => {
-    const data =
-      kmsKey === undefined
-        ? plaintext.reveal()
-        : await sealForUpload(plaintext.reveal(), kmsKey, file, remote.clients, remote.retry);
-    // KMS adds its own bytes: a ciphertext over the limit is refused before Secret Manager is called.
-    if (data.length > SECRET_MANAGER_MAX_PAYLOAD) throw payloadTooLarge(where, data.length);
-    const version = await publishSecretVersion(
-      await remote.clients.secretManager(remote.retry),
-      { project: target.project, secret: target.secret, data, condition },
-      remote.retry,
-      parsed.log,
-    );
-    return `${where}#${version}`;
-  };
+  return (plaintext, kmsKey, file, remote, parsed) =>
+    writeSecret(plaintext.reveal(), kmsKey, { ref: target, condition }, file, { ...remote, log: parsed.log });
 }
 
 function refuse(condition: boolean, message: string, hint: string): void {

@@ -1,8 +1,7 @@
 // Cloud KMS symmetric Decrypt and Encrypt, through our thin REST client (kms-client.ts), loaded
 // only when a key is needed. Follows the KMS data-integrity guidelines: send the CRC32C of every
-// input (KMS refuses a mismatch with INVALID_ARGUMENT), and check the CRC32C of what it returns.
+// input (KMS refuses a mismatch with GRPC.INVALID_ARGUMENT), and check the CRC32C of what it returns.
 
-import { crc32c } from '../crc32c.ts';
 import {
   IntegrityError,
   NotFoundError,
@@ -11,11 +10,13 @@ import {
   UnavailableError,
   UsageError,
 } from '../errors.ts';
+import { crc32c } from '../google/crc32c.ts';
+import { GRPC } from '../google/grpc.ts';
+import type { KmsClient } from '../google/kms-rest.ts';
 import type { Retry } from '../retry.ts';
 import { Secret } from '../secret.ts';
-import type { KmsClient } from './kms-client.ts';
 
-export { createKmsClient, type KmsClient } from './kms-client.ts';
+export { createKmsClient, type KmsClient } from '../google/kms-rest.ts';
 
 /** A CryptoKey's resource name, as Decrypt takes it (not a key version). */
 export const KMS_KEY_NAME = /^projects\/[^/]+\/locations\/[^/]+\/keyRings\/[^/]+\/cryptoKeys\/[^/]+$/;
@@ -112,24 +113,14 @@ export function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
 }
 
 // gRPC status codes, as google-gax reported them and kms-client.ts still does.
-const UNKNOWN = 2;
-const INVALID_ARGUMENT = 3;
-const DEADLINE_EXCEEDED = 4;
-const NOT_FOUND = 5;
-const PERMISSION_DENIED = 7;
-const RESOURCE_EXHAUSTED = 8;
-const FAILED_PRECONDITION = 9;
-const INTERNAL = 13;
-const UNAVAILABLE = 14;
-const UNAUTHENTICATED = 16;
 
-/** The statuses that are retried, by name for the log (HTTP 429 is RESOURCE_EXHAUSTED, 503 UNAVAILABLE). */
+/** The statuses that are retried, by name for the log (HTTP 429 is GRPC.RESOURCE_EXHAUSTED, 503 GRPC.UNAVAILABLE). */
 const TRANSIENT: Record<number, string> = {
-  [UNKNOWN]: 'UNKNOWN',
-  [DEADLINE_EXCEEDED]: 'DEADLINE_EXCEEDED',
-  [RESOURCE_EXHAUSTED]: 'RESOURCE_EXHAUSTED',
-  [INTERNAL]: 'INTERNAL',
-  [UNAVAILABLE]: 'UNAVAILABLE',
+  [GRPC.UNKNOWN]: 'UNKNOWN',
+  [GRPC.DEADLINE_EXCEEDED]: 'DEADLINE_EXCEEDED',
+  [GRPC.RESOURCE_EXHAUSTED]: 'RESOURCE_EXHAUSTED',
+  [GRPC.INTERNAL]: 'INTERNAL',
+  [GRPC.UNAVAILABLE]: 'UNAVAILABLE',
 };
 
 export function mapKmsError(
@@ -142,7 +133,7 @@ export function mapKmsError(
   const text = typeof message === 'string' ? message : '';
   const operation = context.operation ?? 'decrypt';
   switch (code) {
-    case INVALID_ARGUMENT:
+    case GRPC.INVALID_ARGUMENT:
       if (operation === 'encrypt') {
         return new IntegrityError(
           `KMS refused to encrypt ${what} with ${keyName}`,
@@ -161,33 +152,33 @@ export function mapKmsError(
         `cannot decrypt ${what} with ${keyName}: the ciphertext does not match this key`,
         context.mismatch ?? 'was it encrypted with another key, or altered after encryption?',
       );
-    case NOT_FOUND:
+    case GRPC.NOT_FOUND:
       return new NotFoundError(
         `KMS key ${keyName} does not exist`,
         `check ${context.keyFrom ?? '--kms-key'}: project, location, key ring and key`,
       );
-    case PERMISSION_DENIED:
+    case GRPC.PERMISSION_DENIED:
       return new PermissionError(
         `permission denied to ${operation} with ${keyName}`,
         `grant roles/cloudkms.cryptoKey${operation === 'decrypt' ? 'Decrypter' : 'Encrypter'} on the key to the service account this runs as`,
       );
-    case UNAUTHENTICATED:
+    case GRPC.UNAUTHENTICATED:
       return new PermissionError(
         `no valid credentials to use ${keyName}`,
         'set up Application Default Credentials or Workload Identity',
       );
-    case FAILED_PRECONDITION:
+    case GRPC.FAILED_PRECONDITION:
       return new IntegrityError(
         `cannot ${operation} ${what} with ${keyName}: the key version is disabled or destroyed`,
         operation === 'decrypt'
           ? 'enable the key version, or re-encrypt with an enabled one'
           : 'enable the primary key version',
       );
-    case RESOURCE_EXHAUSTED:
-    case UNAVAILABLE:
-    case DEADLINE_EXCEEDED:
-    case INTERNAL:
-    case UNKNOWN: // an answer no JSON API gives (a redirect, a body that is not JSON)
+    case GRPC.RESOURCE_EXHAUSTED:
+    case GRPC.UNAVAILABLE:
+    case GRPC.DEADLINE_EXCEEDED:
+    case GRPC.INTERNAL:
+    case GRPC.UNKNOWN: // an answer no JSON API gives (a redirect, a body that is not JSON)
       return new UnavailableError(
         `Cloud KMS failed to ${operation} ${what} (status ${code} ${TRANSIENT[code]})`,
         'the service is failing; try again later',

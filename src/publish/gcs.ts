@@ -3,11 +3,11 @@
 // or replaces exactly the generation the operator read.
 
 import type { Storage } from '@google-cloud/storage';
-import { crc32c } from '../crc32c.ts';
 import { ConflictError } from '../errors.ts';
+import { crc32c } from '../google/crc32c.ts';
+import { mapStorageError } from '../google/storage.ts';
 import type { Logger } from '../log.ts';
 import type { Retry } from '../retry.ts';
-import { mapStorageError } from '../sources/gcs.ts';
 
 export interface UploadRequest {
   readonly bucket: string;

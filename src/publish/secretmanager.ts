@@ -3,7 +3,6 @@
 // atomic condition as on Cloud Storage: two writers racing inside that window both succeed, and
 // the second sees its version number come out higher than expected and says so.
 
-import { crc32c } from '../crc32c.ts';
 import {
   ConflictError,
   IntegrityError,
@@ -12,9 +11,11 @@ import {
   type SecretFetchError,
   UsageError,
 } from '../errors.ts';
+import { crc32c } from '../google/crc32c.ts';
+import { GRPC } from '../google/grpc.ts';
+import { mapSecretManagerError, ONE_ATTEMPT, type SecretManagerClient } from '../google/secretmanager.ts';
 import type { Logger } from '../log.ts';
 import type { Retry } from '../retry.ts';
-import { mapSecretManagerError, ONE_ATTEMPT, type SecretManagerClient } from '../sources/secretmanager.ts';
 
 /** Secret Manager refuses a payload over 64 KiB. */
 export const SECRET_MANAGER_MAX_PAYLOAD = 64 * 1024;
@@ -41,10 +42,6 @@ export interface AddVersionRequest extends SecretTarget {
 }
 
 // google-gax reports gRPC status codes, also in REST mode.
-const INVALID_ARGUMENT = 3;
-const NOT_FOUND = 5;
-const ALREADY_EXISTS = 6;
-const PERMISSION_DENIED = 7;
 
 /** Checks the condition, adds the version and resolves to its number. */
 export async function publishSecretVersion(
@@ -109,12 +106,12 @@ async function newestVersion(
         ([found]) => found,
         (error: unknown) => {
           // The secret has no version yet (or does not exist: the add then says which).
-          if (codeOf(error) === NOT_FOUND) return undefined;
+          if (codeOf(error) === GRPC.NOT_FOUND) return undefined;
           throw error;
         },
       ),
     (error) =>
-      codeOf(error) === PERMISSION_DENIED
+      codeOf(error) === GRPC.PERMISSION_DENIED
         ? new PermissionError(
             `permission denied to read the newest version of ${where}, which is checked before adding one (or the secret does not exist)`,
             `grant roles/secretmanager.viewer on the secret (secretmanager.versions.get) as well as roles/secretmanager.secretVersionAdder: ${grant(target, 'roles/secretmanager.viewer')}`,
@@ -143,12 +140,12 @@ async function createSecret(client: SecretManagerClient, target: SecretTarget, r
       },
       (error) => {
         switch (codeOf(error)) {
-          case ALREADY_EXISTS:
+          case GRPC.ALREADY_EXISTS:
             return new ConflictError(
               `${where} already exists`,
               `drop --create; to add a version on top of its newest, pass --if-version N (gcloud secrets versions list ${target.secret} --project=${target.project})`,
             );
-          case PERMISSION_DENIED:
+          case GRPC.PERMISSION_DENIED:
             return new PermissionError(
               `permission denied to create the secret ${target.secret} in project ${target.project}`,
               `secretmanager.secrets.create is in roles/secretmanager.admin on the project; or have it created: gcloud secrets create ${target.secret} --project=${target.project} --replication-policy=automatic`,
@@ -205,17 +202,17 @@ function addError(error: unknown, target: SecretTarget): SecretFetchError | unde
   const message = (error as { message?: unknown } | null)?.message;
   const text = typeof message === 'string' ? message : '';
   switch (codeOf(error)) {
-    case NOT_FOUND:
+    case GRPC.NOT_FOUND:
       return new NotFoundError(
         `the secret ${target.secret} does not exist in project ${target.project}`,
         `create it: gcloud secrets create ${target.secret} --project=${target.project} --replication-policy=automatic (or push with --create)`,
       );
-    case PERMISSION_DENIED:
+    case GRPC.PERMISSION_DENIED:
       return new PermissionError(
         `permission denied to add a version to ${where} (or the secret does not exist)`,
         `grant roles/secretmanager.secretVersionAdder on the secret: ${grant(target, 'roles/secretmanager.secretVersionAdder')}`,
       );
-    case INVALID_ARGUMENT:
+    case GRPC.INVALID_ARGUMENT:
       if (/crc32c|checksum/i.test(text)) {
         return new IntegrityError(
           `Secret Manager refused the version for ${where}: the payload did not match its CRC32C`,

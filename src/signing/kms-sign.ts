@@ -4,7 +4,6 @@
 // verifiedDigestCrc32c; check the signature's signatureCrc32c and the name that signed.
 
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { crc32c } from '../crc32c.ts';
 import { type KmsClient, toBuffer } from '../decrypt/kms.ts';
 import {
   IntegrityError,
@@ -14,6 +13,8 @@ import {
   UnavailableError,
   UsageError,
 } from '../errors.ts';
+import { crc32c } from '../google/crc32c.ts';
+import { GRPC } from '../google/grpc.ts';
 import type { Retry } from '../retry.ts';
 import { isP256 } from './verify.ts';
 
@@ -112,7 +113,7 @@ export function mapKmsSignError(
 ): SecretFetchError | undefined {
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   switch (code) {
-    case 3: // INVALID_ARGUMENT
+    case GRPC.INVALID_ARGUMENT:
       if (typeof message === 'string' && /checksum|crc32c/i.test(message)) {
         return new IntegrityError(
           `Cloud KMS rejected a CRC32C when asked to ${doing} ${keyVersion}`,
@@ -123,31 +124,31 @@ export function mapKmsSignError(
         `Cloud KMS refused to ${doing} ${keyVersion}`,
         `is it an ${SIGNING_ALGORITHM} key version? (gcloud kms keys versions describe)`,
       );
-    case 5: // NOT_FOUND
+    case GRPC.NOT_FOUND:
       return new NotFoundError(
         `KMS key version ${keyVersion} does not exist`,
         'check --signing-key: project, location, key ring, key and version (gcloud kms keys versions list)',
       );
-    case 7: // PERMISSION_DENIED
+    case GRPC.PERMISSION_DENIED:
       return new PermissionError(
         `permission denied to ${doing} ${keyVersion}`,
         'grant roles/cloudkms.signerVerifier on the key to the account this runs as',
       );
-    case 16: // UNAUTHENTICATED
+    case GRPC.UNAUTHENTICATED:
       return new PermissionError(
         `no valid credentials to use ${keyVersion}`,
         'set up Application Default Credentials (gcloud auth application-default login)',
       );
-    case 9: // FAILED_PRECONDITION
+    case GRPC.FAILED_PRECONDITION:
       return new UsageError(
         `--signing-key ${keyVersion} cannot sign: it is not an asymmetric signing key version, or it is disabled or destroyed`,
         `use an enabled ${SIGNING_ALGORITHM} key version (gcloud kms keys versions describe)`,
       );
-    case 8: // RESOURCE_EXHAUSTED
-    case 14: // UNAVAILABLE
-    case 4: // DEADLINE_EXCEEDED
-    case 13: // INTERNAL
-    case 2: // UNKNOWN (an answer no JSON API gives)
+    case GRPC.RESOURCE_EXHAUSTED:
+    case GRPC.UNAVAILABLE:
+    case GRPC.DEADLINE_EXCEEDED:
+    case GRPC.INTERNAL:
+    case GRPC.UNKNOWN: // an answer no JSON API gives
       return new UnavailableError(
         `Cloud KMS failed to ${doing} ${keyVersion} (status ${String(code)})`,
         'the service is failing; try again later',

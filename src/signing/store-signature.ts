@@ -3,11 +3,11 @@
 // changed, since its bytes were read and signed, Cloud Storage refuses the PATCH (412) and nothing
 // is stored. So a signature can only ever land on the exact bytes it covers.
 
-import type { Clients } from '../clients.ts';
 import { IntegrityError, type SecretFetchError } from '../errors.ts';
+import type { Clients } from '../google/clients.ts';
+import { mapStorageError, type ObjectInfo } from '../google/storage.ts';
 import type { Logger } from '../log.ts';
 import type { Retry } from '../retry.ts';
-import { mapStorageError, type ObjectInfo } from '../sources/gcs.ts';
 import { describeSource, type SourceRef } from '../sources/reference.ts';
 import { SIGNATURE_METADATA } from './message.ts';
 

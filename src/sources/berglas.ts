@@ -7,7 +7,8 @@ import { openBerglas } from '../decrypt/envelope.ts';
 import { unwrapWithKms } from '../decrypt/index.ts';
 import { KMS_KEY_NAME } from '../decrypt/kms.ts';
 import { FormatError, IntegrityError } from '../errors.ts';
-import { type CustomMetadata, readPinnedObject } from './gcs.ts';
+import type { CustomMetadata } from '../google/storage.ts';
+import { readPinnedObject } from './gcs.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
 import { describeSource, type SourceRef } from './reference.ts';
 

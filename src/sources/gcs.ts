@@ -2,26 +2,11 @@
 // berglas:// source is used. The object's metadata is read first and the data is then downloaded at exactly that
 // generation, so the bytes and what we know about them (checksum, signature) come from the same write.
 
-import type { Storage } from '@google-cloud/storage';
-import { crc32c } from '../crc32c.ts';
-import { type ClientAuth, defaultAuth } from '../credentials.ts';
-import {
-  EXIT,
-  IntegrityError,
-  NotFoundError,
-  PermissionError,
-  SecretFetchError,
-  UnavailableError,
-  UsageError,
-} from '../errors.ts';
-import { AnswerTooLargeError } from '../google-rest.ts';
+import { type CustomMetadata, mapStorageError, type ObjectInfo, readObject } from '../google/storage.ts';
 import { Secret } from '../secret.ts';
 import { type ObjectToVerify, requireSignature, verifyObjectSignature } from '../signing/verify.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
 import { describeSource, type ObjectRef } from './reference.ts';
-
-/** The object's custom metadata (x-goog-meta-*), e.g. berglas's `berglas-kms-key`. */
-export type CustomMetadata = Readonly<Record<string, string>>;
 
 export interface PinnedObject {
   /** The bytes as stored (ciphertext, usually): the caller wipes them once done. */
@@ -31,27 +16,6 @@ export interface PinnedObject {
   readonly metadata: CustomMetadata;
   /** Checked against FetchContext.verifyKey (always true when one is given). */
   readonly signatureVerified: boolean;
-}
-
-export async function createStorageClient(
-  endpoint: string | undefined,
-  auth: ClientAuth = defaultAuth(endpoint),
-): Promise<Storage> {
-  const { Storage } = await import('@google-cloud/storage');
-  // Retries are ours (see fetchObject), so a retried stream can never be piped twice.
-  const retryOptions = { autoRetry: false, maxRetries: 0 };
-  const storage = new Storage({
-    retryOptions,
-    ...(endpoint === undefined ? {} : { apiEndpoint: endpoint.replace(/\/$/, '') }),
-    // The library sends no credentials to any endpoint but its default unless told to.
-    ...(auth === 'none' ? {} : { useAuthWithCustomEndpoint: true }),
-    ...(typeof auth === 'object' ? { authClient: auth } : {}),
-  });
-  // The library takes STORAGE_EMULATOR_HOST from the process environment as its base URL as is
-  // (no /storage/v1, no scheme added): use the endpoint's, so the operator commands and the run's
-  // reader (gcs-reader.ts) send the same paths to one base.
-  if (endpoint !== undefined) storage.baseUrl = `${new URL(endpoint).origin}/storage/v1`;
-  return storage;
 }
 
 export async function fetchObject(ref: ObjectRef, context: FetchContext): Promise<FetchedSecret> {
@@ -103,170 +67,6 @@ function customMetadata(raw: unknown): CustomMetadata {
   if (raw === null || typeof raw !== 'object') return Object.freeze(out);
   for (const [key, value] of Object.entries(raw)) if (typeof value === 'string') out[key] = value;
   return Object.freeze(out);
-}
-
-/** What the metadata read says about the generation that is then downloaded. */
-export interface ObjectInfo {
-  readonly generation: string;
-  readonly metageneration: string;
-  /** The object's custom metadata (x-goog-meta-*), or undefined when it has none. */
-  readonly metadata: Readonly<Record<string, unknown>> | undefined;
-}
-
-/**
- * Reads the object's metadata, then downloads exactly that generation and checks its CRC32C.
- * `beforeDownload` sees the metadata first and may refuse the object by throwing.
- */
-export async function readObject(
-  ref: ObjectRef,
-  context: Pick<FetchContext, 'clients' | 'retry' | 'log' | 'maxBytes'>,
-  beforeDownload?: (info: ObjectInfo) => void,
-): Promise<ObjectInfo & { readonly data: Buffer }> {
-  const where = describeSource(ref);
-  const gcs = await context.clients.gcs(context.retry);
-  const metadata = await context.retry(
-    `read the metadata of ${where}`,
-    () => gcs.getMetadata(ref.bucket, ref.object, ref.generation),
-    (e) => mapStorageError(e, where, 'storage.objects.get'),
-  );
-  // Every field the download and its check depend on must be there and well-formed: bytes that
-  // cannot be pinned to one generation, measured against a size and checked by a CRC32C are refused.
-  const generation = typeof metadata.generation === 'string' ? metadata.generation : '';
-  const expectedCrc = crc32cOf(metadata.crc32c);
-  if (!/^[1-9][0-9]*$/.test(generation) || typeof metadata.size !== 'string' || !/^[0-9]+$/.test(metadata.size)) {
-    throw new IntegrityError(
-      `${where}: Cloud Storage's metadata has no valid generation or size, so the download cannot be pinned and measured`,
-      'the answer was not from Cloud Storage as documented; check --storage-endpoint',
-    );
-  }
-  if (expectedCrc === undefined) {
-    throw new IntegrityError(
-      `${where}: Cloud Storage's metadata has no valid CRC32C, so the download could not be checked`,
-      'the answer was not from Cloud Storage as documented; check --storage-endpoint',
-    );
-  }
-  if (ref.generation && generation !== ref.generation) {
-    throw new IntegrityError(`${where}: asked for generation ${ref.generation}, got ${generation}`);
-  }
-  const size = Number(metadata.size);
-  if (!(size <= context.maxBytes)) {
-    throw new IntegrityError(
-      `${where} is ${metadata.size} bytes, more than the ${context.maxBytes}-byte limit`,
-      'is this the right object?',
-    );
-  }
-  context.log.debug(`${where}: generation ${generation}, ${size} bytes`);
-  const info: ObjectInfo = {
-    generation,
-    metageneration: String(metadata.metageneration ?? ''),
-    metadata: metadata.metadata ?? undefined,
-  };
-  beforeDownload?.(info);
-
-  // Pin the generation read from the metadata, so the data and its checksum can't come from two different writes.
-  const data = await context.retry(
-    `download ${where}#${generation}`,
-    () => gcs.download(ref.bucket, ref.object, generation, size),
-    (e) => mapStorageError(e, `${where}#${generation}`, 'storage.objects.get'),
-  );
-  // Checked against the CRC32C of the metadata we pinned: the bytes and the checksum come from the
-  // same write, and a download corrupted in transit never reaches a sink.
-  if (data.length !== size) {
-    data.fill(0);
-    throw new IntegrityError(
-      `${where}#${generation}: the download ended after ${data.length} of the ${size} bytes its metadata gives`,
-      'the download was cut short; run again',
-    );
-  }
-  if (crc32c(data) !== expectedCrc) {
-    data.fill(0);
-    throw new IntegrityError(
-      `${where}#${generation}: the downloaded bytes do not match the object's CRC32C`,
-      'the download was corrupted in transit; run again',
-    );
-  }
-  return { ...info, data };
-}
-
-/** The CRC32C of a metadata `crc32c` field (base64 of 4 big-endian bytes), or undefined if it is not one. */
-function crc32cOf(field: unknown): number | undefined {
-  if (typeof field !== 'string' || !/^[A-Za-z0-9+/]{6}==$/.test(field)) return undefined;
-  return Buffer.from(field, 'base64').readUInt32BE(0);
-}
-
-interface StorageApiError {
-  code?: number | string;
-  message?: string;
-}
-
-export function mapStorageError(
-  error: unknown,
-  where: string,
-  permission: string,
-  role = 'roles/storage.objectViewer',
-): SecretFetchError | undefined {
-  if (error instanceof AnswerTooLargeError) {
-    return new IntegrityError(
-      `${where}: the download is longer than the ${error.maxBytes} bytes its metadata gives`,
-      'the answer was not from Cloud Storage as documented; check --storage-endpoint',
-    );
-  }
-  const { code } = (error ?? {}) as StorageApiError;
-  if (code === 404) {
-    return new NotFoundError(
-      `${where} does not exist`,
-      'check the bucket, object name and generation (gcloud storage ls -a)',
-    );
-  }
-  if (code === 403) {
-    return new PermissionError(
-      `access denied to ${where}`,
-      `grant ${permission} (${role}) on the bucket to the service account this runs as`,
-    );
-  }
-  if (code === 401) {
-    return new PermissionError(
-      `no valid credentials for ${where}`,
-      'set up Application Default Credentials or Workload Identity',
-    );
-  }
-  if (code === 'CONTENT_DOWNLOAD_MISMATCH') {
-    return new IntegrityError(
-      `${where}: the downloaded bytes do not match the object's checksum`,
-      'the download was corrupted in transit; run again',
-    );
-  }
-  // Transient, as Cloud Storage's retry strategy lists them: 408, 429 and 5xx.
-  if (typeof code === 'number' && (code === 408 || code === 429 || code >= 500)) {
-    return new UnavailableError(
-      `Cloud Storage answered ${code} for ${where}`,
-      'the service is failing; try again later',
-    );
-  }
-  // Final: the same request would get the same answer (other 4xx are not expected, and stay internal errors).
-  if (code === 400) {
-    return new UsageError(
-      `Cloud Storage refused the request for ${where} as invalid (400)`,
-      'check the bucket name, the object name and the generation',
-    );
-  }
-  if (code === 412) {
-    // secret-fetch sends no precondition, so this is not weather: say so rather than retry.
-    return new IntegrityError(
-      `Cloud Storage answered 412 (precondition failed) for ${where}, to a read that sets no precondition`,
-      'is a proxy between secret-fetch and Cloud Storage adding one? If not, please report this',
-    );
-  }
-  // Any other status (a redirect, 409, 418, ...) is not an answer Cloud Storage gives to these calls:
-  // the endpoint is something else, and asking again would not change that.
-  if (typeof code === 'number') {
-    return new SecretFetchError(
-      `Cloud Storage answered ${code} for ${where}, an answer it does not give to this request`,
-      EXIT.unavailable,
-      'check --storage-endpoint or STORAGE_EMULATOR_HOST: is it Cloud Storage, or a proxy in between?',
-    );
-  }
-  return undefined;
 }
 
 /** The generation of the live object: one metadata read, no download (for --refresh). */

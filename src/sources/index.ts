@@ -2,7 +2,7 @@
 // declared once, in SOURCE_KINDS; everything that branches on a kind asks this table. A new kind is
 // one entry here, one reader file, and its syntax in reference.ts.
 
-import type { Clients } from '../clients.ts';
+import type { Clients } from '../google/clients.ts';
 import type { Logger } from '../log.ts';
 import type { Retry } from '../retry.ts';
 import type { Secret } from '../secret.ts';

@@ -5,16 +5,16 @@
 import { createServer } from 'node:net';
 import { OAuth2Client } from 'google-auth-library';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { crc32c } from '../../src/crc32c.ts';
 import { mapKmsError } from '../../src/decrypt/kms.ts';
+import { UnavailableError } from '../../src/errors.ts';
+import { crc32c } from '../../src/google/crc32c.ts';
 import {
   createKmsClient,
   grpcCodeOfHttpStatus,
   type KmsApiError,
   type KmsClient,
   kmsApiError,
-} from '../../src/decrypt/kms-client.ts';
-import { UnavailableError } from '../../src/errors.ts';
+} from '../../src/google/kms-rest.ts';
 import type { Logger } from '../../src/log.ts';
 import { createRetry, Deadline, retryAfterMs } from '../../src/retry.ts';
 import { type KmsServer, startKmsServer } from '../servers/kms.ts';

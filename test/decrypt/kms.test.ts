@@ -3,11 +3,11 @@
 // an envelope sealed with it.
 
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { crc32c } from '../../src/crc32c.ts';
 import { ENVELOPE_KEY_AAD, isEnvelope, sealEnvelope } from '../../src/decrypt/envelope.ts';
 import { decryptSecret, unwrapWithKms } from '../../src/decrypt/index.ts';
 import { createKmsClient, decryptWithKms, encryptWithKms, type KmsClient } from '../../src/decrypt/kms.ts';
 import { EXIT, IntegrityError, NotFoundError, type SecretFetchError } from '../../src/errors.ts';
+import { crc32c } from '../../src/google/crc32c.ts';
 import type { Logger } from '../../src/log.ts';
 import { createRetry, Deadline } from '../../src/retry.ts';
 import { type KmsServer, startKmsServer } from '../servers/kms.ts';

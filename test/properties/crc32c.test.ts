@@ -4,7 +4,7 @@
 
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { crc32c } from '../../src/crc32c.ts';
+import { crc32c } from '../../src/google/crc32c.ts';
 
 function reference(bytes: Uint8Array): number {
   let crc = 0xffffffff;

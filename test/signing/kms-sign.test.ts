@@ -4,10 +4,10 @@
 
 import { createHash, verify } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createClients } from '../../src/clients.ts';
-import { credentialsPlan } from '../../src/credentials.ts';
 import type { KmsClient } from '../../src/decrypt/kms.ts';
 import { EXIT, type SecretFetchError } from '../../src/errors.ts';
+import { createClients } from '../../src/google/clients.ts';
+import { credentialsPlan } from '../../src/google/credentials.ts';
 import type { Logger } from '../../src/log.ts';
 import { createRetry, Deadline } from '../../src/retry.ts';
 import { fetchPublicKey, signDigestWithKms } from '../../src/signing/kms-sign.ts';

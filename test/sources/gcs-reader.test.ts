@@ -2,10 +2,10 @@
 // failure looks like to mapStorageError and the retry policy, and the credential it sends.
 
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { AnswerTooLargeError } from '../../src/google-rest.ts';
+import { AnswerTooLargeError } from '../../src/google/rest.ts';
+import { mapStorageError } from '../../src/google/storage.ts';
+import { createGcsReader, GcsApiError } from '../../src/google/storage-rest.ts';
 import { retryAfterMs } from '../../src/retry.ts';
-import { mapStorageError } from '../../src/sources/gcs.ts';
-import { createGcsReader, GcsApiError } from '../../src/sources/gcs-reader.ts';
 import { type GcsServer, startGcsServer } from '../servers/gcs.ts';
 
 let gcs: GcsServer;

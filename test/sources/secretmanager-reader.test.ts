@@ -3,8 +3,8 @@
 // policy see them.
 
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createSecretManagerReader } from '../../src/google/secretmanager-rest.ts';
 import { retryAfterMs } from '../../src/retry.ts';
-import { createSecretManagerReader } from '../../src/sources/secretmanager-reader.ts';
 import { type SecretManagerServer, startSecretManagerServer } from '../servers/secretmanager.ts';
 
 let sm: SecretManagerServer;

@@ -2,18 +2,13 @@
 // client against the test server is covered by test/servers.test.ts and the integration tests).
 
 import { describe, expect, it } from 'vitest';
-import type { Clients } from '../../src/clients.ts';
 import { EXIT, IntegrityError, NotFoundError, PermissionError, UnavailableError } from '../../src/errors.ts';
+import type { Clients } from '../../src/google/clients.ts';
+import { checksum, mapSecretManagerError, type SecretManagerClient } from '../../src/google/secretmanager.ts';
 import { createRetry, Deadline } from '../../src/retry.ts';
 import type { FetchContext } from '../../src/sources/index.ts';
 import { parseSourceRef, type SecretManagerRef } from '../../src/sources/reference.ts';
-import {
-  accessSecretVersion,
-  checksum,
-  currentSecretVersion,
-  mapSecretManagerError,
-  type SecretManagerClient,
-} from '../../src/sources/secretmanager.ts';
+import { accessSecretVersion, currentSecretVersion } from '../../src/sources/secretmanager.ts';
 import { crc32c } from '../servers/crc32c.ts';
 
 const ref = (uri: string) => parseSourceRef(uri) as SecretManagerRef;

@@ -2,8 +2,8 @@
 // under it, and one exit code for the whole list. Pure, so rendering and the exit code are
 // table-tested.
 
-import type { Clients } from '../../clients.ts';
 import { EXIT, SecretFetchError } from '../../errors.ts';
+import type { Clients } from '../../google/clients.ts';
 import type { Retry } from '../../retry.ts';
 
 export type CheckStatus = 'ok' | 'fail' | 'warn';

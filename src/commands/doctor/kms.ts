@@ -3,6 +3,7 @@
 // key that does not exist, so "not granted" also covers a wrong key name.
 
 import { EXIT, NotFoundError, PermissionError, UnavailableError, UsageError } from '../../errors.ts';
+import { GRPC } from '../../google/grpc.ts';
 import { type Check, type CheckContext, fail, failFrom, ok } from './checklist.ts';
 import { kmsKeyGrant } from './grants.ts';
 
@@ -35,28 +36,28 @@ function classify(error: unknown, keyName: string) {
   const code = (error as { code?: unknown } | null)?.code;
   const project = /^projects\/([^/]+)\//.exec(keyName)?.[1] ?? 'PROJECT';
   switch (code) {
-    case 3: // INVALID_ARGUMENT
+    case GRPC.INVALID_ARGUMENT:
       return new UsageError(`Cloud KMS refused the key name ${keyName}`, 'check --kms-key');
-    case 5: // NOT_FOUND
+    case GRPC.NOT_FOUND:
       return new NotFoundError(
         `KMS key ${keyName} does not exist`,
         'check --kms-key: project, location, key ring and key',
       );
-    case 7: // PERMISSION_DENIED: testIamPermissions itself needs no permission, so the API or project refused
+    case GRPC.PERMISSION_DENIED: // testIamPermissions itself needs no permission, so the API or project refused
       return new PermissionError(
         `Cloud KMS refused to test the permissions on ${keyName}`,
         `is the Cloud KMS API enabled in ${project}? (gcloud services enable cloudkms.googleapis.com --project=${project})`,
       );
-    case 16: // UNAUTHENTICATED
+    case GRPC.UNAUTHENTICATED:
       return new PermissionError(
         `no valid credentials to use ${keyName}`,
         'set up Application Default Credentials or Workload Identity',
       );
-    case 2: // UNKNOWN (an answer no JSON API gives)
-    case 4: // DEADLINE_EXCEEDED
-    case 8: // RESOURCE_EXHAUSTED
-    case 13: // INTERNAL
-    case 14: // UNAVAILABLE
+    case GRPC.UNKNOWN: // an answer no JSON API gives
+    case GRPC.DEADLINE_EXCEEDED:
+    case GRPC.RESOURCE_EXHAUSTED:
+    case GRPC.INTERNAL:
+    case GRPC.UNAVAILABLE:
       return new UnavailableError(
         `Cloud KMS failed to test the permissions on ${keyName} (status ${String(code)})`,
         'the service is failing; try again later',

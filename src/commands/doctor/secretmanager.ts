@@ -4,8 +4,9 @@
 // alone the version cannot be looked at without reading it: that is said as a warning.
 
 import { EXIT, NotFoundError, PermissionError, UsageError } from '../../errors.ts';
+import { GRPC } from '../../google/grpc.ts';
+import { mapSecretManagerError, ONE_ATTEMPT } from '../../google/secretmanager.ts';
 import { describeSource, type SecretManagerRef, secretVersionName } from '../../sources/reference.ts';
-import { mapSecretManagerError, ONE_ATTEMPT } from '../../sources/secretmanager.ts';
 import { type Check, type CheckContext, fail, failFrom, ok, warn } from './checklist.ts';
 import { secretGrant } from './grants.ts';
 
@@ -13,9 +14,6 @@ const ACCESS = 'secretmanager.versions.access';
 const GET = 'secretmanager.versions.get';
 
 // google-gax reports gRPC status codes, also in REST mode.
-const INVALID_ARGUMENT = 3;
-const NOT_FOUND = 5;
-const PERMISSION_DENIED = 7;
 
 /** The secret's line, then one line per version of `refs` (all of that one secret). */
 export async function checkSecret(refs: readonly SecretManagerRef[], context: CheckContext): Promise<Check[]> {
@@ -99,17 +97,17 @@ async function checkVersion(ref: SecretManagerRef, context: CheckContext): Promi
 function classify(error: unknown, ref: SecretManagerRef) {
   const { project, secret } = ref;
   switch ((error as { code?: unknown } | null)?.code) {
-    case NOT_FOUND:
+    case GRPC.NOT_FOUND:
       return new NotFoundError(
         `the secret ${secret} does not exist in project ${project}`,
         `check the name (gcloud secrets list --project=${project}), or create it: secret-fetch push FILE sm://${project}/${secret} --create`,
       );
-    case PERMISSION_DENIED: // testIamPermissions itself needs no permission, so the API or project refused
+    case GRPC.PERMISSION_DENIED: // testIamPermissions itself needs no permission, so the API or project refused
       return new PermissionError(
         `Secret Manager refused to test the permissions on sm://${project}/${secret}`,
         `is the Secret Manager API enabled in ${project}? (gcloud services enable secretmanager.googleapis.com --project=${project})`,
       );
-    case INVALID_ARGUMENT:
+    case GRPC.INVALID_ARGUMENT:
       return new UsageError(
         `Secret Manager refused the secret name projects/${project}/secrets/${secret}`,
         'check the project and secret ID',

@@ -3,7 +3,7 @@
 // downloaded. A berglas object's metadata names its KMS key, which `followUp` checks next.
 
 import { EXIT, NotFoundError, PermissionError } from '../../errors.ts';
-import { type CustomMetadata, mapStorageError } from '../../sources/gcs.ts';
+import { type CustomMetadata, mapStorageError } from '../../google/storage.ts';
 import { describeSource, type ObjectRef } from '../../sources/reference.ts';
 import { type Check, type CheckContext, fail, failFrom, ok, warn } from './checklist.ts';
 import { bucketGrant } from './grants.ts';

@@ -4,8 +4,8 @@
 
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { UsageError } from './errors.ts';
-import { show } from './log.ts';
+import { UsageError } from '../errors.ts';
+import { show } from '../log.ts';
 
 /** A CA bundle is a few KiB to a few hundred; anything far larger is not one. */
 const MAX_CA_FILE_BYTES = 4 * 1024 * 1024;

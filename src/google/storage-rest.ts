@@ -5,8 +5,8 @@
 // sign) and doctor. Credentials stay google-auth-library's; retries stay ours (retry.ts).
 
 import pkg from '../../package.json' with { type: 'json' };
-import { type ClientAuth, defaultAuth } from '../credentials.ts';
-import { authHeaders, type ResponseHeaders, type RestResponse, restRequest } from '../google-rest.ts';
+import { type ClientAuth, defaultAuth } from './credentials.ts';
+import { authHeaders, type ResponseHeaders, type RestResponse, restRequest } from './rest.ts';
 
 const DEFAULT_ENDPOINT = 'https://storage.googleapis.com';
 /** Names the caller in Cloud Storage's request logs (and tells the tests' server who asked). */

@@ -3,9 +3,9 @@
 // tool); beyond it, a secret-fetch envelope (src/decrypt/envelope.ts). berglas:// objects get
 // berglas's own body, whatever their size.
 
-import type { Clients } from '../clients.ts';
 import { sealBerglas, sealEnvelope } from '../decrypt/envelope.ts';
 import { encryptWithKms, KMS_MAX_PLAINTEXT } from '../decrypt/kms.ts';
+import type { Clients } from '../google/clients.ts';
 import type { Retry } from '../retry.ts';
 
 /** Ciphertext that the fetch path decrypts with the same --kms-key. */

@@ -8,6 +8,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { AuthClient } from 'google-auth-library';
 import { CLOUD_PLATFORM_SCOPE, type ClientAuth } from './credentials.ts';
+import { GRPC, GRPC_NAMES, type GrpcName } from './grpc.ts';
 
 /** Response headers as node:http gives them (lower-case names); retryAfterMs reads these too. */
 export type ResponseHeaders = IncomingHttpHeaders;
@@ -174,44 +175,24 @@ export class GoogleApiError extends Error {
   }
 }
 
-const GRPC_NAMES = [
-  'OK',
-  'CANCELLED',
-  'UNKNOWN',
-  'INVALID_ARGUMENT',
-  'DEADLINE_EXCEEDED',
-  'NOT_FOUND',
-  'ALREADY_EXISTS',
-  'PERMISSION_DENIED',
-  'RESOURCE_EXHAUSTED',
-  'FAILED_PRECONDITION',
-  'ABORTED',
-  'OUT_OF_RANGE',
-  'UNIMPLEMENTED',
-  'INTERNAL',
-  'UNAVAILABLE',
-  'DATA_LOSS',
-  'UNAUTHENTICATED',
-];
-
 /** The gRPC code for an HTTP status that came without a Google error body (as google-gax maps it). */
 export function grpcCodeOfHttpStatus(status: number): number {
   const known: Record<number, number> = {
-    400: 3,
-    401: 16,
-    403: 7,
-    404: 5,
-    409: 10,
-    429: 8,
-    499: 1,
-    501: 12,
-    503: 14,
-    504: 4,
+    400: GRPC.INVALID_ARGUMENT,
+    401: GRPC.UNAUTHENTICATED,
+    403: GRPC.PERMISSION_DENIED,
+    404: GRPC.NOT_FOUND,
+    409: GRPC.ABORTED,
+    429: GRPC.RESOURCE_EXHAUSTED,
+    499: GRPC.CANCELLED,
+    501: GRPC.UNIMPLEMENTED,
+    503: GRPC.UNAVAILABLE,
+    504: GRPC.DEADLINE_EXCEEDED,
   };
   if (known[status] !== undefined) return known[status];
-  if (status >= 400 && status < 500) return 9; // FAILED_PRECONDITION
-  if (status >= 500) return 13; // INTERNAL
-  return 2; // UNKNOWN: a redirect or another answer a JSON API never gives
+  if (status >= 400 && status < 500) return GRPC.FAILED_PRECONDITION;
+  if (status >= 500) return GRPC.INTERNAL;
+  return GRPC.UNKNOWN; // a redirect or another answer a JSON API never gives
 }
 
 /** The error for a response that is not 200 OK: from its Google error body when it has one. */
@@ -228,7 +209,7 @@ export function googleApiError<E extends GoogleApiError>(
   } catch {
     // Not JSON: a proxy's page, or a truncated body.
   }
-  const named = typeof error?.status === 'string' ? GRPC_NAMES.indexOf(error.status) : -1;
+  const named = typeof error?.status === 'string' ? GRPC_NAMES.indexOf(error.status as GrpcName) : -1;
   const code = named > 0 ? named : grpcCodeOfHttpStatus(status);
   const message =
     typeof error?.message === 'string' && error.message !== '' ? error.message : `${service} answered HTTP ${status}`;

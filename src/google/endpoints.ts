@@ -1,7 +1,7 @@
 // Service endpoints: --storage-endpoint (or STORAGE_EMULATOR_HOST), --kms-endpoint and
 // --secret-manager-endpoint, checked once for the main run and every subcommand.
 
-import { UsageError } from './errors.ts';
+import { UsageError } from '../errors.ts';
 
 type Environ = Readonly<Record<string, string | undefined>>;
 

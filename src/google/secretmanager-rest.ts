@@ -4,8 +4,8 @@
 // serves what operators run (push, edit, doctor). Credentials stay google-auth-library's; retries
 // stay ours; errors carry the gRPC status code google-gax reported, so mapSecretManagerError holds.
 
-import { type ClientAuth, defaultAuth } from '../credentials.ts';
-import { authHeaders, GoogleApiError, googleApiError, restRequest } from '../google-rest.ts';
+import { type ClientAuth, defaultAuth } from './credentials.ts';
+import { authHeaders, GoogleApiError, googleApiError, restRequest } from './rest.ts';
 
 const DEFAULT_ENDPOINT = 'https://secretmanager.googleapis.com';
 

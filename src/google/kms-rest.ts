@@ -7,7 +7,7 @@
 // The wire format is proto3 JSON: bytes as standard base64, Int64Value wrappers (the CRC32C
 // fields) as decimal strings, enums by name; the name travels in the URL, not the body.
 
-import { type ClientAuth, defaultAuth } from '../credentials.ts';
+import { type ClientAuth, defaultAuth } from './credentials.ts';
 import {
   authHeaders,
   GoogleApiError,
@@ -15,7 +15,7 @@ import {
   grpcCodeOfHttpStatus,
   type ResponseHeaders,
   restRequest,
-} from '../google-rest.ts';
+} from './rest.ts';
 
 const DEFAULT_ENDPOINT = 'https://cloudkms.googleapis.com';
 

@@ -8,9 +8,9 @@
 // 429 and no answer) and has no switch for it: one of our attempts includes those.
 
 import type { AuthClient, Compute } from 'google-auth-library';
+import { PermissionError, type SecretFetchError, UnavailableError, UsageError } from '../errors.ts';
+import type { Retry } from '../retry.ts';
 import { ENDPOINT_FLAGS, type Endpoints } from './endpoints.ts';
-import { PermissionError, type SecretFetchError, UnavailableError, UsageError } from './errors.ts';
-import type { Retry } from './retry.ts';
 
 /** Where credentials come from, decided from the environment by the CLI (options.ts). */
 export interface CredentialsPlan {

@@ -4,14 +4,14 @@
 
 import type { Storage } from '@google-cloud/storage';
 import type { AuthClient } from 'google-auth-library';
+import type { KmsClient } from '../decrypt/kms.ts';
+import type { Logger } from '../log.ts';
+import type { Retry } from '../retry.ts';
 import { type ClientAuth, type CredentialsPlan, freshToken, loadCredentials } from './credentials.ts';
-import type { KmsClient } from './decrypt/kms.ts';
 import type { Endpoints } from './endpoints.ts';
-import type { Logger } from './log.ts';
-import type { Retry } from './retry.ts';
-import type { GcsReader } from './sources/gcs-reader.ts';
-import type { SecretManagerClient } from './sources/secretmanager.ts';
-import type { SecretManagerReader } from './sources/secretmanager-reader.ts';
+import type { SecretManagerClient } from './secretmanager.ts';
+import type { SecretManagerReader } from './secretmanager-rest.ts';
+import type { GcsReader } from './storage-rest.ts';
 
 export interface Clients {
   /** The thin Cloud Storage reader every gs:// and berglas:// start uses (sources/gcs-reader.ts). */
@@ -46,21 +46,19 @@ export function createClients(
     return credential;
   };
   const storage = onceWith('Cloud Storage library', log, (auth: ClientAuth) =>
-    import('./sources/gcs.ts').then((m) => m.createStorageClient(endpoints.storage, auth)),
+    import('./storage.ts').then((m) => m.createStorageClient(endpoints.storage, auth)),
   );
   const gcs = onceWith('Cloud Storage', log, (auth: ClientAuth) =>
-    import('./sources/gcs-reader.ts').then((m) => m.createGcsReader(endpoints.storage, auth, ca)),
+    import('./storage-rest.ts').then((m) => m.createGcsReader(endpoints.storage, auth, ca)),
   );
   const kms = onceWith('Cloud KMS', log, (auth: ClientAuth) =>
-    import('./decrypt/kms.ts').then((m) => m.createKmsClient(endpoints.kms, auth, ca)),
+    import('../decrypt/kms.ts').then((m) => m.createKmsClient(endpoints.kms, auth, ca)),
   );
   const secretManagerReader = onceWith('Secret Manager', log, (auth: ClientAuth) =>
-    import('./sources/secretmanager-reader.ts').then((m) =>
-      m.createSecretManagerReader(endpoints.secretManager, auth, ca),
-    ),
+    import('./secretmanager-rest.ts').then((m) => m.createSecretManagerReader(endpoints.secretManager, auth, ca)),
   );
   const secretManager = onceWith('Secret Manager library', log, (auth: ClientAuth) =>
-    import('./sources/secretmanager.ts').then((m) => m.createSecretManagerClient(endpoints.secretManager, auth)),
+    import('./secretmanager.ts').then((m) => m.createSecretManagerClient(endpoints.secretManager, auth)),
   );
   return {
     gcs: async (retry) => gcs(await authFor(endpoints.storage, retry)),
