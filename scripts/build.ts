@@ -18,6 +18,14 @@ import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
 import { build, type Metafile, type PluginBuild } from 'esbuild';
 import { inject } from 'postject';
+import {
+  groupOf,
+  INTERNAL_GROUPS,
+  internalExternal,
+  VENDOR_GROUPS,
+  VENDOR_PATTERN,
+  vendorExternal,
+} from './bundle-plan.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const output = join(root, 'dist', 'secret-fetch');
@@ -31,22 +39,6 @@ if (!process.version.startsWith('v24.')) {
 mkdirSync(join(root, 'build'), { recursive: true });
 mkdirSync(dirname(output), { recursive: true });
 const work = mkdtempSync(join(root, 'build', 'work-'));
-
-// Libraries most runs never need go into separate scripts, one per group, each loaded on first
-// use by scripts/sea-vendor-loader.js: the fast local path never parses or runs them.
-// Secret Manager's client (google-gax, gRPC and protobuf definitions: about 1.3 MiB) is a group of
-// its own, so a gs:// run does not deserialize it; it takes google-auth-library from the google
-// group, so every client shares one copy of the credential classes.
-const VENDOR_GROUPS: Record<string, string[]> = {
-  google: ['@google-cloud/storage', 'google-auth-library'],
-  gax: ['@google-cloud/secret-manager/build/src/v1/secret_manager_service_client.js', 'google-gax/fallback'],
-  yaml: ['yaml'],
-  toml: ['smol-toml'],
-};
-const groupOf = Object.fromEntries(
-  Object.entries(VENDOR_GROUPS).flatMap(([group, ids]) => ids.map((id) => [id, group])),
-);
-const VENDOR_PATTERN = /^(@google-cloud\/|google-auth-library$|google-gax(\/|$)|yaml$|smol-toml$)/;
 
 const started = Date.now();
 const common = {
@@ -65,40 +57,6 @@ const common = {
   logLevel: 'warning',
 } as const;
 
-// Our own code that only the operator subcommands run (push, edit, sign, doctor, ...) is one more
-// group, so the entrypoint's script stays small. It must share the main script's module instances
-// (error classes, Secret, the pipeline), so its imports of modules the main script holds become
-// "@secret-fetch/core/<path>" requires, answered from globalThis.__sfCore, which the main script fills.
-const INTERNAL_GROUPS: Record<string, string[]> = {
-  ops: ['show', 'push', 'edit', 'sign', 'doctor'].map((name) => `src/commands/${name}.ts`),
-};
-for (const [group, files] of Object.entries(INTERNAL_GROUPS)) {
-  for (const file of files) groupOf[`@secret-fetch/${group}/${file}`] = group;
-}
-const internalOf = Object.fromEntries(
-  Object.entries(INTERNAL_GROUPS).flatMap(([group, files]) => files.map((file) => [file, group])),
-);
-
-const vendorExternal = {
-  name: 'vendor-external',
-  setup(b: PluginBuild) {
-    b.onResolve({ filter: VENDOR_PATTERN }, (args) => {
-      if (!(args.path in groupOf)) throw new Error(`${args.path}: add it to VENDOR_GROUPS in scripts/build.ts`);
-      return { path: args.path, external: true };
-    });
-  },
-};
-/** The main script reaches a subcommand module only through the loader. */
-const internalExternal = {
-  name: 'internal-external',
-  setup(b: PluginBuild) {
-    b.onResolve({ filter: /^\.\.?\// }, (args) => {
-      const file = relative(root, resolve(args.resolveDir, args.path));
-      const group = internalOf[file];
-      return group === undefined ? undefined : { path: `@secret-fetch/${group}/${file}`, external: true };
-    });
-  },
-};
 const banner = {
   // First line of the executable's script: SIGUSR1 is ours from here on, never the inspector's.
   js: `process.on('SIGUSR1', function () {});\nvar __sfVendorGroups = ${JSON.stringify(groupOf)};\n${readFileSync(join(root, 'scripts', 'sea-vendor-loader.js'), 'utf8')}`,
@@ -111,7 +69,7 @@ const core = await build({
   entryPoints: [join(root, 'src', 'cli.ts')],
   outfile: bundle,
   banner,
-  plugins: [vendorExternal, internalExternal],
+  plugins: [vendorExternal, internalExternal(root)],
 });
 const coreFiles = new Set(Object.keys(core.metafile.inputs).filter((file) => file.startsWith('src/')));
 
@@ -158,7 +116,7 @@ const main = await build({
   },
   outfile: bundle,
   banner,
-  plugins: [vendorExternal, internalExternal],
+  plugins: [vendorExternal, internalExternal(root)],
 });
 metafiles.push(main.metafile);
 for (const [group, ids] of Object.entries(VENDOR_GROUPS)) {

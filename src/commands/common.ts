@@ -5,6 +5,7 @@
 import { writeSync } from 'node:fs';
 import { UsageError } from '../errors.ts';
 import { type FlagSpec, parseDuration, parseFlags, parseLogFormat, renderFlags } from '../flags.ts';
+import { detectFormat, type Format, formatFlag, parseEntries } from '../formats/index.ts';
 import { readCaFile } from '../google/ca-file.ts';
 import { type Clients, createClients } from '../google/clients.ts';
 import { type CredentialsPlan, credentialsPlan } from '../google/credentials.ts';
@@ -12,6 +13,8 @@ import { type Endpoints, parseEndpoints, storageEndpoint } from '../google/endpo
 import type { LogFormat, Logger } from '../log.ts';
 import { FLAGS } from '../options.ts';
 import { createRetry, Deadline, type Retry } from '../retry.ts';
+import type { Secret } from '../secret.ts';
+import { type SourceRef, sourceFileName } from '../sources/reference.ts';
 import type { CommandContext, Subcommand } from './index.ts';
 
 export interface SubcommandSpec<F extends readonly FlagSpec[]> {
@@ -170,4 +173,18 @@ export function writeStdout(bytes: Uint8Array): void {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
     }
   }
+}
+
+/** The format a written secret is checked in: --format, else by the target's name, else by the file's. */
+export function chooseFormat(given: string | undefined, target: SourceRef, file: string): Format {
+  const flag = formatFlag(given ?? 'auto');
+  if (flag !== 'auto') return flag;
+  const byTarget = detectFormat(sourceFileName(target));
+  return byTarget !== 'raw' ? byTarget : detectFormat(file);
+}
+
+/** A secret that would stop every start is refused before it is uploaded. */
+export async function validateSecret(secret: Secret, format: Format, name: string): Promise<void> {
+  if (format === 'raw') return;
+  await parseEntries(format, secret.text(name), name);
 }

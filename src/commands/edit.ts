@@ -19,15 +19,16 @@ import { isSharedDirectory, memoryFilesystemAt, StagedFiles } from '../sinks/fil
 import { readSecretFile } from '../sources/file.ts';
 import { describeSource, parseSourceRef, sourceFileName } from '../sources/reference.ts';
 import {
+  chooseFormat,
   described,
   OPERATOR_MAX_BYTES,
   parseSubcommand,
   remoteContext,
   type SubcommandSpec,
+  validateSecret,
   writeStdout,
 } from './common.ts';
 import type { Subcommand } from './index.ts';
-import { chooseFormat, validateSecret } from './push.ts';
 
 const FLAGS = [
   {

@@ -30,6 +30,14 @@ export interface SubcommandEntry {
   /** The synopsis and one line of what it does, for secret-fetch --help. */
   readonly usage: string;
   readonly summary: string;
+  /** The file under src/commands/ that `load` imports. */
+  readonly module: string;
+  /**
+   * Which script of the executable holds it (scripts/bundle-plan.ts): `main` only for what is too
+   * small to be worth a lazy load; `ops` (loaded on first use) for every command that reaches a
+   * Google library or the pipeline.
+   */
+  readonly group: 'main' | 'ops';
   readonly load: () => Promise<Subcommand>;
 }
 
@@ -37,36 +45,50 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
   probe: {
     usage: 'probe --ready-file PATH',
     summary: 'exit 0 once --ready-file was written (for exec probes)',
+    module: 'probe.ts',
+    group: 'main',
     load: async () => (await import('./probe.ts')).probeCommand,
   },
   show: {
     usage: 'show SOURCE [--kms-key KEY]',
     summary: 'decrypt a secret to stdout',
+    module: 'show.ts',
+    group: 'ops',
     load: async () => (await import('./show.ts')).showCommand,
   },
   get: {
     usage: 'get SOURCE KEY [--kms-key KEY]',
     summary: 'one entry of a secret to stdout',
+    module: 'show.ts',
+    group: 'ops',
     load: async () => (await import('./show.ts')).getCommand,
   },
   push: {
     usage: 'push FILE TARGET [--kms-key KEY]',
     summary: 'check, encrypt and write a secret to gs://, berglas:// or sm:// (conditionally)',
+    module: 'push.ts',
+    group: 'ops',
     load: async () => (await import('./push.ts')).pushCommand,
   },
   edit: {
     usage: 'edit SOURCE [--kms-key KEY]',
     summary: 'decrypt gs:// or sm:// to tmpfs, $EDITOR, write back if nobody wrote meanwhile',
+    module: 'edit.ts',
+    group: 'ops',
     load: async () => (await import('./edit.ts')).editCommand,
   },
   doctor: {
     usage: 'doctor [SOURCE...] [flags]',
     summary: 'check credentials, permissions and --out, with the gcloud fix for each failure',
+    module: 'doctor.ts',
+    group: 'ops',
     load: async () => (await import('./doctor.ts')).doctorCommand,
   },
   sign: {
     usage: 'sign gs://... --signing-key VERSION',
     summary: 'sign the object with a Cloud KMS key, for --verify-key',
+    module: 'sign.ts',
+    group: 'ops',
     load: async () => (await import('./sign.ts')).signCommand,
   },
 };

@@ -8,7 +8,7 @@
 import { validateKmsKey } from '../decrypt/kms.ts';
 import { UsageError } from '../errors.ts';
 import type { FlagSpec } from '../flags.ts';
-import { detectFormat, FORMATS, type Format, formatFlag, parseEntries } from '../formats/index.ts';
+import { FORMATS } from '../formats/index.ts';
 import { writeSecret } from '../publish/index.ts';
 import {
   payloadTooLarge,
@@ -18,14 +18,9 @@ import {
 } from '../publish/secretmanager.ts';
 import type { Secret } from '../secret.ts';
 import { readSecretFile } from '../sources/file.ts';
+import { type ObjectRef, parseSourceRef, type SecretManagerRef } from '../sources/reference.ts';
 import {
-  type ObjectRef,
-  parseSourceRef,
-  type SecretManagerRef,
-  type SourceRef,
-  sourceFileName,
-} from '../sources/reference.ts';
-import {
+  chooseFormat,
   described,
   OPERATOR_MAX_BYTES,
   type ParsedSubcommand,
@@ -33,6 +28,7 @@ import {
   type RemoteContext,
   remoteContext,
   type SubcommandSpec,
+  validateSecret,
   writeStdout,
 } from './common.ts';
 import type { Subcommand } from './index.ts';
@@ -263,17 +259,4 @@ export function readInput(file: string): Secret {
 function readStdin() {
   // Reads to EOF: a pipe's size is unknown up front.
   return readSecretFile('/dev/stdin', OPERATOR_MAX_BYTES);
-}
-
-export function chooseFormat(given: string | undefined, target: SourceRef, file: string): Format {
-  const flag = formatFlag(given ?? 'auto');
-  if (flag !== 'auto') return flag;
-  const byTarget = detectFormat(sourceFileName(target));
-  return byTarget !== 'raw' ? byTarget : detectFormat(file);
-}
-
-/** A secret that would stop every start is refused before it is uploaded. */
-export async function validateSecret(secret: Secret, format: Format, name: string): Promise<void> {
-  if (format === 'raw') return;
-  await parseEntries(format, secret.text(name), name);
 }
