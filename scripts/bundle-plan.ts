@@ -30,9 +30,10 @@ export const VENDOR_PATTERN = /^(@google-cloud\/|google-auth-library$|google-gax
 export const INTERNAL_GROUPS: Record<string, string[]> = {};
 for (const entry of Object.values(SUBCOMMANDS)) {
   if (entry.group === 'main') continue;
-  const files = (INTERNAL_GROUPS[entry.group] ??= []);
+  const files = INTERNAL_GROUPS[entry.group] ?? [];
   const file = `src/commands/${entry.module}`;
   if (!files.includes(file)) files.push(file);
+  INTERNAL_GROUPS[entry.group] = files;
 }
 for (const [group, files] of Object.entries(INTERNAL_GROUPS)) {
   for (const file of files) groupOf[`@secret-fetch/${group}/${file}`] = group;
