@@ -186,7 +186,7 @@ function malformedHttp(error: unknown, what: string): SecretFetchError | undefin
   );
 }
 
-/** An answer cut off at its size limit (google-rest.ts): not weather, and not what the API documents. */
+/** An answer cut off at its size limit (google/rest.ts): not weather, and not what the API documents. */
 function oversizedAnswer(error: unknown, what: string): IntegrityError | undefined {
   if ((error as { code?: unknown } | null)?.code !== 'EANSWERTOOLARGE') return undefined;
   return new IntegrityError(

@@ -1,4 +1,4 @@
-// Cloud KMS symmetric Decrypt and Encrypt, through our thin REST client (kms-client.ts), loaded
+// Cloud KMS symmetric Decrypt and Encrypt, through our thin REST client (google/kms-rest.ts), loaded
 // only when a key is needed. Follows the KMS data-integrity guidelines: send the CRC32C of every
 // input (KMS refuses a mismatch with GRPC.INVALID_ARGUMENT), and check the CRC32C of what it returns.
 
@@ -112,7 +112,7 @@ export function toBuffer(data: Uint8Array | string | null | undefined): Buffer {
     : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
-// gRPC status codes, as google-gax reported them and kms-client.ts still does.
+// gRPC status codes, as google-gax reported them and google/kms-rest.ts still does.
 
 /** The statuses that are retried, by name for the log (HTTP 429 is GRPC.RESOURCE_EXHAUSTED, 503 GRPC.UNAVAILABLE). */
 const TRANSIENT: Record<number, string> = {

@@ -14,13 +14,13 @@ import type { SecretManagerReader } from './secretmanager-rest.ts';
 import type { GcsReader } from './storage-rest.ts';
 
 export interface Clients {
-  /** The thin Cloud Storage reader every gs:// and berglas:// start uses (sources/gcs-reader.ts). */
+  /** The thin Cloud Storage reader every gs:// and berglas:// start uses (google/storage-rest.ts). */
   gcs(retry: Retry): Promise<GcsReader>;
   /** The Cloud Storage client, once its credentials are ready (retried with `retry`). */
   storage(retry: Retry): Promise<Storage>;
   kms(retry: Retry): Promise<KmsClient>;
   secretManager(retry: Retry): Promise<SecretManagerClient>;
-  /** The thin Secret Manager reader every sm:// source and reference uses (sources/secretmanager-reader.ts). */
+  /** The thin Secret Manager reader every sm:// source and reference uses (google/secretmanager-rest.ts). */
   secretManagerReader(retry: Retry): Promise<SecretManagerReader>;
 }
 

@@ -1,4 +1,4 @@
-// A thin Cloud KMS v1 REST client over node:http(s) (src/google-rest.ts), for the five calls secret-fetch makes. The
+// A thin Cloud KMS v1 REST client over node:http(s) (src/google/rest.ts), for the five calls secret-fetch makes. The
 // official client (google-gax in REST mode, its protobuf definitions and the IAM and locations
 // mixins) cost about 60 ms of every gs:// + KMS run to load (README, "Start-up cost").
 // Credentials stay google-auth-library's (its request headers); retries stay ours (retry.ts). Errors

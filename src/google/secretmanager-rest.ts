@@ -1,6 +1,6 @@
 // The read side of Secret Manager v1 REST (AccessSecretVersion, GetSecretVersion) as a thin client
-// over node:http(s) (src/google-rest.ts): every sm:// source and reference reads through it, as
-// gs:// reads through gcs-reader.ts, so a start never loads google-gax. The official client still
+// over node:http(s) (src/google/rest.ts): every sm:// source and reference reads through it, as
+// gs:// reads through storage-rest.ts, so a start never loads google-gax. The official client still
 // serves what operators run (push, edit, doctor). Credentials stay google-auth-library's; retries
 // stay ours; errors carry the gRPC status code google-gax reported, so mapSecretManagerError holds.
 

@@ -1,5 +1,5 @@
 // The read side of the Cloud Storage JSON API (object metadata, then its media at one generation)
-// as a thin client over node:http(s) (src/google-rest.ts). Every gs:// and berglas:// start reads through it: loading
+// as a thin client over node:http(s) (src/google/rest.ts). Every gs:// and berglas:// start reads through it: loading
 // @google-cloud/storage cost the start path more than the two requests themselves (README,
 // "Start-up cost"). The library still serves the operator subcommands that write (push, edit,
 // sign) and doctor. Credentials stay google-auth-library's; retries stay ours (retry.ts).

@@ -39,7 +39,7 @@ export async function createStorageClient(
   });
   // The library takes STORAGE_EMULATOR_HOST from the process environment as its base URL as is
   // (no /storage/v1, no scheme added): use the endpoint's, so the operator commands and the run's
-  // reader (gcs-reader.ts) send the same paths to one base.
+  // reader (google/storage-rest.ts) send the same paths to one base.
   if (endpoint !== undefined) storage.baseUrl = `${new URL(endpoint).origin}/storage/v1`;
   return storage;
 }

@@ -105,7 +105,7 @@ function sameCrc(given: unknown, actual: number): boolean {
   return (typeof given === 'string' || typeof given === 'number') && String(given) === String(actual);
 }
 
-// gRPC status codes, as kms-client.ts reports them.
+// gRPC status codes, as google/kms-rest.ts reports them.
 export function mapKmsSignError(
   error: unknown,
   keyVersion: string,

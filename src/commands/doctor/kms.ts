@@ -31,7 +31,7 @@ export async function checkKmsKey(keyName: string, context: CheckContext): Promi
   }
 }
 
-// gRPC status codes, as kms-client.ts reports them.
+// gRPC status codes, as google/kms-rest.ts reports them.
 function classify(error: unknown, keyName: string) {
   const code = (error as { code?: unknown } | null)?.code;
   const project = /^projects\/([^/]+)\//.exec(keyName)?.[1] ?? 'PROJECT';
