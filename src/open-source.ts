@@ -84,6 +84,8 @@ export async function openSource(
   at: SourceRef = plan.ref,
 ): Promise<{ secret: Secret; version: string | undefined }> {
   const { decrypt, uri } = plan;
+  // Cloud KMS's handshakes overlap the fetch, instead of following it.
+  if (decrypt.kind === 'kms') context.clients.preconnect('kms');
   const fetched = await fetchSource(at, context, decrypt.kind === 'self' ? decrypt.kmsKey : undefined);
   if (context.verifyKey !== undefined && fetched.signatureVerified !== true) {
     fetched.data.wipe();

@@ -8,7 +8,7 @@ import type { KmsClient } from '../decrypt/kms.ts';
 import type { Logger } from '../log.ts';
 import type { Retry } from '../retry.ts';
 import { type ClientAuth, type CredentialsPlan, freshToken, loadCredentials } from './credentials.ts';
-import type { Endpoints } from './endpoints.ts';
+import { DEFAULT_ENDPOINTS, type Endpoints } from './endpoints.ts';
 import type { SecretManagerClient } from './secretmanager.ts';
 import type { SecretManagerReader } from './secretmanager-rest.ts';
 import type { GcsReader } from './storage-rest.ts';
@@ -22,6 +22,11 @@ export interface Clients {
   secretManager(retry: Retry): Promise<SecretManagerClient>;
   /** The thin Secret Manager reader every sm:// source and reference uses (google/secretmanager-rest.ts). */
   secretManagerReader(retry: Retry): Promise<SecretManagerReader>;
+  /**
+   * Opens the connection to a service's thin client now (google/rest.ts preconnect), so its
+   * handshakes overlap the calls before it; a failure is left to the call that follows.
+   */
+  preconnect(service: keyof Endpoints): void;
 }
 
 export type { Endpoints } from './endpoints.ts';
@@ -66,6 +71,11 @@ export function createClients(
     kms: async (retry) => kms(await authFor(endpoints.kms, retry)),
     secretManager: async (retry) => secretManager(await authFor(endpoints.secretManager, retry)),
     secretManagerReader: async (retry) => secretManagerReader(await authFor(endpoints.secretManager, retry)),
+    preconnect: (service) => {
+      const url = endpoints[service] ?? DEFAULT_ENDPOINTS[service];
+      log?.debug(`connecting to ${new URL(url).origin} ahead of its first call`);
+      void import('./rest.ts').then((m) => m.preconnect(url, ca)).catch(() => {});
+    },
   };
 }
 

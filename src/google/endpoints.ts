@@ -11,6 +11,13 @@ export interface Endpoints {
   readonly secretManager: string | undefined;
 }
 
+/** Google's own endpoints, where none is given. */
+export const DEFAULT_ENDPOINTS: { readonly [K in keyof Endpoints]-?: string } = {
+  storage: 'https://storage.googleapis.com',
+  kms: 'https://cloudkms.googleapis.com',
+  secretManager: 'https://secretmanager.googleapis.com',
+};
+
 export const ENDPOINT_FLAGS: Record<keyof Endpoints, string> = {
   storage: 'storage-endpoint',
   kms: 'kms-endpoint',

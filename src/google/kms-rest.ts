@@ -8,6 +8,7 @@
 // fields) as decimal strings, enums by name; the name travels in the URL, not the body.
 
 import { type ClientAuth, defaultAuth } from './credentials.ts';
+import { DEFAULT_ENDPOINTS } from './endpoints.ts';
 import {
   authHeaders,
   GoogleApiError,
@@ -17,7 +18,7 @@ import {
   restRequest,
 } from './rest.ts';
 
-const DEFAULT_ENDPOINT = 'https://cloudkms.googleapis.com';
+const DEFAULT_ENDPOINT = DEFAULT_ENDPOINTS.kms;
 
 /** An Int64Value as callers give it; KMS's answers carry decimal strings. */
 export interface Int64Value {

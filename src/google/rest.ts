@@ -6,6 +6,7 @@
 // ~50 ms on every init-container run, measured. node:http's parser is native and loads nothing.
 
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
 import type { AuthClient } from 'google-auth-library';
 import { CLOUD_PLATFORM_SCOPE, type ClientAuth } from './credentials.ts';
 import { GRPC, GRPC_NAMES, type GrpcName } from './grpc.ts';
@@ -68,10 +69,13 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
   // Certificates are always checked, whatever the environment says (NODE_TLS_REJECT_UNAUTHORIZED);
   // the one way to trust more is --ca-file, added to the system roots.
   const trust = https ? { rejectUnauthorized: true, ...(init.ca ? { ca: await trustedRoots(init.ca) } : {}) } : {};
+  // A connection opened ahead (preconnect), checked as this request would check its own.
+  const warm = takeWarm(target.origin);
+  const via = warm === undefined ? {} : { createConnection: () => warm };
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...init.headers };
     if (init.body !== undefined) headers['content-length'] = String(Buffer.byteLength(init.body));
-    const req = send(target, { method: init.method, headers, signal: init.signal, ...trust }, (res) => {
+    const req = send(target, { method: init.method, headers, signal: init.signal, ...trust, ...via }, (res) => {
       const chunks: Buffer[] = [];
       let received = 0;
       let cut = false;
@@ -114,6 +118,61 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
     req.on('error', reject);
     req.end(init.body);
   });
+}
+
+/** Connections opened ahead of their first request, one per origin, until a request takes it. */
+const warming = new Map<string, Socket>();
+
+/**
+ * Opens the TCP (and TLS) connection to `url`'s origin now, so its handshakes overlap whatever
+ * the run does before its first request there (Cloud KMS while Cloud Storage answers). The
+ * certificate is checked exactly as restRequest checks it; a connection that fails, closes or is
+ * never used costs nothing: the request then opens its own, and reports its own error.
+ */
+export async function preconnect(url: string, ca?: readonly string[]): Promise<void> {
+  const target = new URL(url);
+  if (warming.has(target.origin)) return;
+  const https = target.protocol === 'https:';
+  const port = Number(target.port) || (https ? 443 : 80);
+  const host = target.hostname.replace(/^\[(.*)\]$/, '$1');
+  const { isIP, connect: connectTcp } = await import('node:net');
+  let socket: Socket;
+  if (https) {
+    const { connect } = await import('node:tls');
+    socket = connect({
+      host,
+      port,
+      ...(isIP(host) === 0 ? { servername: host } : {}),
+      rejectUnauthorized: true,
+      ALPNProtocols: ['http/1.1'],
+      ...(ca ? { ca: await trustedRoots(ca) } : {}),
+    });
+  } else {
+    socket = connectTcp({ host, port });
+  }
+  if (warming.has(target.origin)) {
+    socket.destroy();
+    return;
+  }
+  warming.set(target.origin, socket);
+  // Not the caller's business: the request that would have used it reports its own failure.
+  const forget = () => {
+    if (warming.get(target.origin) === socket) warming.delete(target.origin);
+  };
+  socket.on('error', forget);
+  socket.on('close', forget);
+  // An unused connection never holds the process open (an init container exits at once).
+  socket.unref();
+}
+
+/** The connection opened ahead to `origin`, if it is still usable; each is handed out once. */
+function takeWarm(origin: string): Socket | undefined {
+  const socket = warming.get(origin);
+  if (socket === undefined) return undefined;
+  warming.delete(origin);
+  if (socket.destroyed) return undefined;
+  socket.ref();
+  return socket;
 }
 
 let roots: { extra: readonly string[]; all: string[] } | undefined;

@@ -5,9 +5,10 @@
 // stay ours; errors carry the gRPC status code google-gax reported, so mapSecretManagerError holds.
 
 import { type ClientAuth, defaultAuth } from './credentials.ts';
+import { DEFAULT_ENDPOINTS } from './endpoints.ts';
 import { authHeaders, GoogleApiError, googleApiError, restRequest } from './rest.ts';
 
-const DEFAULT_ENDPOINT = 'https://secretmanager.googleapis.com';
+const DEFAULT_ENDPOINT = DEFAULT_ENDPOINTS.secretManager;
 
 /** The answers as the reader uses them (proto3 JSON: bytes as base64, int64 as a decimal string). */
 export interface AccessResponse {

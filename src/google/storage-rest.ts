@@ -6,9 +6,10 @@
 
 import pkg from '../../package.json' with { type: 'json' };
 import { type ClientAuth, defaultAuth } from './credentials.ts';
+import { DEFAULT_ENDPOINTS } from './endpoints.ts';
 import { authHeaders, type ResponseHeaders, type RestResponse, restRequest } from './rest.ts';
 
-const DEFAULT_ENDPOINT = 'https://storage.googleapis.com';
+const DEFAULT_ENDPOINT = DEFAULT_ENDPOINTS.storage;
 /** Names the caller in Cloud Storage's request logs (and tells the tests' server who asked). */
 const USER_AGENT = `secret-fetch/${pkg.version}`;
 

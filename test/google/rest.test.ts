@@ -1,0 +1,109 @@
+// A connection opened ahead (preconnect): the first request to its origin goes over it, it is
+// checked as the request would check its own (an untrusted certificate still fails the request),
+// and an unused one never holds the process open.
+
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { preconnect, restRequest } from '../../src/google/rest.ts';
+
+const servers: Server[] = [];
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+/** A server that answers every request with the number of the connection it came on. */
+async function listen(server: Server): Promise<{ url: string; connections: Socket[] }> {
+  const connections: Socket[] = [];
+  server.on('connection', (socket: Socket) => connections.push(socket));
+  server.on('secureConnection', (socket: Socket) => connections.push(socket));
+  server.on('request', (req, res) => {
+    const n = connections.indexOf(req.socket) + 1;
+    res.end(String(n));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  servers.push(server);
+  return {
+    url: `${'cert' in server ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    connections,
+  };
+}
+
+describe('preconnect', () => {
+  it('opens the connection at once, and the first request goes over it', async () => {
+    const { url, connections } = await listen(createServer());
+    await preconnect(url);
+    await expect.poll(() => connections.length).toBe(1);
+    const response = await restRequest(`${url}/v1/x`, { method: 'GET', headers: {} });
+    expect(response.body.toString()).toBe('1');
+    expect(connections).toHaveLength(1);
+  });
+
+  it('hands a connection out once: a second request opens its own', async () => {
+    const { url, connections } = await listen(createServer());
+    await preconnect(url);
+    await restRequest(`${url}/a`, { method: 'GET', headers: { connection: 'close' } });
+    const second = await restRequest(`${url}/b`, { method: 'GET', headers: { connection: 'close' } });
+    expect(second.body.toString()).toBe('2');
+    expect(connections).toHaveLength(2);
+  });
+
+  it('checks the certificate as the request would: an untrusted server still fails the request', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sf-preconnect-'));
+    try {
+      execFileSync(
+        'openssl',
+        ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'].concat(
+          ['-keyout', 'key.pem', '-out', 'cert.pem', '-days', '1', '-subj', '/CN=127.0.0.1'],
+          ['-addext', 'subjectAltName=IP:127.0.0.1'],
+        ),
+        { cwd: dir, stdio: 'pipe' },
+      );
+      const tls = { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) };
+      const server = createHttpsServer(tls);
+      let requests = 0;
+      server.on('request', () => requests++);
+      const { url } = await listen(server);
+      await preconnect(url);
+      const error = await restRequest(`${url}/secret`, {
+        method: 'GET',
+        headers: { authorization: 'Bearer t' },
+      }).catch((e: unknown) => e);
+      expect((error as { code?: string }).code).toBe('DEPTH_ZERO_SELF_SIGNED_CERT');
+      expect(requests).toBe(0);
+
+      // With the certificate trusted (--ca-file), the connection opened ahead is used.
+      await preconnect(url, [tls.cert.toString()]);
+      const trusted = await restRequest(`${url}/ok`, { method: 'GET', headers: {}, ca: [tls.cert.toString()] });
+      expect(trusted.status).toBe(200);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('never holds the process open when no request uses it', async () => {
+    const { url, connections } = await listen(createServer());
+    const rest = join(import.meta.dirname, '..', '..', 'src', 'google', 'rest.ts');
+    const child = spawn(process.execPath, [
+      '--input-type=module',
+      '-e',
+      `const m = await import(${JSON.stringify(rest)}); await m.preconnect(${JSON.stringify(url)});`,
+    ]);
+    const [code] = (await Promise.race([
+      once(child, 'exit'),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('the process stayed')), 10_000)),
+    ])) as [number | null];
+    expect(code).toBe(0);
+    expect(connections.length).toBeLessThanOrEqual(1);
+  });
+});
