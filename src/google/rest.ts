@@ -30,6 +30,11 @@ export interface RestRequest {
   readonly maxBytes?: number;
   /** PEM certificates trusted besides the system roots (--ca-file). */
   readonly ca?: readonly string[] | undefined;
+  /**
+   * Sees the status and headers before any of the body is read; what it throws rejects the
+   * request, whose body is then never read (a refusal by the headers alone).
+   */
+  readonly onResponse?: (status: number, headers: ResponseHeaders) => void;
 }
 
 /**
@@ -80,6 +85,13 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
       let received = 0;
       let cut = false;
       const status = res.statusCode ?? 0;
+      try {
+        init.onResponse?.(status, res.headers);
+      } catch (error) {
+        req.destroy();
+        reject(error);
+        return;
+      }
       const success = status >= 200 && status < 300;
       const limit = success ? (init.maxBytes ?? ANSWER_MAX_BYTES) : ERROR_ANSWER_MAX_BYTES;
       // Every answer is capped as it streams, so an endless or huge body never grows in memory.

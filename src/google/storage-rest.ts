@@ -30,7 +30,60 @@ export interface GcsReader {
    * metadata said) is cut off unread and rejects with AnswerTooLargeError.
    */
   download(bucket: string, object: string, generation: string, size: number): Promise<Buffer>;
+  /**
+   * The object's bytes in one GET, with what its response headers say about them (generation,
+   * stored length, CRC32C). `check` sees those before the body is read and may refuse it by
+   * throwing; the body is read up to the stored length. Undefined when the answer lacks any of
+   * them (an emulator, a stored encoding other than identity): its body is not read, and the
+   * caller reads the metadata first instead.
+   */
+  readMedia(
+    bucket: string,
+    object: string,
+    generation: string | undefined,
+    check: (media: MediaHeaders) => void,
+  ): Promise<{ readonly headers: MediaHeaders; readonly data: Buffer } | undefined>;
 }
+
+/** What a media response's headers say about its body. */
+export interface MediaHeaders {
+  readonly generation: string;
+  readonly metageneration: string;
+  /** x-goog-stored-content-length: the object's size. */
+  readonly size: number;
+  /** The CRC32C of x-goog-hash. */
+  readonly crc32c: number;
+}
+
+/** The integrity headers of a media response, or undefined if any is missing or malformed. */
+export function mediaHeaders(headers: ResponseHeaders): MediaHeaders | undefined {
+  const one = (name: string): string | undefined => {
+    const value = headers[name];
+    return typeof value === 'string' ? value : undefined;
+  };
+  const generation = one('x-goog-generation') ?? '';
+  const length = one('x-goog-stored-content-length') ?? '';
+  const hashes = headers['x-goog-hash'];
+  const crc = (Array.isArray(hashes) ? hashes.join(',') : (hashes ?? ''))
+    .split(',')
+    .map((part) => /^\s*crc32c=([A-Za-z0-9+/]{6}==)\s*$/.exec(part)?.[1])
+    .find((value) => value !== undefined);
+  // The hash and length are the stored object's: they describe this body only if it is served as stored.
+  const asStored =
+    one('x-goog-stored-content-encoding') === 'identity' && (one('content-encoding') ?? 'identity') === 'identity';
+  if (!asStored || !/^[1-9][0-9]*$/.test(generation) || !/^[0-9]{1,15}$/.test(length) || crc === undefined) {
+    return undefined;
+  }
+  return {
+    generation,
+    metageneration: one('x-goog-metageneration') ?? '',
+    size: Number(length),
+    crc32c: Buffer.from(crc, 'base64').readUInt32BE(0),
+  };
+}
+
+/** A media answer without the headers that pin and check it: its body is left unread. */
+class NoMediaHeaders extends Error {}
 
 /** An answer that is not 200, with its HTTP status as `code` (what mapStorageError switches on). */
 export class GcsApiError extends Error {
@@ -62,7 +115,11 @@ export function createGcsReader(
     return `${base}/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object)}${search}`;
   };
 
-  async function get(url: string, maxBytes?: number): Promise<RestResponse> {
+  async function get(
+    url: string,
+    maxBytes?: number,
+    onResponse?: (status: number, headers: ResponseHeaders) => void,
+  ): Promise<RestResponse> {
     const headers = await headersFor(url);
     headers['user-agent'] = USER_AGENT;
     const response = await restRequest(url, {
@@ -70,17 +127,9 @@ export function createGcsReader(
       headers,
       ca,
       ...(maxBytes === undefined ? {} : { maxBytes }),
+      ...(onResponse === undefined ? {} : { onResponse }),
     });
-    if (response.status !== 200) {
-      let message = `Cloud Storage answered HTTP ${response.status}`;
-      try {
-        const error = (JSON.parse(response.body.toString('utf8')) as { error?: { message?: unknown } } | null)?.error;
-        if (typeof error?.message === 'string' && error.message !== '') message = error.message;
-      } catch {
-        // Not JSON: a proxy's page.
-      }
-      throw new GcsApiError(message, response.status, response.headers);
-    }
+    if (response.status !== 200) throw apiError(response);
     return response;
   }
 
@@ -106,5 +155,45 @@ export function createGcsReader(
     async download(bucket, object, generation, size) {
       return (await get(objectUrl(bucket, object, { alt: 'media', generation }), size)).body;
     },
+    async readMedia(bucket, object, generation, check) {
+      let media: MediaHeaders | undefined;
+      let limit: number | undefined;
+      try {
+        const url = objectUrl(bucket, object, { alt: 'media', generation });
+        // The body's limit is the stored length the headers give, known once they arrive.
+        const response = await restRequest(url, {
+          method: 'GET',
+          headers: { ...(await headersFor(url)), 'user-agent': USER_AGENT },
+          ca,
+          onResponse: (status, headers) => {
+            if (status !== 200) return;
+            media = mediaHeaders(headers);
+            if (media === undefined) throw new NoMediaHeaders();
+            check(media);
+            limit = media.size;
+          },
+          get maxBytes() {
+            return limit;
+          },
+        });
+        if (response.status !== 200) throw apiError(response);
+        return { headers: media as MediaHeaders, data: response.body };
+      } catch (error) {
+        if (error instanceof NoMediaHeaders) return undefined;
+        throw error;
+      }
+    },
   };
+}
+
+/** The error for an answer that is not 200, with the message of its Google error body when it has one. */
+function apiError(response: RestResponse): GcsApiError {
+  let message = `Cloud Storage answered HTTP ${response.status}`;
+  try {
+    const error = (JSON.parse(response.body.toString('utf8')) as { error?: { message?: unknown } } | null)?.error;
+    if (typeof error?.message === 'string' && error.message !== '') message = error.message;
+  } catch {
+    // Not JSON: a proxy's page.
+  }
+  return new GcsApiError(message, response.status, response.headers);
 }

@@ -44,6 +44,14 @@ export async function createStorageClient(
   return storage;
 }
 
+/** What reading an object needs: the clients, the retry policy, the log and the size limit. */
+export interface ObjectReadContext {
+  readonly clients: Clients;
+  readonly retry: Retry;
+  readonly log: Logger;
+  readonly maxBytes: number;
+}
+
 /** What the metadata read says about the generation that is then downloaded. */
 export interface ObjectInfo {
   readonly generation: string;
@@ -58,7 +66,7 @@ export interface ObjectInfo {
  */
 export async function readObject(
   ref: ObjectRef,
-  context: { readonly clients: Clients; readonly retry: Retry; readonly log: Logger; readonly maxBytes: number },
+  context: ObjectReadContext,
   beforeDownload?: (info: ObjectInfo) => void,
 ): Promise<ObjectInfo & { readonly data: Buffer }> {
   const where = describeSource(ref);
@@ -110,21 +118,64 @@ export async function readObject(
   );
   // Checked against the CRC32C of the metadata we pinned: the bytes and the checksum come from the
   // same write, and a download corrupted in transit never reaches a sink.
+  checkDownload(`${where}#${generation}`, data, size, expectedCrc);
+  return { ...info, data };
+}
+
+/**
+ * The live object (or the generation `ref` pins) in one GET where its response carries the
+ * headers that pin and check it: the generation, the stored length (checked against the limit
+ * before the body is read) and the CRC32C. An answer without them is read as readObject reads it:
+ * the metadata first, then that generation.
+ */
+export async function readMediaObject(
+  ref: ObjectRef,
+  context: ObjectReadContext,
+): Promise<{ readonly generation: string; readonly data: Buffer }> {
+  const where = describeSource(ref);
+  const gcs = await context.clients.gcs(context.retry);
+  const read = await context.retry(
+    `download ${where}`,
+    () =>
+      gcs.readMedia(ref.bucket, ref.object, ref.generation, (media) => {
+        if (ref.generation && media.generation !== ref.generation) {
+          throw new IntegrityError(`${where}: asked for generation ${ref.generation}, got ${media.generation}`);
+        }
+        if (!(media.size <= context.maxBytes)) {
+          throw new IntegrityError(
+            `${where} is ${media.size} bytes, more than the ${context.maxBytes}-byte limit`,
+            'is this the right object?',
+          );
+        }
+      }),
+    (e) => mapStorageError(e, where, 'storage.objects.get'),
+  );
+  if (read === undefined) {
+    context.log.debug(`${where}: the download carries no generation, length and CRC32C; reading its metadata first`);
+    return readObject(ref, context);
+  }
+  const { headers, data } = read;
+  context.log.debug(`${where}: generation ${headers.generation}, ${headers.size} bytes`);
+  checkDownload(`${where}#${headers.generation}`, data, headers.size, headers.crc32c);
+  return { generation: headers.generation, data };
+}
+
+/** The bytes are exactly the stored length and match the stored CRC32C; otherwise they are zeroed and refused. */
+function checkDownload(at: string, data: Buffer, size: number, crc: number): void {
   if (data.length !== size) {
     data.fill(0);
     throw new IntegrityError(
-      `${where}#${generation}: the download ended after ${data.length} of the ${size} bytes its metadata gives`,
+      `${at}: the download ended after ${data.length} of the ${size} bytes its metadata gives`,
       'the download was cut short; run again',
     );
   }
-  if (crc32c(data) !== expectedCrc) {
+  if (crc32c(data) !== crc) {
     data.fill(0);
     throw new IntegrityError(
-      `${where}#${generation}: the downloaded bytes do not match the object's CRC32C`,
+      `${at}: the downloaded bytes do not match the object's CRC32C`,
       'the download was corrupted in transit; run again',
     );
   }
-  return { ...info, data };
 }
 
 /** The CRC32C of a metadata `crc32c` field (base64 of 4 big-endian bytes), or undefined if it is not one. */

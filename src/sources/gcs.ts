@@ -1,8 +1,16 @@
-// gs://BUCKET/OBJECT[#GENERATION] through @google-cloud/storage, loaded only when a gs:// or
-// berglas:// source is used. The object's metadata is read first and the data is then downloaded at exactly that
-// generation, so the bytes and what we know about them (checksum, signature) come from the same write.
+// gs://BUCKET/OBJECT[#GENERATION] and berglas:// objects through the thin Cloud Storage reader
+// (google/storage-rest.ts), loaded only when such a source is used. A plain gs:// source is one
+// GET whose headers give its generation, length and CRC32C; where the metadata is needed first
+// (--verify-key, berglas's key), it is read and the data then downloaded at exactly that
+// generation. Either way the bytes and what we know about them come from the same write.
 
-import { type CustomMetadata, mapStorageError, type ObjectInfo, readObject } from '../google/storage.ts';
+import {
+  type CustomMetadata,
+  mapStorageError,
+  type ObjectInfo,
+  readMediaObject,
+  readObject,
+} from '../google/storage.ts';
 import { Secret } from '../secret.ts';
 import { type ObjectToVerify, requireSignature, verifyObjectSignature } from '../signing/verify.ts';
 import type { FetchContext, FetchedSecret } from './index.ts';
@@ -18,7 +26,15 @@ export interface PinnedObject {
   readonly signatureVerified: boolean;
 }
 
+/**
+ * A gs:// source: in one GET (the response headers pin and check it), unless --verify-key needs
+ * the signature in its metadata before the bytes.
+ */
 export async function fetchObject(ref: ObjectRef, context: FetchContext): Promise<FetchedSecret> {
+  if (context.verifyKey === undefined) {
+    const { data, generation } = await readMediaObject(ref, context);
+    return { data: new Secret(data), name: ref.object, version: generation };
+  }
   const { data, generation, signatureVerified } = await readPinnedObject(ref, context);
   return { data, name: ref.object, version: generation, signatureVerified };
 }

@@ -68,4 +68,36 @@ describe('createGcsReader', () => {
       .catch((e: unknown) => e);
     expect((reset as { code?: string }).code).toBe('ECONNRESET');
   });
+
+  it('reads an object in one GET, with the generation, stored length and CRC32C of its headers', async () => {
+    const { generation } = gcs.putObject('vault', 'one', 'A=1\n');
+    const seen: unknown[] = [];
+    const read = await createGcsReader(gcs.url).readMedia('vault', 'one', undefined, (media) => seen.push(media));
+    expect(read?.data.toString()).toBe('A=1\n');
+    expect(read?.headers).toMatchObject({ generation, size: 4 });
+    expect(seen).toEqual([read?.headers]);
+    expect(gcs.requests.map((r) => r.query)).toEqual([{ alt: 'media' }]);
+  });
+
+  it('answers undefined, without reading the body, when the headers that pin it are missing', async () => {
+    gcs.putObject('vault', 'bare', 'x');
+    gcs.failNext({ query: { alt: 'media' } }, [{ status: 200, body: 'y'.repeat(100_000) }]);
+    const check = () => {
+      throw new Error('not called');
+    };
+    expect(await createGcsReader(gcs.url).readMedia('vault', 'bare', undefined, check)).toBeUndefined();
+  });
+
+  it('refuses by the headers alone what `check` refuses, and keeps the status of an error answer', async () => {
+    gcs.putObject('vault', 'big', 'x'.repeat(1000));
+    const refusal = new Error('too big');
+    const reader = createGcsReader(gcs.url);
+    await expect(
+      reader.readMedia('vault', 'big', undefined, () => {
+        throw refusal;
+      }),
+    ).rejects.toBe(refusal);
+    const missing = await reader.readMedia('vault', 'nope', undefined, () => {}).catch((e: unknown) => e);
+    expect(missing).toMatchObject({ code: 404 });
+  });
 });

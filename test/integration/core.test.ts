@@ -90,16 +90,30 @@ describe('fetch, decrypt, write, inject, exec', () => {
     expect(filesIn(out.dir)).toEqual(['app.cfg']);
   });
 
-  it('reads the metadata first, then downloads exactly that generation', async () => {
+  it('reads the object in one GET, whose headers pin its generation, length and CRC32C', async () => {
     const cfg = join(out.dir, 'app.cfg');
     servers.gcs.requests.length = 0;
-    const result = await runBinary([...source(), '--kms-key', KEY, '--out', cfg], { env: env() });
+    const result = await runBinary([...source(), '--kms-key', KEY, '--out', cfg, '--verbose'], { env: env() });
     expect(result.code, result.stderr).toBe(0);
     const reads = servers.gcs.requests.filter((r) => r.method === 'GET');
-    expect(reads).toHaveLength(2);
-    expect(reads[0]?.query.alt).toBeUndefined();
-    expect(reads[1]?.query).toMatchObject({ alt: 'media' });
-    expect(reads[1]?.query.generation).toMatch(/^[0-9]+$/);
+    expect(reads.map((r) => r.query)).toEqual([{ alt: 'media' }]);
+    const generation = servers.gcs.getObject('vault', 'app/secrets.cfg.enc')?.generation;
+    expect(result.stderr).toContain(`fetched gs://vault/app/secrets.cfg.enc at generation ${generation}:`);
+  });
+
+  it('reads the metadata first, then exactly that generation, when the download lacks those headers', async () => {
+    const cfg = join(out.dir, 'app.cfg');
+    servers.gcs.requests.length = 0;
+    // An emulator that sends no x-goog-generation, x-goog-stored-content-length or x-goog-hash.
+    servers.gcs.failNext({ method: 'GET', query: { alt: 'media' } }, [{ status: 200, body: 'not the object' }]);
+    const result = await runBinary([...source(), '--kms-key', KEY, '--out', cfg], { env: env() });
+    expect(result.code, result.stderr).toBe(0);
+    expect(readFileSync(cfg, 'utf8')).toBe(PYFILE);
+    const reads = servers.gcs.requests.filter((r) => r.method === 'GET');
+    expect(reads).toHaveLength(3);
+    expect(reads[1]?.query.alt).toBeUndefined();
+    expect(reads[2]?.query).toMatchObject({ alt: 'media' });
+    expect(reads[2]?.query.generation).toMatch(/^[0-9]+$/);
   });
 
   it('reads an older generation when the URI pins one', async () => {
@@ -320,7 +334,7 @@ describe('failures: one line, a distinct code, no file, no command', () => {
       for (const [i, line] of lines.entries()) {
         expect(line).toMatch(
           new RegExp(
-            `^secret-fetch: warning: attempt ${i + 1} to read the metadata of gs://vault/app/secrets\\.cfg\\.enc failed \\(Cloud Storage answered 503 for .*\\); retrying in \\d+ ms$`,
+            `^secret-fetch: warning: attempt ${i + 1} to download gs://vault/app/secrets\\.cfg\\.enc failed \\(Cloud Storage answered 503 for .*\\); retrying in \\d+ ms$`,
           ),
         );
       }
@@ -354,7 +368,7 @@ describe('failures: one line, a distinct code, no file, no command', () => {
     expectFailure(
       result,
       EXIT.unavailable,
-      /could not read the metadata of gs:\/\/vault\/app\/secrets\.cfg\.enc within the --timeout of 1s/,
+      /could not download gs:\/\/vault\/app\/secrets\.cfg\.enc within the --timeout of 1s/,
     );
     expect(Date.now() - started).toBeLessThan(10_000);
     expectNothingLeft();
@@ -362,9 +376,18 @@ describe('failures: one line, a distinct code, no file, no command', () => {
 
   it('SIGTERM during a fetch: exit 143, no temp file, no command', async () => {
     servers.gcs.failNext({ method: 'GET' }, ['stall']);
+    servers.gcs.requests.length = 0;
     const result = await runBinary([...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), ...command()], {
       env: env(),
-      onSpawn: (pid) => setTimeout(() => process.kill(pid, 'SIGTERM'), 500),
+      // Once the fetch is under way (its request reached the server), not after a fixed delay: on
+      // a loaded machine the process may not have started its own code by then.
+      onSpawn: (pid) => {
+        const poll = setInterval(() => {
+          if (servers.gcs.requests.length === 0) return;
+          clearInterval(poll);
+          process.kill(pid, 'SIGTERM');
+        }, 20);
+      },
     });
     expectFailure(result, 143, /interrupted by SIGTERM before the command started/);
     expectNothingLeft();

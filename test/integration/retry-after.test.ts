@@ -26,7 +26,7 @@ it('waits the Retry-After of a 429, then succeeds', async () => {
   expect(result.code, result.stderr).toBe(0);
   expect(result.stdout).toBe('A=1\n');
   expect(result.stderr).toMatch(
-    /attempt 1 to read the metadata of gs:\/\/vault\/ra\.env failed .*429.*; retrying in 1000 ms \(Retry-After\)\n$/,
+    /attempt 1 to download gs:\/\/vault\/ra\.env failed .*429.*; retrying in 1000 ms \(Retry-After\)\n$/,
   );
   expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
 });

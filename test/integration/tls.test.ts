@@ -101,7 +101,7 @@ describe('TLS to the services', () => {
       expect(result.code, result.stderr).toBe(EXIT.unavailable);
       expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
       expect(result.stderr).toMatch(
-        /^secret-fetch: error: could not read the metadata of gs:\/\/vault\/tls\/app\.env: the server's TLS certificate is not trusted \([A-Z_]+\), so nothing was sent to it \(.*--ca-file PATH/,
+        /^secret-fetch: error: could not download gs:\/\/vault\/tls\/app\.env: the server's TLS certificate is not trusted \([A-Z_]+\), so nothing was sent to it \(.*--ca-file PATH/,
       );
       expect(result.stdout).toBe('');
       expect(servers.gcs.requests).toHaveLength(0);

@@ -38,7 +38,7 @@ describe('malformed HTTP at the Cloud Storage endpoint', () => {
         expect(result.code, result.stderr).toBe(EXIT.unavailable);
         expect(result.stderr.trimEnd().split('\n')).toHaveLength(1);
         expect(result.stderr).toMatch(
-          /^secret-fetch: error: could not read the metadata of gs:\/\/vault\/app\/a\.env: the answer is not valid HTTP \(HPE_[A-Z_]+\)/,
+          /^secret-fetch: error: could not download gs:\/\/vault\/app\/a\.env: the answer is not valid HTTP \(HPE_[A-Z_]+\)/,
         );
       } finally {
         await server.close();
