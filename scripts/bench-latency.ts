@@ -14,7 +14,7 @@
 // Prints a table, writes bench/latency.json and draws bench/latency.svg, which the README shows.
 // Not a test: the figures depend on the machine, so they are reported, never asserted.
 //
-//   npm run bench:latency [-- --runs N]
+//   npm run bench:latency [-- --runs N] [--rtt MS]
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -32,9 +32,9 @@ import { barChartSvg } from './bar-chart.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const binary = join(root, 'dist', 'secret-fetch');
-const runsArg = process.argv.indexOf('--runs');
-const RUNS = runsArg === -1 ? 15 : Number(process.argv[runsArg + 1]);
-const RTT_MS = 50;
+const RUNS = numberArg('--runs', 15);
+/** Issue 15's round trip; a longer one (--rtt 200) shrinks the share of CPU noise on a loaded machine. */
+const RTT_MS = numberArg('--rtt', 50);
 const DELAYS = [0, RTT_MS / 2] as const;
 /** A fresh https request: TCP connect 1 + TLS 1.3 handshake 1 + the request 1. */
 const CALIBRATION_ROUND_TRIPS = 3;
@@ -46,6 +46,7 @@ const SERVICES = ['storage', 'kms', 'secretManager'] as const;
 type Service = (typeof SERVICES)[number];
 
 if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error('--runs N: give a whole number of runs, 1 or more');
+if (!Number.isInteger(RTT_MS) || RTT_MS < 2 || RTT_MS % 2 !== 0) throw new Error('--rtt MS: give an even number of ms');
 if (!existsSync(binary) || process.argv.includes('--build')) {
   const built = spawnSync(process.execPath, [join(root, 'scripts', 'build.ts')], { stdio: 'inherit' });
   if (built.status !== 0) throw new Error('npm run build failed');
@@ -145,9 +146,9 @@ try {
     for (const delayMs of DELAYS) await c.once(delayMs); // warm-up: page cache, the servers' JIT
     for (let i = 0; i < RUNS; i++) {
       const d0 = await c.once(0);
-      const before = connectionCounts(chain(RTT_MS / 2));
-      const rtt = await c.once(RTT_MS / 2);
-      const after = connectionCounts(chain(RTT_MS / 2));
+      const before = connectionCounts(chain(DELAYS[1]));
+      const rtt = await c.once(DELAYS[1]);
+      const after = connectionCounts(chain(DELAYS[1]));
       if (d0 === undefined) failures++;
       else d0Ms.push(d0);
       if (rtt === undefined) failures++;
@@ -332,4 +333,9 @@ function load(): string {
   return loadavg()
     .map((l) => l.toFixed(2))
     .join(' ');
+}
+
+function numberArg(flag: string, fallback: number): number {
+  const at = process.argv.indexOf(flag);
+  return at === -1 ? fallback : Number(process.argv[at + 1]);
 }
