@@ -4,12 +4,12 @@
 // delays every chunk by D ms each way and a new connection's first bytes by one more round trip
 // (the TCP handshake). The metadata server (the token) stays outside the proxy, link-local as on
 // GKE and Cloud Run. Each scenario runs at D = 0 and at RTT 50 ms (D = 25), alternating; the
-// effective round trips are (median at RTT 50 - median at D = 0) / 50 ms; beside them, less swayed
-// by a shared machine's load, the median of each run pair's difference and the difference of the
-// fastest runs. Every binary run is a fresh process,
-// so every connection and TLS handshake is new. A calibration request (a fresh https GET from this
-// process: connect + TLS 1.3 + request = 3 RTT) checks the proxy first, and the bench stops if it
-// is off by more than half a round trip.
+// effective round trips are (median at RTT 50 - median at D = 0) / 50 ms. Beside them, "net" does
+// the same with each run's wall time less the time its main thread waited for a CPU (schedstat),
+// which on a shared, loaded machine is most of the noise. Every binary run is a fresh process
+// (exec'ing `cat /proc/self/schedstat` as its command), so every connection and TLS handshake is
+// new. A calibration request (a fresh https GET from this process: connect + TLS 1.3 + request = 3
+// RTT) checks the proxy first, and the bench stops if it is off by more than half a round trip.
 //
 // Prints a table, writes bench/latency.json and draws bench/latency.svg, which the README shows.
 // Not a test: the figures depend on the machine, so they are reported, never asserted.
@@ -18,7 +18,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -52,10 +52,20 @@ if (!existsSync(binary) || process.argv.includes('--build')) {
   if (built.status !== 0) throw new Error('npm run build failed');
 }
 
-/** One thing measured: `once` runs it at a delay and resolves with its wall time in ms, or undefined if it failed. */
+/**
+ * One run: its wall time, and how long its main thread waited for a CPU (the run delay in
+ * /proc/.../schedstat, NaN where the kernel keeps none): on a shared machine that wait, not the
+ * network, is most of the difference between two runs.
+ */
+interface Sample {
+  wallMs: number;
+  cpuWaitMs: number;
+}
+
+/** One thing measured: `once` runs it at a delay, or resolves with undefined if it failed. */
 interface Case {
   name: string;
-  once: (delayMs: number) => Promise<number | undefined>;
+  once: (delayMs: number) => Promise<Sample | undefined>;
   /** Issue 15's target for the effective round trips, and what the issue measured before its work. */
   target?: number;
   issueMeasured?: number;
@@ -66,18 +76,16 @@ interface Figures {
   /** Medians, ms. */
   d0Ms: number;
   rttMs: number;
-  /** (rttMs - d0Ms) / RTT: what the table and the chart show. */
+  /** (rttMs - d0Ms) / RTT: issue 15's measure. */
   roundTrips: number;
-  /** The median over runs of (RTT 50 ms run - the D = 0 run just before it) / RTT: less swayed by a load that drifts. */
-  pairedRoundTrips: number;
-  /** (fastest RTT 50 ms run - fastest D = 0 run) / RTT: the least disturbed by other work on the machine. */
-  fastestRoundTrips: number;
+  /** The same from each run's wall time less its wait for a CPU: steadier on a loaded machine (the chart's bars). */
+  netRoundTrips: number;
   /** New connections a run opens through the proxies, by service (median of the RTT 50 ms runs). */
   connections: Record<Service, number>;
   target?: number;
   issueMeasured?: number;
   failures: number;
-  samples: { d0Ms: number[]; rttMs: number[] };
+  samples: { d0: Sample[]; rtt: Sample[] };
 }
 
 // No advertised keep-alive limit: the binary may reuse a connection, as with the real services
@@ -138,9 +146,8 @@ try {
   }
 
   const measure = async (c: Case): Promise<Figures> => {
-    const d0Ms: number[] = [];
-    const rttMs: number[] = [];
-    const paired: number[] = [];
+    const d0s: Sample[] = [];
+    const rtts: Sample[] = [];
     const connections: Record<Service, number>[] = [];
     let failures = 0;
     for (const delayMs of DELAYS) await c.once(delayMs); // warm-up: page cache, the servers' JIT
@@ -150,30 +157,28 @@ try {
       const rtt = await c.once(DELAYS[1]);
       const after = connectionCounts(chain(DELAYS[1]));
       if (d0 === undefined) failures++;
-      else d0Ms.push(d0);
+      else d0s.push(d0);
       if (rtt === undefined) failures++;
       else {
-        rttMs.push(rtt);
+        rtts.push(rtt);
         connections.push(Object.fromEntries(SERVICES.map((k) => [k, after[k] - before[k]])) as Record<Service, number>);
       }
-      if (d0 !== undefined && rtt !== undefined) paired.push((rtt - d0) / RTT_MS);
     }
-    const d0 = median(d0Ms);
-    const rtt = median(rttMs);
+    const wall = (samples: Sample[]) => median(samples.map((x) => x.wallMs));
+    const net = (samples: Sample[]) => median(samples.map((x) => x.wallMs - x.cpuWaitMs));
     return {
       name: c.name,
-      d0Ms: d0,
-      rttMs: rtt,
-      roundTrips: (rtt - d0) / RTT_MS,
-      pairedRoundTrips: median(paired),
-      fastestRoundTrips: (Math.min(...rttMs) - Math.min(...d0Ms)) / RTT_MS,
+      d0Ms: wall(d0s),
+      rttMs: wall(rtts),
+      roundTrips: (wall(rtts) - wall(d0s)) / RTT_MS,
+      netRoundTrips: (net(rtts) - net(d0s)) / RTT_MS,
       connections: Object.fromEntries(SERVICES.map((k) => [k, median(connections.map((n) => n[k]))])) as Record<
         Service,
         number
       >,
       ...(c.target === undefined ? {} : { target: c.target, issueMeasured: c.issueMeasured }),
       failures,
-      samples: { d0Ms, rttMs },
+      samples: { d0: d0s, rtt: rtts },
     };
   };
 
@@ -184,7 +189,7 @@ try {
       freshGet(`https://${chain(delayMs).storage.host}/storage/v1/b/bench/o/app%2Fapp.env`, certificates.ca),
   });
   console.log(
-    `\ncalibration: a fresh https GET through the proxy (connect + TLS 1.3 + request): ${ms(calibration.d0Ms)} at D = 0, ${ms(calibration.rttMs)} at RTT ${RTT_MS} ms: ${calibration.roundTrips.toFixed(2)} round trips (expected ${CALIBRATION_ROUND_TRIPS})`,
+    `\ncalibration: a fresh https GET through the proxy (connect + TLS 1.3 + request): ${ms(calibration.d0Ms)} at D = 0, ${ms(calibration.rttMs)} at RTT ${RTT_MS} ms: ${calibration.roundTrips.toFixed(2)} round trips (net ${calibration.netRoundTrips.toFixed(2)}; expected ${CALIBRATION_ROUND_TRIPS})`,
   );
   if (Math.abs(calibration.roundTrips - CALIBRATION_ROUND_TRIPS) > CALIBRATION_TOLERANCE) {
     throw new Error(
@@ -229,16 +234,16 @@ try {
   for (const c of cases) figures.push(await measure(c));
 
   console.log(
-    `\n${RUNS} runs per scenario and delay (D = 0 and RTT ${RTT_MS} ms alternating); times are medians; round trips = (median at RTT ${RTT_MS} - median at D = 0) / ${RTT_MS} ms, paired = median of each pair's, fastest = of the fastest runs'; ${cpus().length} cores, load average ${load()}\n`,
+    `\n${RUNS} runs per scenario and delay (D = 0 and RTT ${RTT_MS} ms alternating), medians; round trips = (t at RTT ${RTT_MS} - t at D = 0) / ${RTT_MS} ms; net = the same less the waits for a CPU; ${cpus().length} cores, load average ${load()}\n`,
   );
   console.log(
-    `${'scenario'.padEnd(42)} ${'D = 0'.padStart(9)} ${`RTT ${RTT_MS}`.padStart(9)} ${'round trips'.padStart(11)} ${'paired'.padStart(7)} ${'fastest'.padStart(7)} ${'target'.padStart(7)} ${'issue'.padStart(6)}  connections (GCS/KMS/SM)`,
+    `${'scenario'.padEnd(42)} ${'D = 0'.padStart(9)} ${`RTT ${RTT_MS}`.padStart(9)} ${'round trips'.padStart(11)} ${'net'.padStart(6)} ${'target'.padStart(7)} ${'issue'.padStart(6)}  connections (GCS/KMS/SM)`,
   );
   for (const f of figures) {
     const status = f.target === undefined ? '' : f.roundTrips <= f.target ? 'met' : 'MISSED';
     const target = f.target === undefined ? `~${CALIBRATION_ROUND_TRIPS}` : `<= ${f.target.toFixed(1)}`;
     console.log(
-      `${f.name.padEnd(42)} ${ms(f.d0Ms)} ${ms(f.rttMs)} ${f.roundTrips.toFixed(2).padStart(11)} ${f.pairedRoundTrips.toFixed(2).padStart(7)} ${f.fastestRoundTrips.toFixed(2).padStart(7)} ${target.padStart(7)} ${(f.issueMeasured?.toFixed(1) ?? '').padStart(6)}  ${SERVICES.map(
+      `${f.name.padEnd(42)} ${ms(f.d0Ms)} ${ms(f.rttMs)} ${f.roundTrips.toFixed(2).padStart(11)} ${f.netRoundTrips.toFixed(2).padStart(6)} ${target.padStart(7)} ${(f.issueMeasured?.toFixed(1) ?? '').padStart(6)}  ${SERVICES.map(
         (k) => f.connections[k],
       )
         .join('/')
@@ -259,12 +264,13 @@ try {
   writeFileSync(
     join(root, 'bench', 'latency.svg'),
     barChartSvg(
-      `effective round trips at RTT ${RTT_MS} ms (bar), issue 15's target (tick); lower is better`,
+      `round trips at RTT ${RTT_MS} ms, net of CPU waits (bar; wall time's in brackets), issue 15's target (tick)`,
       figures.map((f) => ({
         label: f.target === undefined ? `calibration: fresh https GET (${CALIBRATION_ROUND_TRIPS} expected)` : f.name,
-        value: f.roundTrips,
+        // A kernel without schedstat gives no net figure: the wall time's then.
+        value: Math.max(0, Number.isNaN(f.netRoundTrips) ? f.roundTrips : f.netRoundTrips),
         ...(f.target === undefined ? {} : { tick: f.target }),
-        text: f.roundTrips.toFixed(1),
+        text: `${f.netRoundTrips.toFixed(1)} (${f.roundTrips.toFixed(1)})`,
         highlight: f.target !== undefined,
       })),
     ),
@@ -276,18 +282,28 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 
-/** Runs the binary once with `args -- /bin/true`; its wall time in ms from spawn to exit, or undefined if it failed. */
-function runBinary(name: string, args: string[], env: Record<string, string>): Promise<number | undefined> {
+/**
+ * Runs the binary once with `args -- cat /proc/self/schedstat`: the exec keeps the process, so cat
+ * reports how long the run's main thread waited for a CPU. Undefined if the run failed.
+ */
+function runBinary(name: string, args: string[], env: Record<string, string>): Promise<Sample | undefined> {
   return new Promise((resolve) => {
     const started = performance.now();
-    const child = spawn(binary, [...args, '--', '/bin/true'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(binary, [...args, '--', '/bin/cat', '/proc/self/schedstat'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
     let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => {
+      stdout += d;
+    });
     child.stderr.setEncoding('utf8').on('data', (d) => {
       stderr += d;
     });
     child.on('close', (code) => {
-      const elapsed = performance.now() - started;
-      if (code === 0) resolve(elapsed);
+      const wallMs = performance.now() - started;
+      if (code === 0) resolve({ wallMs, cpuWaitMs: runDelayMs(stdout) });
       else {
         console.error(`${name}: exit ${code}: ${stderr.trim().split('\n')[0]}`);
         resolve(undefined);
@@ -296,13 +312,18 @@ function runBinary(name: string, args: string[], env: Record<string, string>): P
   });
 }
 
-/** One GET on a new connection (no agent, so no reuse and no TLS session); ms until its body has ended. */
-function freshGet(url: string, ca: Buffer): Promise<number | undefined> {
+/** One GET on a new connection (no agent, so no reuse and no TLS session), until its body has ended. */
+function freshGet(url: string, ca: Buffer): Promise<Sample | undefined> {
   return new Promise((resolve) => {
+    const waited = runDelayMs(readSchedstat('/proc/thread-self/schedstat'));
     const started = performance.now();
     const req = request(url, { agent: false, ca }, (res) => {
       res.resume();
-      res.on('end', () => resolve(res.statusCode === 200 ? performance.now() - started : undefined));
+      res.on('end', () => {
+        const wallMs = performance.now() - started;
+        const cpuWaitMs = runDelayMs(readSchedstat('/proc/thread-self/schedstat')) - waited;
+        resolve(res.statusCode === 200 ? { wallMs, cpuWaitMs } : undefined);
+      });
     });
     req.on('error', (error) => {
       console.error(`calibration: ${error.message}`);
@@ -310,6 +331,20 @@ function freshGet(url: string, ca: Buffer): Promise<number | undefined> {
     });
     req.end();
   });
+}
+
+/** The run delay (ns waiting on a run queue, the second field) of a schedstat line, in ms; NaN if none. */
+function runDelayMs(schedstat: string): number {
+  const field = schedstat.trim().split(/\s+/)[1];
+  return field === undefined || !/^\d+$/.test(field) ? Number.NaN : Number(field) / 1e6;
+}
+
+function readSchedstat(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 function connectionCounts(proxies: Record<Service, LatencyProxy>): Record<Service, number> {
