@@ -234,13 +234,15 @@ try {
   for (const c of cases) figures.push(await measure(c));
 
   console.log(
-    `\n${RUNS} runs per scenario and delay (D = 0 and RTT ${RTT_MS} ms alternating), medians; round trips = (t at RTT ${RTT_MS} - t at D = 0) / ${RTT_MS} ms; net = the same less the waits for a CPU; ${cpus().length} cores, load average ${load()}\n`,
+    `\n${RUNS} runs per scenario and delay (D = 0 and RTT ${RTT_MS} ms alternating), medians; round trips = (t at RTT ${RTT_MS} - t at D = 0) / ${RTT_MS} ms; net = the same less the waits for a CPU (met/MISSED are judged on it); ${cpus().length} cores, load average ${load()}\n`,
   );
   console.log(
     `${'scenario'.padEnd(42)} ${'D = 0'.padStart(9)} ${`RTT ${RTT_MS}`.padStart(9)} ${'round trips'.padStart(11)} ${'net'.padStart(6)} ${'target'.padStart(7)} ${'issue'.padStart(6)}  connections (GCS/KMS/SM)`,
   );
   for (const f of figures) {
-    const status = f.target === undefined ? '' : f.roundTrips <= f.target ? 'met' : 'MISSED';
+    // Judged on the net figure where there is one: the wall time's swings by whole round trips here.
+    const judged = Number.isNaN(f.netRoundTrips) ? f.roundTrips : f.netRoundTrips;
+    const status = f.target === undefined ? '' : judged <= f.target ? 'met' : 'MISSED';
     const target = f.target === undefined ? `~${CALIBRATION_ROUND_TRIPS}` : `<= ${f.target.toFixed(1)}`;
     console.log(
       `${f.name.padEnd(42)} ${ms(f.d0Ms)} ${ms(f.rttMs)} ${f.roundTrips.toFixed(2).padStart(11)} ${f.netRoundTrips.toFixed(2).padStart(6)} ${target.padStart(7)} ${(f.issueMeasured?.toFixed(1) ?? '').padStart(6)}  ${SERVICES.map(
@@ -264,7 +266,7 @@ try {
   writeFileSync(
     join(root, 'bench', 'latency.svg'),
     barChartSvg(
-      `round trips at RTT ${RTT_MS} ms, net of CPU waits (bar; wall time's in brackets), issue 15's target (tick)`,
+      `round trips at RTT ${RTT_MS} ms: net (bar), (wall), target (tick)`,
       figures.map((f) => ({
         label: f.target === undefined ? `calibration: fresh https GET (${CALIBRATION_ROUND_TRIPS} expected)` : f.name,
         // A kernel without schedstat gives no net figure: the wall time's then.
