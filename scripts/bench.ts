@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encryptWithKms, uploadObject } from '../test/fixtures/cloud.ts';
 import { startTestServers } from '../test/servers/start.ts';
+import { barChartSvg } from './bar-chart.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const binary = join(root, 'dist', 'secret-fetch');
@@ -399,32 +400,16 @@ function ms(value: number): string {
 }
 
 function chart(figures: Figures[]): string {
-  const width = 760;
-  const barHeight = 22;
-  const left = 330;
-  const max = Math.max(...figures.map((f) => f.p90Ms));
-  const scale = (width - left - 90) / max;
-  const rows = figures.map((f, i) => {
-    const y = 30 + i * (barHeight + 8);
-    const color = f.name.startsWith('secret-fetch') ? '#1a73e8' : '#9aa0a6';
-    return [
-      `<text x="${left - 8}" y="${y + 15}" text-anchor="end">${escapeXml(f.name)}</text>`,
-      `<rect x="${left}" y="${y}" width="${(f.medianMs * scale).toFixed(1)}" height="${barHeight}" fill="${color}"/>`,
-      `<line x1="${left + f.p90Ms * scale}" x2="${left + f.p90Ms * scale}" y1="${y}" y2="${y + barHeight}" stroke="#202124"/>`,
-      `<text x="${left + f.p90Ms * scale + 6}" y="${y + 15}">${f.medianMs.toFixed(1)} ms</text>`,
-    ].join('');
-  });
-  const height = 40 + figures.length * (barHeight + 8);
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="${left}" y="18" font-weight="bold">median wall time (bar) and p90 (tick), lower is better</text>
-${rows.join('\n')}
-</svg>
-`;
-}
-
-function escapeXml(text: string): string {
-  return text.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;');
+  return barChartSvg(
+    'median wall time (bar) and p90 (tick), lower is better',
+    figures.map((f) => ({
+      label: f.name,
+      value: f.medianMs,
+      tick: f.p90Ms,
+      text: `${f.medianMs.toFixed(1)} ms`,
+      highlight: f.name.startsWith('secret-fetch'),
+    })),
+  );
 }
 
 /** The image size the container tests measured last (test/containers/images.test.ts). */

@@ -31,6 +31,7 @@ import {
   FaultQueue,
   type FaultResponse,
   faultFromJson,
+  type ListenOptions,
   type LoggedRequest,
   listen,
   pathForms,
@@ -47,7 +48,7 @@ import {
 
 export type { FaultMatch, FaultResponse, LoggedRequest } from './http.ts';
 
-export interface GcsServerOptions {
+export interface GcsServerOptions extends ListenOptions {
   /** Create a bucket on first upload to it (default true). When false, uploads to unknown buckets get 404. */
   autoCreateBuckets?: boolean;
   /** The identity named in 403 messages. */
@@ -272,7 +273,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     return entry.versions.find((v) => v.generation === generation);
   }
 
-  const listening = await listen(handle);
+  const listening = await listen(handle, opts);
   const base = listening.url;
 
   function resource(o: StoredObject): Record<string, unknown> {

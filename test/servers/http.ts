@@ -250,9 +250,20 @@ export interface Listening {
   close(): Promise<void>;
 }
 
+export interface ListenOptions {
+  /**
+   * How long an idle keep-alive connection stays open, in ms (default 1000). The server advertises
+   * it (`Keep-Alive: timeout=1`), and Node's agent keeps a socket one second less than that: at the
+   * default, Node clients open a new connection for every request. 0 sends no such limit and keeps
+   * idle connections until close(), so clients reuse them (the latency bench).
+   */
+  keepAliveTimeoutMs?: number;
+}
+
 /** Listen on 127.0.0.1 with an OS-assigned port. Handler errors become 500s. */
 export async function listen(
   handler: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+  options: ListenOptions = {},
 ): Promise<Listening> {
   const server = createServer((req, res) => {
     handler(req, res).catch((err: unknown) => {
@@ -263,7 +274,7 @@ export async function listen(
       }
     });
   });
-  server.keepAliveTimeout = 1000;
+  server.keepAliveTimeout = options.keepAliveTimeoutMs ?? 1000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve());

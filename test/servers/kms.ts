@@ -41,6 +41,7 @@ import {
   FaultQueue,
   type FaultResponse,
   faultFromJson,
+  type ListenOptions,
   type LoggedRequest,
   listen,
   pathForms,
@@ -265,7 +266,7 @@ function checkCrc(expected: bigint | undefined, data: Buffer, field: string): bo
   return true;
 }
 
-export async function startKmsServer(): Promise<KmsServer> {
+export async function startKmsServer(opts: ListenOptions = {}): Promise<KmsServer> {
   const keys = new Map<string, Key>();
   const denied = new Set<string>();
   const faults = new FaultQueue();
@@ -520,7 +521,7 @@ export async function startKmsServer(): Promise<KmsServer> {
     }
   }
 
-  const listening = await listen(handle);
+  const listening = await listen(handle, opts);
 
   const api: KmsServer = {
     url: listening.url,

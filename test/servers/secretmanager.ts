@@ -28,6 +28,7 @@ import {
   FaultQueue,
   type FaultResponse,
   faultFromJson,
+  type ListenOptions,
   type LoggedRequest,
   listen,
   pathForms,
@@ -173,7 +174,7 @@ interface StoredSecret {
   labels: Record<string, string>;
 }
 
-export async function startSecretManagerServer(): Promise<SecretManagerServer> {
+export async function startSecretManagerServer(opts: ListenOptions = {}): Promise<SecretManagerServer> {
   const projectNumbers = new Map<string, string>();
   const secrets = new Map<string, StoredSecret>();
   /** Permissions per canonical secret name, when not all of them. */
@@ -494,7 +495,7 @@ export async function startSecretManagerServer(): Promise<SecretManagerServer> {
     }
   }
 
-  const listening = await listen(handle);
+  const listening = await listen(handle, opts);
 
   const secretOf = (name: string): StoredSecret => {
     const secret = secrets.get(mustCanonical(name));

@@ -18,6 +18,7 @@
 //   and the real API (POST /v1/projects/P/secrets?secretId=S, POST .../secrets/S:addVersion, ...).
 
 import { type GcsServer, type GcsServerOptions, startGcsServer } from './gcs.ts';
+import type { ListenOptions } from './http.ts';
 import { type KmsServer, startKmsServer } from './kms.ts';
 import { type SecretManagerServer, startSecretManagerServer } from './secretmanager.ts';
 
@@ -30,11 +31,14 @@ export interface TestServers {
   close(): Promise<void>;
 }
 
-export async function startTestServers(opts: { gcs?: GcsServerOptions } = {}): Promise<TestServers> {
+/** `listen` applies to all three servers (see ListenOptions); `gcs` to Cloud Storage's alone. */
+export async function startTestServers(
+  opts: { gcs?: GcsServerOptions; listen?: ListenOptions } = {},
+): Promise<TestServers> {
   const [gcs, kms, secretManager] = await Promise.all([
-    startGcsServer(opts.gcs),
-    startKmsServer(),
-    startSecretManagerServer(),
+    startGcsServer({ ...opts.listen, ...opts.gcs }),
+    startKmsServer(opts.listen),
+    startSecretManagerServer(opts.listen),
   ]);
   return {
     gcs,
