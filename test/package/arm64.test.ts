@@ -180,14 +180,15 @@ describe('the linux-arm64 binary under qemu-aarch64-static', () => {
       join(LIBS, 'lib'),
       ARM64_NODE,
       '-e',
-      'console.log(`pid=${process.pid} ${process.arch} a=${process.env.A}`)',
+      "console.log('pid=' + process.pid, process.arch, 'a=' + process.env.A)",
     ]);
     expect(arm.stderr).toBe('');
     expect(arm).toMatchObject({ code: 0, stdout: `pid=${arm.pid} arm64 a=${CANARY}\n` });
   });
 
   it('fetches gs:// through KMS to tmpfs and the env, then execs; also after restarting without NODE_*', async () => {
-    for (const restart of [{}, { NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt' }]) {
+    const restarts: Record<string, string>[] = [{}, { NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt' }];
+    for (const restart of restarts) {
       const cfg = join(out.dir, 'app.cfg');
       const result = await qemuWithBinfmt(
         [
