@@ -92,6 +92,7 @@ describe('npm run release', () => {
   it('writes a binary per architecture, and SHA256SUMS that sha256sum -c verifies', () => {
     expect(machine(X64)).toBe(62);
     expect(machine(ARM64)).toBe(183);
+    expect(execFileSync(X64, ['--version'], { encoding: 'utf8', env: {} })).toBe(`${manifest.version}\n`);
     const sums = readFileSync(join(DIST, 'SHA256SUMS'), 'utf8');
     expect(
       sums
