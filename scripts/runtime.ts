@@ -85,7 +85,7 @@ export function runtimeFor(arch: Arch): Runtime {
   const host = process.arch as Arch;
   if (version !== pinnedVersion(host)) {
     throw new Error(
-      `package.json pins ${packageName} ${version} but node-linux-${host} ${pinnedVersion(host)}: pin both alike`,
+      `scripts/runtimes/package.json pins ${packageName} ${version}, package.json node-linux-${host} ${pinnedVersion(host)}: pin both alike`,
     );
   }
   const missing = missingCrossTool(arch);
