@@ -1,5 +1,8 @@
 // npm run build: esbuild bundle -> Node single executable application -> dist/secret-fetch.
 // Runs offline: the SEA base is the pinned Node 24 binary from node_modules, not a download.
+// `node scripts/build.ts --arch arm64 --output PATH` makes the same executable for another
+// architecture, from that architecture's pinned Node run under qemu-user (scripts/runtime.ts);
+// npm run release builds each one it ships this way (scripts/release.ts).
 
 import { execFileSync } from 'node:child_process';
 import {
@@ -12,10 +15,9 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Script } from 'node:vm';
+import { parseArgs } from 'node:util';
 import { build, type Metafile, type PluginBuild } from 'esbuild';
 import { inject } from 'postject';
 import {
@@ -26,12 +28,29 @@ import {
   VENDOR_PATTERN,
   vendorExternal,
 } from './bundle-plan.ts';
+import { type CodeCacheJob, writeCodeCache } from './code-cache.ts';
+import { isArch, runtimeFor } from './runtime.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const output = join(root, 'dist', 'secret-fetch');
+const { values: flags } = parseArgs({ options: { arch: { type: 'string' }, output: { type: 'string' } } });
+const arch = flags.arch ?? process.arch;
+if (!isArch(arch)) throw new Error(`--arch ${arch}: secret-fetch is built for x64 or arm64`);
+const output = resolve(flags.output ?? join(root, 'dist', 'secret-fetch'));
 
 if (!process.version.startsWith('v24.')) {
   throw new Error(`build with the pinned Node 24 (npm run build), not ${process.version}`);
+}
+// The Node the executable is made of: this one, or the pinned one for another architecture.
+const runtime = runtimeFor(arch);
+/** Runs a binary of the target architecture (through qemu-user when it is not this machine's). */
+function runTarget(file: string, args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
+  const [command = file, ...prefix] = [...runtime.runner.prefix, file];
+  return execFileSync(command, [...prefix, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    cwd: options.cwd,
+    env: { ...(options.env ?? process.env), ...runtime.runner.env },
+  });
 }
 
 // A private work directory and an atomic rename at the end: concurrent builds (and tests running
@@ -75,6 +94,7 @@ const coreFiles = new Set(Object.keys(core.metafile.inputs).filter((file) => fil
 
 const metafiles: Metafile[] = [];
 const assets: Record<string, string> = {};
+const cacheJobs: CodeCacheJob[] = [];
 let vendorBytes = 0;
 const shared = new Set<string>();
 for (const [group, files] of Object.entries(INTERNAL_GROUPS)) {
@@ -156,12 +176,22 @@ function groupEntry(modules: [id: string, path: string][]) {
 function addGroupAsset(group: string, file: string, warmIds: string[] | undefined): void {
   const code = `(function (require, module, exports, __filename, __dirname) {${readFileSync(file, 'utf8')}\n})`;
   writeFileSync(file, code);
-  writeFileSync(join(work, `${group}.cache`), codeCache(code, warmIds));
+  cacheJobs.push({ code: file, cache: join(work, `${group}.cache`), warm: warmIds ?? null });
   assets[`${group}.js`] = file;
   assets[`${group}.cache`] = join(work, `${group}.cache`);
   vendorBytes += code.length;
 }
-writeFileSync(join(root, 'build', 'meta.json'), JSON.stringify(mergeMetafiles(metafiles)));
+// Atomically: tests read it while a release rebuilds it.
+writeFileSync(join(work, 'meta.json'), JSON.stringify(mergeMetafiles(metafiles)));
+renameSync(join(work, 'meta.json'), join(root, 'build', 'meta.json'));
+
+// Each cache is made by the Node that will read it: V8 rejects an x64 cache on arm64.
+if (arch === process.arch) {
+  for (const job of cacheJobs) writeCodeCache(job);
+} else {
+  writeFileSync(join(work, 'code-cache-jobs.json'), JSON.stringify(cacheJobs));
+  runTarget(runtime.node, [join(root, 'scripts', 'code-cache.ts'), join(work, 'code-cache-jobs.json')]);
+}
 
 const seaConfig = join(work, 'sea-config.json');
 const blob = join(work, 'sea.blob');
@@ -184,12 +214,13 @@ writeFileSync(
     assets,
   }),
 );
-execFileSync(process.execPath, ['--experimental-sea-config', seaConfig], { stdio: 'inherit' });
+// The main script's code cache is made here too, by the target's Node.
+runTarget(runtime.node, ['--experimental-sea-config', seaConfig]);
 
 const binary = join(work, 'secret-fetch');
-copyFileSync(process.execPath, binary);
+copyFileSync(runtime.node, binary);
 chmodSync(binary, 0o755);
-execFileSync('strip', ['--strip-all', binary], { stdio: ['ignore', 'ignore', 'pipe'] });
+execFileSync(runtime.strip, ['--strip-all', binary], { stdio: ['ignore', 'ignore', 'pipe'] });
 await inject(binary, 'NODE_SEA_BLOB', readFileSync(blob), {
   sentinelFuse: 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
 });
@@ -199,21 +230,10 @@ const bytes = readFileSync(bundle).length;
 
 rmSync(work, { recursive: true, force: true });
 
-const version = execFileSync(output, ['--version'], { encoding: 'utf8', cwd: '/', env: {} }).trim();
+const version = runTarget(output, ['--version'], { cwd: '/', env: {} }).trim();
 console.log(
-  `built ${output} ${version} (main ${(bytes / 1024).toFixed(0)} KiB, lazy groups ${(vendorBytes / 1024).toFixed(0)} KiB) in ${Date.now() - started} ms`,
+  `built ${relative(process.cwd(), output) || output} ${version} for linux-${arch} (main ${(bytes / 1024).toFixed(0)} KiB, lazy groups ${(vendorBytes / 1024).toFixed(0)} KiB) in ${Date.now() - started} ms`,
 );
-
-// Compile a vendor script, run it and load each of its libraries once, so the cache also holds
-// the functions that only compile when called; the binary's V8 is this Node's, so it accepts it.
-function codeCache(code: string, ids: string[] | undefined): Buffer {
-  const script = new Script(code, { filename: 'vendor.js' });
-  if (ids === undefined) return script.createCachedData();
-  const module = { exports: {} as (id: string) => unknown };
-  script.runInThisContext()(createRequire(import.meta.url), module, module.exports, '/secret-fetch', '/');
-  for (const id of ids) module.exports(id);
-  return script.createCachedData();
-}
 
 function mergeMetafiles(all: Metafile[]): Metafile {
   return {

