@@ -41,6 +41,18 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY_POLICY: RetryPolicy = { baseDelayMs: 100, maxDelayMs: 5_000, maxAttempts: 100 };
 
+/**
+ * The per-attempt limit (attemptLimit): an attempt may take a third of what is left of the
+ * deadline, but never less than this; when that is all that is left, the deadline alone bounds it.
+ */
+export const ATTEMPT_FLOOR_MS = 2_000;
+
+/** How long one attempt may take with `remainingMs` left, or undefined when only the deadline bounds it. */
+export function attemptLimitMs(remainingMs: number): number | undefined {
+  const limit = Math.max(ATTEMPT_FLOOR_MS, Math.floor(remainingMs / 3));
+  return limit < remainingMs ? limit : undefined;
+}
+
 export function createRetry(options: {
   log: Logger;
   deadline: Deadline;
@@ -48,6 +60,12 @@ export function createRetry(options: {
   owner?: string;
   policy?: RetryPolicy;
   random?: () => number;
+  /**
+   * Abandon an attempt that takes longer than attemptLimitMs and retry it on a fresh connection, so
+   * one stalled connection costs seconds, not the deadline. For reads only: a write abandoned after
+   * it was done could not be told from one never made.
+   */
+  attemptLimit?: boolean;
 }): Retry {
   const policy = options.policy ?? DEFAULT_RETRY_POLICY;
   const random = options.random ?? Math.random;
@@ -58,11 +76,17 @@ export function createRetry(options: {
     try {
       for (let n = 1; ; n++) {
         deadline.check(operation);
+        const limit = options.attemptLimit ? attemptLimitMs(deadline.remainingMs()) : undefined;
         try {
-          return await attempt();
+          return limit === undefined ? await attempt() : await limited(attempt, limit);
         } catch (error) {
           if (error instanceof SecretFetchError) throw error;
-          const failure = classify(error) ?? transportFailure(error, what);
+          const failure =
+            error instanceof AttemptStalled
+              ? new UnavailableError(`no answer within ${formatMs(error.limitMs)}; abandoned`, undefined, {
+                  cause: error,
+                })
+              : (classify(error) ?? transportFailure(error, what));
           // Not recognised: a bug rather than weather, so it is not retried (the CLI reports it).
           if (failure === undefined) throw error;
           if (!(failure instanceof UnavailableError)) throw failure;
@@ -93,6 +117,51 @@ export function createRetry(options: {
       deadline.end(operation);
     }
   };
+}
+
+/** An attempt abandoned at its limit (attemptLimit). */
+class AttemptStalled extends Error {
+  readonly limitMs: number;
+
+  constructor(limitMs: number) {
+    super(`no answer within ${limitMs} ms`);
+    this.name = 'AttemptStalled';
+    this.limitMs = limitMs;
+  }
+}
+
+type AsyncLocalStorageType = InstanceType<typeof import('node:async_hooks').AsyncLocalStorage<AbortSignal>>;
+let attempts: AsyncLocalStorageType | undefined;
+
+/**
+ * The signal of the attempt this code runs in, aborted when the attempt is abandoned at its limit
+ * (google/rest.ts closes the request's connection with it); undefined outside a limited attempt.
+ */
+export function currentAttemptSignal(): AbortSignal | undefined {
+  return attempts?.getStore();
+}
+
+/** `attempt`, run with its own signal, or AttemptStalled once `limitMs` passes without an answer. */
+async function limited<T>(attempt: () => Promise<T>, limitMs: number): Promise<T> {
+  // Loaded with the first limited attempt: the local path never pays for it.
+  attempts ??= new (process.getBuiltinModule('node:async_hooks').AsyncLocalStorage)<AbortSignal>();
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const error = new AttemptStalled(limitMs);
+      controller.abort(error);
+      reject(error);
+    }, limitMs);
+  });
+  const running = (attempts as AsyncLocalStorageType).run(controller.signal, attempt);
+  // An abandoned attempt that fails later is nobody's business.
+  running.catch(() => {});
+  try {
+    return await Promise.race([running, stalled]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

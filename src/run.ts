@@ -60,7 +60,7 @@ export async function run(options: Options, initial: RunContext): Promise<number
   }
   const fetchContext: FetchContext = {
     clients: context.clients ?? createClients(options.endpoints, options.credentials, log, ca),
-    retry: createRetry({ log, deadline: context.deadline }),
+    retry: createRetry({ log, deadline: context.deadline, attemptLimit: true }),
     log,
     maxBytes: options.maxBytes,
     // Read once, before any fetch: a bad key file stops the run before anything is downloaded.
@@ -128,7 +128,12 @@ export async function run(options: Options, initial: RunContext): Promise<number
               await openSource(planSource({ ...reference, format: 'raw' }), {
                 ...fetchContext,
                 // Warnings and a timeout name the variable, as every other failure of a reference does.
-                retry: createRetry({ log, deadline: context.deadline, owner: `$${reference.variable}` }),
+                retry: createRetry({
+                  log,
+                  deadline: context.deadline,
+                  owner: `$${reference.variable}`,
+                  attemptLimit: true,
+                }),
                 kmsKeyOption: '?kms-key=',
               })
             ).secret,
@@ -270,7 +275,7 @@ function refreshContext(
     versions,
     attempt: () => {
       const deadline = new Deadline(options.timeoutMs);
-      return { fetch: { ...fetchContext, retry: createRetry({ log, deadline }) }, deadline };
+      return { fetch: { ...fetchContext, retry: createRetry({ log, deadline, attemptLimit: true }) }, deadline };
     },
   };
 }

@@ -6,7 +6,15 @@ import { createKmsClient } from '../src/decrypt/kms.ts';
 import { EXIT, PermissionError, SecretFetchError, UnavailableError } from '../src/errors.ts';
 import { createStorageClient } from '../src/google/storage.ts';
 import type { Logger } from '../src/log.ts';
-import { type Classify, createRetry, Deadline, type RetryPolicy, retryAfterMs } from '../src/retry.ts';
+import {
+  attemptLimitMs,
+  type Classify,
+  createRetry,
+  currentAttemptSignal,
+  Deadline,
+  type RetryPolicy,
+  retryAfterMs,
+} from '../src/retry.ts';
 import { startTestServers } from './servers/start.ts';
 
 /** An error shaped like @google-cloud/storage's ApiError: the HTTP response rides along. */
@@ -139,6 +147,75 @@ describe('backoff', () => {
     await expect(retry('read it', attempt, classify)).rejects.toThrow(PermissionError);
     expect(calls).toHaveLength(1);
     expect(warnings).toEqual([]);
+  });
+});
+
+describe('a stalled attempt (attemptLimit)', () => {
+  it('may take a third of what is left, at least 2 s; with less left, the deadline alone bounds it', () => {
+    expect(attemptLimitMs(30_000)).toBe(10_000);
+    expect(attemptLimitMs(9_000)).toBe(3_000);
+    expect(attemptLimitMs(5_000)).toBe(2_000);
+    expect(attemptLimitMs(2_000)).toBeUndefined();
+    expect(attemptLimitMs(1_000)).toBeUndefined();
+  });
+
+  it('is abandoned at its limit, its request aborted, and retried: one stall costs seconds, not the deadline', async () => {
+    const warnings: string[] = [];
+    const log: Logger = { debug: () => {}, info: () => {}, warn: (m) => warnings.push(m), error: () => {} };
+    const deadline = new Deadline(30_000, () => Date.now());
+    const retry = createRetry({ log, deadline, random: () => 0, attemptLimit: true });
+    const signals: (AbortSignal | undefined)[] = [];
+    let calls = 0;
+    const attempt = async () => {
+      signals.push(currentAttemptSignal());
+      calls++;
+      if (calls === 1) return new Promise<string>(() => {}); // a connection that never answers
+      return 'ok';
+    };
+    const done = retry('read it', attempt, classify);
+    await vi.advanceTimersByTimeAsync(10_001);
+    await expect(done).resolves.toBe('ok');
+    expect(calls).toBe(2);
+    // Abandoned at 10 s of the 30 s, and tried again at once.
+    expect(Date.now() - 1_000_000).toBe(10_001);
+    expect(signals[0]?.aborted).toBe(true);
+    expect(signals[1]?.aborted).toBe(false);
+    expect(warnings).toEqual(['attempt 1 to read it failed (no answer within 10s; abandoned); retrying in 0 ms']);
+  });
+
+  it('ends, if every attempt stalls, with the deadline naming the stalls', async () => {
+    const deadline = new Deadline(9_000, () => Date.now());
+    const limited = createRetry({
+      log: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
+      deadline,
+      random: () => 0,
+      attemptLimit: true,
+    });
+    // Limits of 3 s, 2 s and 2 s; with 2 s left, the last attempt is the deadline's to stop.
+    const race = Promise.race([limited('read it', () => new Promise(() => {}), classify), deadline.expire()]);
+    const error = await rejection(race);
+    expect(error.message).toBe(
+      'could not read it within the --timeout of 9s: no answer within 2s; abandoned after 3 attempts',
+    );
+  });
+
+  it('is not limited without attemptLimit (the operator commands, which write): the deadline decides', async () => {
+    const { retry, deadline } = setup({ timeout: 30_000 });
+    let calls = 0;
+    const race = Promise.race([
+      retry(
+        'write it',
+        () => {
+          calls++;
+          return new Promise(() => {});
+        },
+        classify,
+      ),
+      deadline.expire(),
+    ]).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(((await race) as Error).message).toMatch(/could not write it within the --timeout of 30s/);
+    expect(calls).toBe(1);
   });
 });
 

@@ -8,6 +8,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import type { AuthClient } from 'google-auth-library';
+import { currentAttemptSignal } from '../retry.ts';
 import { CLOUD_PLATFORM_SCOPE, type ClientAuth } from './credentials.ts';
 import { GRPC, GRPC_NAMES, type GrpcName } from './grpc.ts';
 
@@ -74,13 +75,16 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
   // Certificates are always checked, whatever the environment says (NODE_TLS_REJECT_UNAUTHORIZED);
   // the one way to trust more is --ca-file, added to the system roots.
   const trust = https ? { rejectUnauthorized: true, ...(init.ca ? { ca: await trustedRoots(init.ca) } : {}) } : {};
+  // An attempt abandoned at its limit (retry.ts) takes its request, and the connection, down with it.
+  const attempt = currentAttemptSignal();
+  const signal = init.signal && attempt ? AbortSignal.any([init.signal, attempt]) : (init.signal ?? attempt);
   // A connection opened ahead (preconnect), checked as this request would check its own.
   const warm = takeWarm(target.origin);
   const via = warm === undefined ? {} : { createConnection: () => warm };
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...init.headers };
     if (init.body !== undefined) headers['content-length'] = String(Buffer.byteLength(init.body));
-    const req = send(target, { method: init.method, headers, signal: init.signal, ...trust, ...via }, (res) => {
+    const req = send(target, { method: init.method, headers, signal, ...trust, ...via }, (res) => {
       const chunks: Buffer[] = [];
       let received = 0;
       let cut = false;

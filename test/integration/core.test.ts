@@ -374,6 +374,20 @@ describe('failures: one line, a distinct code, no file, no command', () => {
     expectNothingLeft();
   });
 
+  it('a stalled connection costs a third of --timeout, not all of it: abandoned, retried on a fresh one', async () => {
+    servers.gcs.failNext({ method: 'GET' }, ['stall']);
+    const started = Date.now();
+    const result = await runBinary(
+      [...source(), '--kms-key', KEY, '--out', join(out.dir, 'a.cfg'), '--timeout', '9s', ...command()],
+      { env: env() },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toMatch(
+      /^secret-fetch: warning: attempt 1 to download gs:\/\/vault\/app\/secrets\.cfg\.enc failed \(no answer within (3s|29[0-9]{2}ms); abandoned\); retrying in \d+ ms\n$/,
+    );
+    expect(Date.now() - started).toBeLessThan(9_000);
+  });
+
   it('SIGTERM during a fetch: exit 143, no temp file, no command', async () => {
     servers.gcs.failNext({ method: 'GET' }, ['stall']);
     servers.gcs.requests.length = 0;
