@@ -1,5 +1,7 @@
 // npm run build: esbuild bundle -> Node single executable application -> dist/secret-fetch.
 // Runs offline: the SEA base is the pinned Node 24 binary from node_modules, not a download.
+// `npm run build -- --runtime=bun` (or SECRET_FETCH_BUILD_RUNTIME=bun) writes dist/secret-fetch
+// with the pinned Bun instead (scripts/build-bun.ts).
 
 import { execFileSync } from 'node:child_process';
 import {
@@ -18,9 +20,18 @@ import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
 import { build, type Metafile, type PluginBuild } from 'esbuild';
 import { inject } from 'postject';
+import { buildRuntime, buildWithBun } from './build-bun.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const output = join(root, 'dist', 'secret-fetch');
+
+if (buildRuntime(process.argv.slice(2), process.env) === 'bun') {
+  const started = Date.now();
+  buildWithBun(output);
+  const version = execFileSync(output, ['--version'], { encoding: 'utf8', cwd: '/', env: {} }).trim();
+  console.log(`built ${output} ${version} with Bun in ${Date.now() - started} ms`);
+  process.exit(0);
+}
 
 if (!process.version.startsWith('v24.')) {
   throw new Error(`build with the pinned Node 24 (npm run build), not ${process.version}`);
