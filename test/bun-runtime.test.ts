@@ -12,18 +12,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBunBinary } from '../scripts/build-bun.ts';
 import { encryptWithKms, uploadObject } from './fixtures/cloud.ts';
 import { BASE_ENV, KEY, runBinary } from './integration/harness.ts';
+import { type MetadataServer, startMetadataServer } from './servers/metadata.ts';
 import { startTestServers, type TestServers } from './servers/start.ts';
 
 let dir: string;
 let binary: string;
 let servers: TestServers;
+let metadata: MetadataServer;
 const PLAIN = `pw-${randomBytes(8).toString('hex')}`;
 const OBJECT = 'bun/app.env.enc';
 
 beforeAll(async () => {
   dir = mkdtempSync('/dev/shm/secret-fetch-bun-');
   binary = ensureBunBinary();
-  servers = await startTestServers();
+  [servers, metadata] = await Promise.all([startTestServers(), startMetadataServer()]);
   servers.kms.createKey(KEY);
   await uploadObject(
     servers.gcs.url,
@@ -34,7 +36,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await servers?.close();
+  await Promise.all([servers?.close(), metadata?.close()]);
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -154,6 +156,24 @@ describe("Bun's own variables do not act on a run, and the command still gets th
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     expect(result.stdout).toBe(`got ${PLAIN}\nNODE_USE_ENV_PROXY=1\n`);
+  });
+
+  it('BUN_CONFIG_VERBOSE_FETCH prints none of the requests of the credential path (google-auth-library uses fetch)', async () => {
+    const result = await runBinary([...fetchArgs, ...print('BUN_CONFIG_VERBOSE_FETCH')], {
+      command: binary,
+      env: {
+        ...servers.env,
+        // The real credential path against the test metadata server (see integration/metadata.test.ts).
+        SECRET_FETCH_TEST_LOOPBACK_AUTH: '1',
+        GCE_METADATA_HOST: metadata.host,
+        METADATA_SERVER_DETECTION: 'ping-only',
+        GOOGLE_CLOUD_PROJECT: 'test-project',
+        BUN_CONFIG_VERBOSE_FETCH: 'curl',
+      },
+    });
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe(`got ${PLAIN}\nBUN_CONFIG_VERBOSE_FETCH=curl\n`);
   });
 
   it('NODE_CHANNEL_FD, which Bun takes out of the environment, still reaches the command', async () => {
