@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSyn
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureBunBinary } from '../scripts/build-bun.ts';
+import { buildRuntime, ensureBunBinary } from '../scripts/build-bun.ts';
 import { encryptWithKms, uploadObject } from './fixtures/cloud.ts';
 import { BASE_ENV, KEY, runBinary } from './integration/harness.ts';
 import { type MetadataServer, startMetadataServer } from './servers/metadata.ts';
@@ -49,6 +49,17 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 /** The metadata read of OBJECT answers only after `ms`: a fetch that is under way meanwhile. */
 const delayFetch = (ms: number) =>
   servers.gcs.failNext({ method: 'GET', path: /bun%2Fapp\.env\.enc$|bun\/app\.env\.enc$/ }, [{ run: () => sleep(ms) }]);
+
+describe('npm run build -- --runtime=bun', () => {
+  it('takes the runtime from the flag, else SECRET_FETCH_BUILD_RUNTIME, else the Node SEA', () => {
+    expect(buildRuntime([], {})).toBe('node');
+    expect(buildRuntime(['--runtime=bun'], {})).toBe('bun');
+    expect(buildRuntime(['--runtime', 'bun'], {})).toBe('bun');
+    expect(buildRuntime([], { SECRET_FETCH_BUILD_RUNTIME: 'bun' })).toBe('bun');
+    expect(buildRuntime(['--runtime=node'], { SECRET_FETCH_BUILD_RUNTIME: 'bun' })).toBe('node');
+    expect(() => buildRuntime(['--runtime=deno'], {})).toThrow(/must be node or bun, not "deno"/);
+  });
+});
 
 describe('the Bun-compiled binary', () => {
   it('prints every error message, not the line number JavaScriptCore puts on errors', () => {
