@@ -14,16 +14,16 @@ export const BUN = join(root, 'node_modules', '.bin', 'bun');
 export const BUN_BINARY = join(root, 'dist', 'secret-fetch-bun');
 
 /**
- * Flags of `bun build` for src/cli.ts. --minify renames identifiers and Bun's --keep-names keeps no
- * names (oven-sh/bun#12304, #25332): the one class looked up by name, protobufjs's Long, gets its
- * name back in src/sources/secretmanager.ts (without, every Secret Manager write ended in
- * "internal error"). Keeping all names instead cost ~4 MiB of RSS and start time.
+ * Flags of `bun build` for src/cli.ts. --minify-identifiers is left out: Bun's --keep-names keeps
+ * no names (oven-sh/bun#12304, #25332), and protobufjs and google-gax look types up by constructor
+ * name ("Long"), so every Secret Manager write ended in "internal error".
  */
 export const BUN_BUILD_FLAGS: readonly string[] = [
   '--compile',
   '--bytecode',
   '--format=cjs',
-  '--minify',
+  '--minify-syntax',
+  '--minify-whitespace',
   // The compiled binary must not read the working directory's .env (and hand it to the command),
   // bunfig.toml (preload scripts), tsconfig.json or package.json.
   '--no-compile-autoload-dotenv',

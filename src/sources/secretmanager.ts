@@ -38,10 +38,6 @@ export async function createSecretManagerClient(
     import('google-gax/fallback'),
     fallbackClientOptions(endpoint, auth),
   ]);
-  // proto3-json-serializer recognises 64-bit values by their class name, "Long": a build that
-  // renames identifiers (Bun's --minify keeps no names) must not rename it.
-  const { Long } = gax.protobuf.util;
-  if (Long.name !== 'Long') Object.defineProperty(Long, 'name', { value: 'Long' });
   return new SecretManagerServiceClient(options, gax);
 }
 
