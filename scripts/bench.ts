@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { encryptWithKms, uploadObject } from '../test/fixtures/cloud.ts';
 import { startTestServers } from '../test/servers/start.ts';
 import { barChartSvg } from './bar-chart.ts';
+import { ensureBunBinary } from './build-bun.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const binary = join(root, 'dist', 'secret-fetch');
@@ -29,28 +30,9 @@ const TIME = '/usr/bin/time';
 if (!existsSync(binary) || process.argv.includes('--build')) {
   spawnSync(process.execPath, [join(root, 'scripts', 'build.ts')], { stdio: 'inherit' });
 }
-// Issue 14: the Bun-compiled candidate, built from the same src/ with the pinned Bun (devDependency),
-// without the working directory's .env / bunfig.toml autoload.
-const bunBinary = join(root, 'dist', 'secret-fetch-bun');
-if (!existsSync(bunBinary) || process.argv.includes('--build')) {
-  const built = spawnSync(
-    join(bin, 'bun'),
-    [
-      'build',
-      '--compile',
-      '--minify',
-      '--bytecode',
-      '--format=cjs',
-      '--no-compile-autoload-dotenv',
-      '--no-compile-autoload-bunfig',
-      join(root, 'src', 'cli.ts'),
-      '--outfile',
-      bunBinary,
-    ],
-    { stdio: 'inherit' },
-  );
-  if (built.status !== 0) throw new Error('bun build --compile failed');
-}
+// Issue 14: the Bun-compiled candidate, built from the same src/ with the pinned Bun
+// (scripts/build-bun.ts holds its flags).
+const bunBinary = ensureBunBinary(process.argv.includes('--build'));
 const TINI = '/usr/bin/tini';
 if (!existsSync(TIME)) throw new Error(`${TIME} (GNU time) is needed for peak RSS: apt-get install time`);
 

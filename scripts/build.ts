@@ -3,6 +3,8 @@
 // `node scripts/build.ts --arch arm64 --output PATH` makes the same executable for another
 // architecture, from that architecture's pinned Node run under qemu-user (scripts/runtime.ts);
 // npm run release builds each one it ships this way (scripts/release.ts).
+// `npm run build -- --runtime=bun` (or SECRET_FETCH_BUILD_RUNTIME=bun) writes dist/secret-fetch
+// with the pinned Bun instead (scripts/build-bun.ts).
 
 import { execFileSync } from 'node:child_process';
 import {
@@ -20,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build, type Metafile, type PluginBuild } from 'esbuild';
 import { inject } from 'postject';
+import { buildRuntime, buildWithBun } from './build-bun.ts';
 import {
   groupOf,
   INTERNAL_GROUPS,
@@ -32,10 +35,20 @@ import { type CodeCacheJob, writeCodeCache } from './code-cache.ts';
 import { isArch, runtimeFor } from './runtime.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { values: flags } = parseArgs({ options: { arch: { type: 'string' }, output: { type: 'string' } } });
+const { values: flags } = parseArgs({
+  options: { arch: { type: 'string' }, output: { type: 'string' }, runtime: { type: 'string' } },
+});
 const arch = flags.arch ?? process.arch;
 if (!isArch(arch)) throw new Error(`--arch ${arch}: secret-fetch is built for x64 or arm64`);
 const output = resolve(flags.output ?? join(root, 'dist', 'secret-fetch'));
+
+if (buildRuntime(process.argv.slice(2), process.env) === 'bun') {
+  const started = Date.now();
+  buildWithBun(output);
+  const version = execFileSync(output, ['--version'], { encoding: 'utf8', cwd: '/', env: {} }).trim();
+  console.log(`built ${output} ${version} with Bun in ${Date.now() - started} ms`);
+  process.exit(0);
+}
 
 if (!process.version.startsWith('v24.')) {
   throw new Error(`build with the pinned Node 24 (npm run build), not ${process.version}`);

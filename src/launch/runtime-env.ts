@@ -6,9 +6,9 @@
 // their values in one internal variable that gives them back to the command's environment: a Node
 // app behind secret-fetch still gets its NODE_EXTRA_CA_CERTS or NODE_DEBUG.
 //
-// The list is Node 24's; another runtime swaps RUNTIME_VARIABLES and nothing else. A re-exec
-// costs a whole start, so it happens only when a listed variable is set (never for a NODE_*
-// prefix: node images set NODE_VERSION).
+// The list is Node 24's; the Bun-compiled binary (scripts/build-bun.ts) adds Bun's own. A re-exec
+// costs a whole start, so it happens only when a listed variable is set (never for a NODE_* or
+// BUN_* prefix: node images set NODE_VERSION, oven/bun images BUN_INSTALL_BIN).
 
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { SecretFetchError, UsageError } from '../errors.ts';
@@ -43,6 +43,45 @@ export const RUNTIME_VARIABLES: readonly string[] = [
   'OPENSSL_ia32cap', // which CPU code paths OpenSSL's crypto takes
 ];
 
+/**
+ * What the Bun runtime (1.4.5) reads for itself, in a compiled binary too, besides Node's list
+ * (it honours NODE_TLS_REJECT_UNAUTHORIZED, NODE_EXTRA_CA_CERTS, NODE_USE_ENV_PROXY and
+ * NODE_CHANNEL_FD as well). Acted on before our code, so beyond a restart: BUN_OPTIONS' --preload
+ * (the code runs, then the restart drops it), an invalid BUN_JSC_* (Bun exits 1 first) and
+ * BUN_BE_BUN (the binary becomes the bun CLI and our code never runs); see the README's "Known limits".
+ */
+export const BUN_RUNTIME_VARIABLES: readonly string[] = [
+  'BUN_OPTIONS', // more command-line flags: --preload, --inspect, ...
+  'BUN_INSPECT', // starts the inspector
+  'BUN_INSPECT_CONNECT_TO',
+  'BUN_INSPECT_NOTIFY',
+  'BUN_INSPECT_PRELOAD',
+  'BUN_CONFIG_VERBOSE_FETCH', // prints every fetch() request with its headers (tokens)
+  'BUN_CONFIG_MAX_HTTP_REQUESTS', // how many requests may be in flight
+  'BUN_CONFIG_DNS_TIME_TO_LIVE_SECONDS',
+  'BUN_CONFIG_HTTP_IDLE_TIMEOUT',
+  'BUN_TCC_OPTIONS', // options of the C compiler behind bun:ffi
+  'BUN_CRASH_REPORT_URL', // where a crash report is sent
+  'BUN_ENABLE_CRASH_REPORTING',
+  'BUN_BYTECODE_ORDER_OUT', // write files about the run
+  'BUN_BYTECODE_ORDER_NAMES_OUT',
+  'BUN_BYTECODE_DIGEST_OUT',
+  'JSC_SIGNAL_FOR_GC', // the signal JavaScriptCore's GC takes for itself (SIGPWR): 15 would swallow SIGTERM
+];
+/** Whole families: JavaScriptCore options, feature flags (IPv4/IPv6, HTTP/2, DNS cache), debug logs. */
+const BUN_RUNTIME_PREFIXES = ['BUN_JSC_', 'BUN_FEATURE_FLAG_', 'BUN_DEBUG_'];
+
+export type Runtime = 'node' | 'bun';
+
+/** Whether `runtime` acts on the variable `name` (Bun: Node's list too). */
+export function isRuntimeVariable(name: string, runtime: Runtime = 'node'): boolean {
+  if (RUNTIME_VARIABLES.includes(name)) return true;
+  return (
+    runtime === 'bun' &&
+    (BUN_RUNTIME_VARIABLES.includes(name) || BUN_RUNTIME_PREFIXES.some((prefix) => name.startsWith(prefix)))
+  );
+}
+
 /** The internal variable that carries the removed values (a SECRET_FETCH_* name: never passed on as is). */
 export const RUNTIME_CARRIER = 'SECRET_FETCH_RUNTIME_ENV';
 
@@ -58,11 +97,10 @@ interface Carried {
 }
 
 /** The listed variables set in `initial`, with their values. */
-export function runtimeVariablesIn(initial: Environ): Record<string, string> {
+export function runtimeVariablesIn(initial: Environ, runtime: Runtime = 'node'): Record<string, string> {
   const found: Record<string, string> = {};
-  for (const name of RUNTIME_VARIABLES) {
-    const value = initial[name];
-    if (value !== undefined) found[name] = value;
+  for (const [name, value] of Object.entries(initial)) {
+    if (value !== undefined && isRuntimeVariable(name, runtime)) found[name] = value;
   }
   return found;
 }
@@ -76,8 +114,9 @@ export function environmentWithoutRuntimeVariables(
   environ: Environ,
   initial: Environ,
   pid: number,
+  runtime: Runtime = 'node',
 ): Record<string, string> {
-  const found = runtimeVariablesIn(initial);
+  const found = runtimeVariablesIn(initial, runtime);
   const names = Object.keys(found);
   const previous = environ[RUNTIME_CARRIER];
   if (previous !== undefined && parseCarrier(previous)?.pid === pid) {
@@ -89,7 +128,7 @@ export function environmentWithoutRuntimeVariables(
   }
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(environ)) {
-    if (value !== undefined && !RUNTIME_VARIABLES.includes(name)) env[name] = value;
+    if (value !== undefined && !isRuntimeVariable(name, runtime)) env[name] = value;
   }
   const carrier = JSON.stringify({ pid, env: found } satisfies Carried);
   if (Buffer.byteLength(carrier) + RUNTIME_CARRIER.length + 2 > MAX_VARIABLE_BYTES) {
@@ -108,17 +147,18 @@ export function environmentWithoutRuntimeVariables(
  */
 export function reexecWithoutRuntimeVariables(): void {
   const initial = initialEnvironment();
-  if (Object.keys(runtimeVariablesIn(initial)).length === 0) return;
+  const runtime = process.versions.bun === undefined ? 'node' : 'bun';
+  if (Object.keys(runtimeVariablesIn(initial, runtime)).length === 0) return;
   // Only the shipped binary: under the user's own Node (the laptop package) the runtime and its
   // variables are the user's, and argv[1] is a script path a re-exec would have to carry.
   if (!isSingleExecutable()) return;
-  const env = environmentWithoutRuntimeVariables(process.env, initial, process.pid);
+  const env = environmentWithoutRuntimeVariables(process.env, initial, process.pid, runtime);
   // /proc/self/exe is this very binary even if its path was replaced meanwhile; process.execve
   // neither searches PATH nor returns on failure (it aborts), so the file is checked first.
   const file = [`/proc/self/exe`, process.execPath].find(isExecutable);
   const execve = process.execve?.bind(process);
   if (file === undefined || execve === undefined) {
-    const names = Object.keys(runtimeVariablesIn(initial)).join(', ');
+    const names = Object.keys(runtimeVariablesIn(initial, runtime)).join(', ');
     throw new UsageError(
       `cannot restart without ${names}: ${execve === undefined ? `this Node.js (${process.version}) has no process.execve` : 'the binary cannot be executed again'}`,
       `unset ${names} for secret-fetch: the runtime would act on it`,
@@ -127,7 +167,10 @@ export function reexecWithoutRuntimeVariables(): void {
   execve(file, [process.argv0, ...process.argv.slice(2)], env);
 }
 
+/** A Node SEA, or a Bun-compiled binary (its entry script lives in Bun's embedded /$bunfs/). */
 function isSingleExecutable(): boolean {
+  const bun = (globalThis as { Bun?: { main?: unknown } }).Bun;
+  if (bun !== undefined) return typeof bun.main === 'string' && bun.main.startsWith('/$bunfs/');
   const sea = process.getBuiltinModule?.('node:sea') as { isSea?: () => boolean } | undefined;
   return sea?.isSea?.() === true;
 }
@@ -161,13 +204,14 @@ function parseCarrier(text: string): Carried | undefined {
   if (!Number.isSafeInteger(pid) || typeof env !== 'object' || env === null || Array.isArray(env)) return undefined;
   const entries = Object.entries(env);
   // Only the listed variables, as strings: the carrier is not a way to set anything else.
-  if (!entries.every(([name, v]) => RUNTIME_VARIABLES.includes(name) && typeof v === 'string')) return undefined;
+  if (!entries.every(([name, v]) => isRuntimeVariable(name, 'bun') && typeof v === 'string')) return undefined;
   return { pid: pid as number, env: Object.fromEntries(entries) as Record<string, string> };
 }
 
 /**
- * The environment this process was started with. Node deletes some variables from process.env
- * while it acts on them (NODE_CHANNEL_FD, NODE_UNIQUE_ID); /proc/self/environ still has them.
+ * The environment this process was started with. Node and Bun delete some variables from
+ * process.env while they act on them (NODE_CHANNEL_FD, NODE_UNIQUE_ID); /proc/self/environ still
+ * has them.
  */
 function initialEnvironment(): Environ {
   let text: string;

@@ -20,6 +20,35 @@ describe('runtime variables', () => {
     });
   });
 
+  it("Bun's binary also restarts for Bun's own names and families, but not for what oven/bun images set", () => {
+    const environ = {
+      BUN_OPTIONS: '--preload ./x.js',
+      BUN_JSC_useJIT: '0',
+      BUN_FEATURE_FLAG_DISABLE_IPV4: '1',
+      JSC_SIGNAL_FOR_GC: '15',
+      NODE_TLS_REJECT_UNAUTHORIZED: '0',
+      BUN_INSTALL_BIN: '/usr/local/bin',
+      BUN_RUNTIME_TRANSPILER_CACHE_PATH: '0',
+      PATH: '/bin',
+    };
+    expect(runtimeVariablesIn(environ)).toEqual({ NODE_TLS_REJECT_UNAUTHORIZED: '0' });
+    expect(Object.keys(runtimeVariablesIn(environ, 'bun')).sort()).toEqual([
+      'BUN_FEATURE_FLAG_DISABLE_IPV4',
+      'BUN_JSC_useJIT',
+      'BUN_OPTIONS',
+      'JSC_SIGNAL_FOR_GC',
+      'NODE_TLS_REJECT_UNAUTHORIZED',
+    ]);
+    const env = environmentWithoutRuntimeVariables(environ, environ, 42, 'bun');
+    expect(Object.keys(env).sort()).toEqual([
+      'BUN_INSTALL_BIN',
+      'BUN_RUNTIME_TRANSPILER_CACHE_PATH',
+      'PATH',
+      RUNTIME_CARRIER,
+    ]);
+    expect(restoreRuntimeVariables(env).environ).toEqual(environ);
+  });
+
   it('restarts without them, carrying the initial values, and the command gets them back exactly', () => {
     const initial = { NODE_DEBUG: 'a b=c\n"', NODE_CHANNEL_FD: '0', PATH: '/bin' };
     // Node already deleted NODE_CHANNEL_FD from process.env: the value comes from the initial environment.
