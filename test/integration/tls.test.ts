@@ -1,84 +1,33 @@
-// Certificates are always checked (src/google-rest.ts), and --ca-file / SECRET_FETCH_CA_FILE is
+// Certificates are always checked (src/google/rest.ts), and --ca-file / SECRET_FETCH_CA_FILE is
 // the one way to trust a private CA. Cloud Storage sits behind a TLS front whose certificate a CA
-// made here signs; the token comes from the metadata test server, as on GKE, so the binary holds a
-// real bearer token that must never reach a server it does not trust.
+// made here signs (test/servers/tls.ts); the token comes from the metadata test server, as on GKE,
+// so the binary holds a real bearer token that must never reach a server it does not trust.
 
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, type Server } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer as createTlsServer } from 'node:tls';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
 import { type MetadataServer, startMetadataServer } from '../servers/metadata.ts';
 import { startTestServers } from '../servers/start.ts';
+import { makeTestCertificates, startTlsFront, type TlsFront } from '../servers/tls.ts';
 import { runBinary } from './harness.ts';
 
 let servers: Awaited<ReturnType<typeof startTestServers>>;
 let metadata: MetadataServer;
 let dir: string;
-let front: Server;
+let front: TlsFront;
 let endpoint: string;
-
-/** A CA and a certificate for 127.0.0.1 that it signs, made with the openssl CLI. */
-function makeCertificates(): void {
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl(
-    'req',
-    '-x509',
-    ...ec,
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.pem',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=secret-fetch test CA',
-  );
-  openssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
-  writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    'server.csr',
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-CAcreateserial',
-    '-out',
-    'server.pem',
-    '-days',
-    '2',
-    '-extfile',
-    'san.ext',
-  );
-}
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'secret-fetch-tls-'));
-  makeCertificates();
   [servers, metadata] = await Promise.all([startTestServers(), startMetadataServer()]);
-  const upstream = Number(new URL(servers.gcs.url).port);
-  front = createTlsServer(
-    { key: readFileSync(join(dir, 'server.key')), cert: readFileSync(join(dir, 'server.pem')) },
-    (socket) => {
-      const up = connect(upstream, '127.0.0.1');
-      socket.pipe(up).pipe(socket);
-      socket.on('error', () => up.destroy());
-      up.on('error', () => socket.destroy());
-    },
-  );
-  await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
-  endpoint = `https://127.0.0.1:${(front.address() as { port: number }).port}`;
+  front = await startTlsFront(new URL(servers.gcs.url).host, makeTestCertificates(dir));
+  endpoint = front.url;
   servers.gcs.putObject('vault', 'tls/app.env', 'GREETING=hello\n');
 });
 afterAll(async () => {
-  front?.close();
+  await front?.close();
   await Promise.all([servers?.close(), metadata?.close()]);
   rmSync(dir, { recursive: true, force: true });
 });
