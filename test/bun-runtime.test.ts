@@ -5,13 +5,13 @@
 
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildRuntime, ensureBunBinary } from '../scripts/build-bun.ts';
 import { encryptWithKms, uploadObject } from './fixtures/cloud.ts';
-import { BASE_ENV, KEY, runBinary } from './integration/harness.ts';
+import { BASE_ENV, KEY, listeningSockets, runBinary } from './integration/harness.ts';
 import { type MetadataServer, startMetadataServer } from './servers/metadata.ts';
 import { startTestServers, type TestServers } from './servers/start.ts';
 
@@ -197,24 +197,3 @@ describe("Bun's own variables do not act on a run, and the command still gets th
     expect(result.stdout).toBe(`got ${PLAIN}\nNODE_CHANNEL_FD=0\n`);
   });
 });
-
-/** TCP sockets in LISTEN state that `pid` holds (from its fds and /proc/net/tcp{,6}). */
-function listeningSockets(pid: number): string[] {
-  const inodes = new Set<string>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const match = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (match?.[1] !== undefined) inodes.add(match[1]);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  const listening: string[] = [];
-  for (const table of ['tcp', 'tcp6']) {
-    for (const line of readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n').slice(1)) {
-      const fields = line.trim().split(/\s+/);
-      if (fields[3] === '0A' && inodes.has(fields[9] ?? '')) listening.push(fields[1] ?? '');
-    }
-  }
-  return listening;
-}

@@ -2,7 +2,7 @@
 // chosen environment, stdout and stderr captured through pipes.
 
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -130,4 +130,25 @@ export function spawnBinary(args: string[], options: { command?: string; env?: R
 /** Resolves once `condition` holds, checking every 20 ms (the test's own timeout bounds the wait). */
 export async function until(condition: () => boolean): Promise<void> {
   while (!condition()) await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+/** TCP sockets in LISTEN state that `pid` holds (from its fds and /proc/net/tcp{,6}). */
+export function listeningSockets(pid: number): string[] {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const match = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (match?.[1] !== undefined) inodes.add(match[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const listening: string[] = [];
+  for (const table of ['tcp', 'tcp6']) {
+    for (const line of readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields[3] === '0A' && inodes.has(fields[9] ?? '')) listening.push(fields[1] ?? '');
+    }
+  }
+  return listening;
 }

@@ -4,14 +4,23 @@
 // left behind; and what a secret may not decide: the loader variables, the program PATH finds.
 
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
 import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
 import { startTestServers, type TestServers } from '../servers/start.ts';
-import { expectFailure, expectNoCanary, filesIn, KEY, runBinary, spawnBinary, tmpfsDir } from './harness.ts';
+import {
+  expectFailure,
+  expectNoCanary,
+  filesIn,
+  KEY,
+  listeningSockets,
+  runBinary,
+  spawnBinary,
+  tmpfsDir,
+} from './harness.ts';
 
 let servers: TestServers;
 let out: { dir: string; cleanup: () => void };
@@ -39,32 +48,11 @@ afterEach(() => out.cleanup());
 
 const fetchArgs = ['--source', `gs://vault/${OBJECT}`, '--kms-key', KEY];
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-/** The metadata read of OBJECT answers only after `ms`: a fetch that is under way meanwhile. */
+/** The first read of OBJECT answers only after `ms`: a fetch that is under way meanwhile. */
 const delayFetch = (ms: number) =>
   servers.gcs.failNext({ method: 'GET', path: /guard%2Fapp\.env\.enc$|guard\/app\.env\.enc$/ }, [
     { run: () => sleep(ms) },
   ]);
-
-/** TCP sockets in LISTEN state that `pid` holds (from its fds and /proc/net/tcp{,6}). */
-function listeningSockets(pid: number): string[] {
-  const inodes = new Set<string>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const match = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (match?.[1] !== undefined) inodes.add(match[1]);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  const listening: string[] = [];
-  for (const table of ['tcp', 'tcp6']) {
-    for (const line of readFileSync(`/proc/${pid}/net/${table}`, 'utf8').split('\n').slice(1)) {
-      const fields = line.trim().split(/\s+/);
-      if (fields[3] === '0A' && inodes.has(fields[9] ?? '')) listening.push(fields[1] ?? '');
-    }
-  }
-  return listening;
-}
 
 describe('SIGUSR1 never opens an inspector', () => {
   it('during a fetch: nothing listens, and the run goes on to exec the command', async () => {
