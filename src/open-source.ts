@@ -74,6 +74,14 @@ export function planSource(given: {
   return Object.freeze({ uri: given.uri, ref, decrypt: Object.freeze(decrypt), format });
 }
 
+export interface OpenedSource {
+  readonly secret: Secret;
+  /** The generation or version read, when the source has one. */
+  readonly version: string | undefined;
+  /** The KMS key that decrypted it, if one did (berglas: the key the object names). */
+  readonly keyName: string | undefined;
+}
+
 /**
  * Fetches the plan's source (or `at`, the same source pinned to a version, for a refresh) and
  * decrypts it as planned. The fetched bytes are wiped once decrypted.
@@ -82,7 +90,7 @@ export async function openSource(
   plan: SourcePlan,
   context: FetchContext,
   at: SourceRef = plan.ref,
-): Promise<{ secret: Secret; version: string | undefined }> {
+): Promise<OpenedSource> {
   const { decrypt, uri } = plan;
   // Cloud KMS's handshakes overlap the fetch, instead of following it.
   if (decrypt.kind === 'kms') context.clients.preconnect('kms');
@@ -96,13 +104,19 @@ export async function openSource(
   context.log.debug(
     `fetched ${uri}${version && noun ? ` at ${noun} ${version}` : ''}: ${fetched.data.byteLength} bytes`,
   );
-  if (decrypt.kind === 'none' || decrypt.kind === 'self') return { secret: fetched.data, version };
+  if (decrypt.kind === 'none' || decrypt.kind === 'self') {
+    return { secret: fetched.data, version, keyName: fetched.keyName };
+  }
   try {
     if (decrypt.kind === 'flask-vault') {
       context.log.debug(
         `decrypting ${uri} as a Flask-Vault file with the master key from ${describeMasterKey(decrypt.masterKey)}`,
       );
-      return { secret: decryptWithMasterKey(fetched.data.reveal(), decrypt.masterKey, uri), version };
+      return {
+        secret: decryptWithMasterKey(fetched.data.reveal(), decrypt.masterKey, uri),
+        version,
+        keyName: undefined,
+      };
     }
     const client = await context.clients.kms(context.retry);
     const { decryptSecret } = await import('./decrypt/index.ts');
@@ -111,7 +125,7 @@ export async function openSource(
       { keyName: decrypt.key, data: fetched.data.reveal(), what: uri },
       context.retry,
     );
-    return { secret, version };
+    return { secret, version, keyName: decrypt.key };
   } finally {
     fetched.data.wipe();
   }

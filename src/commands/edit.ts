@@ -35,7 +35,7 @@ const FLAGS = [
     name: 'kms-key',
     type: 'string',
     value: 'KEY',
-    help: 'the key (gs://: required unless --plaintext; sm://: when the payload is KMS ciphertext)',
+    help: 'the key (gs://: required unless --plaintext; berglas://: the key it must name; sm://: when the payload is KMS ciphertext)',
   },
   { name: 'plaintext', type: 'boolean', help: 'gs:// only: the object is not encrypted' },
   {
@@ -56,6 +56,7 @@ const FLAGS = [
 export const EDIT: SubcommandSpec<typeof FLAGS> = {
   name: 'edit',
   about: `Usage: secret-fetch edit gs://BUCKET/OBJECT --kms-key KEY [--format F] [--tempfile-dir DIR]
+       secret-fetch edit berglas://BUCKET/OBJECT [--kms-key KEY] [--format F] [--tempfile-dir DIR]
        secret-fetch edit sm://PROJECT/SECRET [--kms-key KEY] [--format F] [--tempfile-dir DIR]
 
 Decrypts the object (or the secret's latest version) into a private file (mode 0600, in a new 0700
@@ -64,7 +65,9 @@ result only if it changed, is not empty, parses in its format, and nobody wrote 
 if someone did; your edit is not written). Unchanged content writes nothing and exits 0. The temp
 file is removed on every path. Prints TARGET#NEW_GENERATION, or sm://PROJECT/SECRET#NEW_VERSION.
 
-For gs:// the upload is conditioned on the generation read. For sm:// a new version is added only
+For gs:// and berglas:// the upload is conditioned on the generation read; a berglas secret is
+written back as berglas writes it, under the key its metadata names (--kms-key, if given, must be
+that key). For sm:// a new version is added only
 if the version read is still the newest; Secret Manager takes no precondition, so that is a read
 just before the add, not an atomic check (a version number higher than expected is reported).`,
   flags: FLAGS,
@@ -81,13 +84,13 @@ export const editCommand: Subcommand = {
     if (parsed === undefined) return 0;
     const [uri] = parsed.positionals as [string];
     const ref = parseSourceRef(uri);
-    if (ref.scheme !== 'gs' && ref.scheme !== 'sm') {
+    if (ref.scheme === 'file') {
       throw new UsageError(
-        `edit ${uri}: only gs:// objects and sm:// secrets can be edited`,
-        'write gs://BUCKET/OBJECT or sm://PROJECT/SECRET',
+        `edit ${uri}: only gs:// and berglas:// objects and sm:// secrets can be edited`,
+        'write gs://BUCKET/OBJECT, berglas://BUCKET/OBJECT or sm://PROJECT/SECRET',
       );
     }
-    if (ref.scheme === 'gs' && ref.generation !== undefined) {
+    if (ref.scheme !== 'sm' && ref.generation !== undefined) {
       throw new UsageError(`edit ${uri} names a generation`, 'edit the live object: drop the #generation');
     }
     // The reference fills in `latest`: look at what was written.
@@ -99,6 +102,9 @@ export const editCommand: Subcommand = {
     if (kmsKey !== undefined) validateKmsKey(kmsKey);
     if (ref.scheme === 'sm' && values.plaintext === true) {
       throw new UsageError(`--plaintext with ${uri}`, 'drop it: without --kms-key the payload is the secret itself');
+    }
+    if (ref.scheme === 'berglas' && values.plaintext === true) {
+      throw new UsageError(`--plaintext with ${uri}`, 'a berglas secret is always encrypted: drop --plaintext');
     }
     if (ref.scheme === 'gs' && kmsKey === undefined && values.plaintext !== true) {
       throw new UsageError(
@@ -116,12 +122,14 @@ export const editCommand: Subcommand = {
     const fetch = { clients: reading.clients, retry: reading.retry, log, maxBytes: OPERATOR_MAX_BYTES };
     // Read as it is stored (raw: the edit validates the result itself, in `format`).
     const plan = planSource({ uri, ref, kmsKey, format: 'raw' });
-    const { secret: original, version } = await reading.deadline.race(openSource(plan, fetch));
+    const { secret: original, version, keyName } = await reading.deadline.race(openSource(plan, fetch));
     if (version === undefined) {
       original.wipe();
       throw new Error(`the ${ref.scheme}:// reader reported no version`); // a bug: fail closed
     }
     const read = version;
+    // A berglas secret is written back under the key it names (which --kms-key, if given, matched).
+    const writeKey = ref.scheme === 'berglas' ? keyName : kmsKey;
 
     const dir = mkdtempSync(join(tempfileDir, 'secret-fetch-edit-'));
     const removeDir = () => rmSync(dir, { recursive: true, force: true });
@@ -176,7 +184,7 @@ export const editCommand: Subcommand = {
             ? { ref, condition: { kind: 'on-top', version: read } as const }
             : { ref, ifGenerationMatch: read };
         const written = await writing.deadline.race(
-          writeSecret(edited.reveal(), kmsKey, target, describeSource(ref), { ...writing, log }),
+          writeSecret(edited.reveal(), writeKey, target, describeSource(ref), { ...writing, log }),
         );
         writeStdout(Buffer.from(`${written}\n`));
         return 0;

@@ -72,7 +72,7 @@ export const SUBCOMMANDS: Readonly<Record<string, SubcommandEntry>> = {
   },
   edit: {
     usage: 'edit SOURCE [--kms-key KEY]',
-    summary: 'decrypt gs:// or sm:// to tmpfs, $EDITOR, write back if nobody wrote meanwhile',
+    summary: 'decrypt gs://, berglas:// or sm:// to tmpfs, $EDITOR, write back if nobody wrote meanwhile',
     module: 'edit.ts',
     group: 'ops',
     load: async () => (await import('./edit.ts')).editCommand,

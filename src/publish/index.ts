@@ -3,10 +3,12 @@
 // --plaintext), then upload it under the target's condition. Resolves to what the command prints:
 // TARGET#GENERATION, or sm://PROJECT/SECRET#VERSION.
 
+import { NotFoundError } from '../errors.ts';
 import type { Clients } from '../google/clients.ts';
+import { mapStorageError } from '../google/storage.ts';
 import type { Logger } from '../log.ts';
 import type { Retry } from '../retry.ts';
-import { BERGLAS_ID_METADATA, BERGLAS_KEY_METADATA } from '../sources/berglas.ts';
+import { BERGLAS_ID_METADATA, BERGLAS_KEY_METADATA, berglasKeyName } from '../sources/berglas.ts';
 import { describeSource, type ObjectRef, type SecretManagerRef } from '../sources/reference.ts';
 import { uploadSecretObject } from './gcs.ts';
 import { sealBerglasForUpload, sealForUpload } from './seal.ts';
@@ -55,6 +57,7 @@ export async function writeSecret(
   }
   const { ref, ifGenerationMatch } = target;
   const berglas = ref.scheme === 'berglas' && kmsKey !== undefined;
+  if (berglas && ifGenerationMatch !== '0') await checkBerglasKey(ref, ifGenerationMatch, kmsKey, context);
   const data =
     kmsKey === undefined
       ? plaintext
@@ -75,4 +78,35 @@ export async function writeSecret(
     log,
   );
   return `${describeSource(ref)}#${generation}`;
+}
+
+/**
+ * A berglas secret is replaced only under the key it names: the generation being replaced must
+ * name `kmsKey` in its berglas-kms-key metadata (else 76, nothing written). Moving a secret to
+ * another key is a new object, not a silent rewrite.
+ */
+async function checkBerglasKey(
+  ref: ObjectRef,
+  generation: string,
+  kmsKey: string,
+  context: WriteContext,
+): Promise<void> {
+  const where = describeSource(ref);
+  const gcs = await context.clients.gcs(context.retry);
+  let resource: Awaited<ReturnType<typeof gcs.getMetadata>>;
+  try {
+    resource = await context.retry(
+      `read the metadata of ${where}#${generation}`,
+      () => gcs.getMetadata(ref.bucket, ref.object, generation),
+      (e) => mapStorageError(e, `${where}#${generation}`, 'storage.objects.get'),
+    );
+  } catch (error) {
+    // Gone: replaced since. The upload's own condition then refuses it as the conflict it is (75).
+    if (error instanceof NotFoundError) return;
+    throw error;
+  }
+  const metadata = Object.fromEntries(
+    Object.entries(resource.metadata ?? {}).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
+  );
+  berglasKeyName(metadata, `${where}#${generation}`, kmsKey);
 }

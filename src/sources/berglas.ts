@@ -47,7 +47,13 @@ export async function fetchBerglasSecret(
       context.retry,
     );
     const data = await openBerglas(object.data.reveal(), ref.object, unwrap, where);
-    return { data, name: ref.object, version: object.generation, signatureVerified: object.signatureVerified };
+    return {
+      data,
+      name: ref.object,
+      version: object.generation,
+      signatureVerified: object.signatureVerified,
+      keyName,
+    };
   } finally {
     object.data.wipe();
   }

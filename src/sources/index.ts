@@ -30,6 +30,8 @@ export interface FetchedSecret {
   readonly version?: string;
   /** The reader checked the bytes against FetchContext.verifyKey (openSource refuses them otherwise). */
   readonly signatureVerified?: boolean;
+  /** A reader that decrypts itself: the KMS key it decrypted with (berglas: the one the object names). */
+  readonly keyName?: string;
 }
 
 export type Scheme = SourceRef['scheme'];

@@ -13,6 +13,7 @@ import {
   encryptWithKms,
   uploadObject,
 } from '../fixtures/cloud.ts';
+import { writeBerglasObject } from '../fixtures/envelopes.ts';
 import { startTestServers, type TestServers } from '../servers/start.ts';
 import { expectFailure, filesIn, KEY, runBinary, tmpfsDir } from './harness.ts';
 
@@ -167,7 +168,7 @@ describe('edit', () => {
     expectFailure(
       await runBinary(['edit', '/etc/hostname', '--kms-key', KEY], { env: servers.env }),
       EXIT.usage,
-      /only gs:\/\/ objects and sm:\/\/ secrets can be edited/,
+      /only gs:\/\/ and berglas:\/\/ objects and sm:\/\/ secrets can be edited/,
     );
     expectFailure(
       await runBinary(['edit', `gs://vault/${object}`], { env: servers.env }),
@@ -175,6 +176,67 @@ describe('edit', () => {
       /without --kms-key/,
     );
     expect(servers.gcs.requests).toEqual([]);
+  });
+});
+
+describe('edit berglas://', () => {
+  const OTHER = 'projects/p/locations/global/keyRings/r/cryptoKeys/other';
+  let name = '';
+  const uri = () => `berglas://vault/${name}`;
+  const editBerglas = (editorPath: string, extra: string[] = []) =>
+    runBinary(['edit', uri(), '--tempfile-dir', temp.dir, ...extra], { env: { ...servers.env, EDITOR: editorPath } });
+  /** The secret as berglas:// reads it back, with --kms-key: the object must still name KEY. */
+  const readBack = async () =>
+    runBinary(['show', uri(), '--kms-key', KEY], { env: servers.env }).then((r) => {
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout;
+    });
+
+  beforeEach(async () => {
+    name = `edit/${randomBytes(4).toString('hex')}/app.env`;
+    await writeBerglasObject(servers, 'vault', name, Buffer.from(ORIGINAL), KEY);
+  });
+
+  it('decrypts with the key the object names, and writes it back as berglas does, at the generation read', async () => {
+    const before = servers.gcs.getObject('vault', name)?.generation;
+    const { path } = editor(`sed -i 's/DB_USER=app/DB_USER=web/' "$f"`);
+    const result = await editBerglas(path);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const stored = servers.gcs.getObject('vault', name);
+    expect(stored?.generation).not.toBe(before);
+    expect(result.stdout).toBe(`${uri()}#${stored?.generation}\n`);
+    expect(stored?.metadata).toEqual({ 'berglas-secret': '1', 'berglas-kms-key': KEY });
+    // berglas's body: a wrapped key and a sealed payload, base64, with no plaintext in it.
+    expect(stored?.data.toString('latin1')).toMatch(/^[A-Za-z0-9+/]+=*:[A-Za-z0-9+/]+=*$/);
+    expect(stored?.data.includes(Buffer.from(PASSWORD))).toBe(false);
+    expect(await readBack()).toBe(ORIGINAL.replace('DB_USER=app', 'DB_USER=web'));
+    expect(filesIn(temp.dir)).toEqual([]);
+  });
+
+  it('a concurrent change wins: 75, nothing is overwritten', async () => {
+    const control = `${servers.gcs.url}/_emulator/objects?bucket=vault&name=${encodeURIComponent(name)}`;
+    const { path } = editor(
+      `python3 -c "import urllib.request as u; u.urlopen(u.Request('${control}', data=b'other', method='POST'))"\necho EXTRA=1 >> "$f"`,
+    );
+    const result = await editBerglas(path);
+    expectFailure(result, EXIT.conflict, /is no longer at generation \d+: someone changed it since/, [PASSWORD]);
+    expect(servers.gcs.getObject('vault', name)?.data.toString()).toBe('other');
+    expect(filesIn(temp.dir)).toEqual([]);
+  });
+
+  it('refuses an object that names another key than --kms-key (76), a #generation and --plaintext, opening no editor', async () => {
+    const { path, seen } = editor('echo EXTRA=1 >> "$f"');
+    expectFailure(
+      await editBerglas(path, ['--kms-key', OTHER]),
+      EXIT.integrity,
+      /names the key .*cryptoKeys\/web in its berglas-kms-key metadata, not the --kms-key .*cryptoKeys\/other/,
+      [PASSWORD],
+    );
+    expectFailure(await runBinary(['edit', `${uri()}#1`], { env: servers.env }), EXIT.usage, /names a generation/);
+    expectFailure(await editBerglas(path, ['--plaintext']), EXIT.usage, /a berglas secret is always encrypted/);
+    expect(existsSync(seen)).toBe(false);
+    expect(await readBack()).toBe(ORIGINAL);
   });
 });
 

@@ -240,6 +240,24 @@ describe('push to berglas://', () => {
     expect(await openIndependently(servers.gcs.getObject('vault', object)?.data as Buffer, object)).toBe('A=3\n');
   });
 
+  it('replaces a berglas secret only under the key it names: another --kms-key is 76, nothing written', async () => {
+    const OTHER = 'projects/p/locations/global/keyRings/r/cryptoKeys/other';
+    const object = `push/${randomBytes(4).toString('hex')}/keyed.env`;
+    const uri = `berglas://vault/${object}`;
+    const first = await run(['push', file('a.env', 'A=1\n'), uri, '--kms-key', KEY]);
+    expect(first.code, first.stderr).toBe(0);
+    const generation = first.stdout.trim().split('#')[1] as string;
+    expectFailure(
+      await run(['push', file('b.env', 'A=2\n'), uri, '--kms-key', OTHER, '--if-generation', generation]),
+      EXIT.integrity,
+      new RegExp(
+        `^secret-fetch: error: berglas://vault/${object}#${generation} names the key .*cryptoKeys/web in its berglas-kms-key metadata, not the --kms-key .*cryptoKeys/other`,
+      ),
+    );
+    expect(servers.gcs.getObject('vault', object)?.generation).toBe(generation);
+    expect(await openIndependently(servers.gcs.getObject('vault', object)?.data as Buffer, object)).toBe('A=1\n');
+  });
+
   it('refuses a berglas:// target without --kms-key, or with --plaintext, before any call', async () => {
     servers.gcs.requests.length = 0;
     servers.kms.requests.length = 0;
