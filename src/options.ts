@@ -28,6 +28,7 @@ import { planSource, type SourcePlan } from './open-source.ts';
 export type { Launch, OnChange } from './launch/mode.ts';
 
 import { checkFilePath } from './sinks/file.ts';
+import { looksLikeReference } from './sources/env-references.ts';
 import { kindOf } from './sources/index.ts';
 import { describeSource } from './sources/reference.ts';
 
@@ -221,7 +222,7 @@ export const FLAGS: readonly FlagSpec[] = [
     type: 'string',
     value: 'DURATION',
     env: true,
-    help: 'with --supervise (or without a command: sidecar): poll the sources this often; on a new version, rewrite --out and apply --on-change',
+    help: 'with --supervise (or without a command: sidecar): poll the sources and references this often; on a new version, rewrite their files and apply --on-change',
   },
   {
     name: 'on-change',
@@ -283,7 +284,7 @@ function buildOptions(values: FlagValues, command: string[] | undefined, environ
     secretManager: optionalString(values['secret-manager-endpoint']),
   });
   const logFormat = parseLogFormat(optionalString(values['log-format']));
-  const launch = parseLaunch(values, command, outs.length > 0, uris.length > 0);
+  const launch = parseLaunch(values, command, outs.length > 0, uris.length > 0, hasReferences(values, environ));
   const verifyKey = optionalString(values['verify-key']);
   if (verifyKey === '') throw new UsageError('--verify-key is empty', "give the path of the signer's PEM public key");
   if (verifyKey !== undefined) {
@@ -359,4 +360,12 @@ function planSources(values: FlagValues, uris: string[], injectEnv: boolean, env
     );
   }
   return Object.freeze(sources);
+}
+
+/** Whether the command's environment holds a secret reference that the run will resolve. */
+function hasReferences(values: FlagValues, environ: Environ): boolean {
+  if (values['ignore-references'] === true) return false;
+  return Object.entries(environ).some(
+    ([name, value]) => !name.startsWith('SECRET_FETCH_') && value !== undefined && looksLikeReference(value),
+  );
 }

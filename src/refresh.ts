@@ -10,14 +10,15 @@ import { SecretFetchError } from './errors.ts';
 import { parseEntries } from './formats/index.ts';
 import type { Supervisor } from './launch/supervise.ts';
 import { type Logger, show } from './log.ts';
-import { openSource } from './open-source.ts';
+import { openSource, planSource } from './open-source.ts';
 import type { OnChange, Options, RunSource } from './options.ts';
 import type { Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { refuseLoaderEntries } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
+import { type EnvReference, placeReference } from './sources/env-references.ts';
 import { type FetchContext, kindOf, sourceVersion } from './sources/index.ts';
-import { atVersion, isPinned } from './sources/reference.ts';
+import { atVersion, isPinned, type SourceRef } from './sources/reference.ts';
 
 /** Backoff after failed refreshes doubles the interval up to this (or the interval, if longer). */
 const MAX_BACKOFF_MS = 5 * 60_000;
@@ -45,6 +46,19 @@ export interface RefreshContext {
   readonly attempt: () => { readonly fetch: FetchContext; readonly deadline: Deadline };
   /** The version each source was read at (undefined: unknown, the first poll only records it). */
   readonly versions: (string | undefined)[];
+  /** The environment references kept current (a sidecar's: those with a ?destination= file). */
+  readonly references: readonly RefreshedReference[];
+  /** Each reference's variable as the command's environment has it; a refresh updates it (restart). */
+  readonly referenceValues: Record<string, string>;
+}
+
+/** An environment reference that a refresh keeps current. */
+export interface RefreshedReference {
+  readonly reference: EnvReference;
+  /** The version it was read at (undefined: unknown, the first poll only records it). */
+  version: string | undefined;
+  /** The file its secret is written to (its ?destination=, as chosen at start); undefined: the variable. */
+  readonly path: string | undefined;
 }
 
 /** Polls until `supervisor.done` settles. */
@@ -94,7 +108,14 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
     if (versions[index] === undefined) versions[index] = version;
     else if (version !== versions[index]) changed.push({ index, version });
   }
-  if (changed.length === 0) return;
+  const changedReferences: { held: RefreshedReference; version: string }[] = [];
+  for (const held of context.references) {
+    if (isPinned(held.reference.ref)) continue;
+    const version = await within(held.reference, () => sourceVersion(held.reference.ref, fetchContext));
+    if (held.version === undefined) held.version = version;
+    else if (version !== held.version) changedReferences.push({ held, version });
+  }
+  if (changed.length === 0 && changedReferences.length === 0) return;
 
   // All or nothing: every changed source is fetched, decrypted and parsed before any file moves.
   const secrets: Secret[] = [];
@@ -111,25 +132,37 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
         if (newEntries && !options.allowLoaderEnv) refuseLoaderEntries(parsed, plan.uri);
         if (newEntries) newEntries[index] = parsed;
       }
-      if (plan.out !== undefined) {
-        staged.stage(resolve(context.cwd, plan.out), secret.reveal(), {
-          mode: options.fileMode,
-          allowDisk: options.allowDisk,
-          uid: options.owner.uid,
-          gid: options.owner.gid,
+      if (plan.out !== undefined) staged.stage(resolve(context.cwd, plan.out), secret.reveal(), fileOptions(options));
+    }
+    const values: Record<string, string> = {};
+    for (const { held, version } of changedReferences) {
+      const { reference } = held;
+      values[reference.variable] = await within(reference, async () => {
+        const plan = planSource({ ...reference, format: 'raw' });
+        const at = atVersion(reference.ref, version);
+        const { secret } = await openSource(plan, { ...fetchContext, kmsKeyOption: '?kms-key=' }, at);
+        secrets.push(secret);
+        return placeReference(reference, secret, held.path, {
+          stage: (path, data) => staged.stage(path, data, fileOptions(options)),
+          log,
         });
-      }
+      });
     }
     const written = staged.commit();
     for (const { index, version } of changed) versions[index] = version;
+    for (const { held, version } of changedReferences) held.version = version;
+    Object.assign(context.referenceValues, values);
     if (newEntries && kept) kept.splice(0, newEntries.length, ...newEntries);
-    const what = changed
-      .map(({ index, version }) => {
+    const what = [
+      ...changed.map(({ index, version }) => {
         const plan = options.sources[index] as RunSource;
-        const noun = kindOf(plan.ref).versionNoun;
-        return `${plan.uri}${noun === undefined ? '' : ` (now ${noun} ${version})`}`;
-      })
-      .join(', ');
+        return `${plan.uri}${describeVersion(plan.ref, version)}`;
+      }),
+      ...changedReferences.map(
+        ({ held: { reference }, version }) =>
+          `$${reference.variable} (${reference.uri}${describeVersion(reference.ref, version)})`,
+      ),
+    ].join(', ');
     log.info(
       `${what} changed${written.length ? `: rewrote ${written.map(show).join(', ')}` : ''}; ${applyChange(context.target, newEntries)}`,
     );
@@ -152,6 +185,26 @@ function applyChange(target: RefreshTarget, entries: (SecretEntries | undefined)
     case 'exit':
       supervisor.stop();
       return 'stopping the command and exiting (--on-change exit)';
+  }
+}
+
+/** " (now generation N)", " (now version N)", or nothing for a file. */
+function describeVersion(ref: SourceRef, version: string): string {
+  const noun = kindOf(ref).versionNoun;
+  return noun === undefined ? '' : ` (now ${noun} ${version})`;
+}
+
+/** The --out and ?destination= file settings. */
+function fileOptions(options: Options) {
+  return { mode: options.fileMode, allowDisk: options.allowDisk, uid: options.owner.uid, gid: options.owner.gid };
+}
+
+/** A reference's failure is named after its variable, as at start. */
+async function within<T>(reference: EnvReference, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    throw error instanceof SecretFetchError ? error.within(`$${reference.variable}`) : error;
   }
 }
 

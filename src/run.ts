@@ -16,7 +16,7 @@ import type { Supervisor } from './launch/supervise.ts';
 import { type Logger, show } from './log.ts';
 import { openSource, planSource } from './open-source.ts';
 import type { Options } from './options.ts';
-import { type RefreshContext, startRefresh } from './refresh.ts';
+import { type RefreshContext, type RefreshedReference, startRefresh } from './refresh.ts';
 import { createRetry, Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { commandEnvironment, refuseLoaderEntries } from './sinks/env.ts';
@@ -111,6 +111,8 @@ export async function run(options: Options, initial: RunContext): Promise<number
     uid: options.owner.uid,
     gid: options.owner.gid,
   };
+  // With --refresh, the version each reference was read at.
+  const referenceVersions = new Map<string, string | undefined>();
   const [secrets, resolved] = await Promise.all([
     Promise.all(
       options.sources.map(async (plan, i) => {
@@ -120,33 +122,45 @@ export async function run(options: Options, initial: RunContext): Promise<number
       }),
     ),
     references.length === 0
-      ? {}
+      ? ({} as Record<string, string>)
       : resolveEnvReferences(references, {
-          fetch: async (reference) =>
+          fetch: async (reference) => {
             // The run does not parse a reference's secret (raw); its kind and ?kms-key= decide the decrypt.
-            (
-              await openSource(planSource({ ...reference, format: 'raw' }), {
-                ...fetchContext,
-                // Warnings and a timeout name the variable, as every other failure of a reference does.
-                retry: createRetry({
-                  log,
-                  deadline: context.deadline,
-                  owner: `$${reference.variable}`,
-                  attemptLimit: true,
-                }),
-                kmsKeyOption: '?kms-key=',
-              })
-            ).secret,
+            const opened = await openSource(planSource({ ...reference, format: 'raw' }), {
+              ...fetchContext,
+              // Warnings and a timeout name the variable, as every other failure of a reference does.
+              retry: createRetry({
+                log,
+                deadline: context.deadline,
+                owner: `$${reference.variable}`,
+                attemptLimit: true,
+              }),
+              kmsKeyOption: '?kms-key=',
+            });
+            referenceVersions.set(reference.variable, opened.version);
+            return opened.secret;
+          },
           stage: (path, data) => context.staged.stage(resolve(context.cwd, path), data, fileOptions),
           tempfileDir: options.tempfileDir,
           log,
         }),
   ]);
+  // What the references resolved to; a refresh updates it, and a restart's environment overlays it.
+  const referenceValues: Record<string, string> = { ...resolved };
   if (references.length > 0) {
     log.debug(`resolved ${references.length} environment references (${references.map((r) => r.variable).join(', ')})`);
     // From here on the command's environment is the one with the references resolved.
     context = { ...context, environ: { ...context.environ, ...resolved } };
   }
+  /** The references a refresh keeps current: a sidecar's are those written to a file. */
+  const refreshed = (filesOnly: boolean): RefreshedReference[] =>
+    references
+      .filter((reference) => !filesOnly || reference.destination.kind !== 'value')
+      .map((reference) => ({
+        reference,
+        version: referenceVersions.get(reference.variable),
+        path: reference.destination.kind === 'value' ? undefined : resolved[reference.variable],
+      }));
   try {
     const entries: SecretEntries[] = [];
     // Per source, for a restart after --refresh with --env.
@@ -193,6 +207,8 @@ export async function run(options: Options, initial: RunContext): Promise<number
           ...refreshContext(options, context, fetchContext, versions),
           intervalMs: mode.refresh.intervalMs,
           target: { kind: 'sidecar', done: sidecar.done },
+          references: refreshed(true),
+          referenceValues,
         });
         return await sidecar.done;
       }
@@ -216,6 +232,8 @@ export async function run(options: Options, initial: RunContext): Promise<number
       startRefresh({
         ...refreshContext(options, context, fetchContext, versions),
         intervalMs: mode.refresh.intervalMs,
+        references: refreshed(false),
+        referenceValues,
         target: {
           kind: 'command',
           supervisor,
@@ -224,7 +242,7 @@ export async function run(options: Options, initial: RunContext): Promise<number
           relaunch: (current) => ({
             ...plan,
             env: commandEnvironment(
-              context.environ,
+              { ...context.environ, ...referenceValues },
               current.filter((e): e is SecretEntries => e !== undefined),
             ),
           }),

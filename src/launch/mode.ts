@@ -40,6 +40,8 @@ export function parseLaunch(
   command: string[] | undefined,
   hasOut: boolean,
   hasSource: boolean,
+  /** The environment holds references (which --refresh watches too). */
+  hasReferences = false,
 ): Launch {
   const supervise = values.supervise === true;
   if (supervise && command === undefined) {
@@ -66,8 +68,11 @@ export function parseLaunch(
   if (sidecar && !hasOut) {
     throw new UsageError('--refresh without a command needs --out: the sidecar shares files', 'add --out PATH');
   }
-  if (refresh !== undefined && !hasSource) {
-    throw new UsageError('--refresh without --source: there is nothing to refresh', 'add --source, or drop --refresh');
+  if (refresh !== undefined && !hasSource && !hasReferences) {
+    throw new UsageError(
+      '--refresh without --source or a reference: there is nothing to refresh',
+      'add --source (or a reference such as DB_PASSWORD=sm://PROJECT/SECRET), or drop --refresh',
+    );
   }
   if (command === undefined && values.chdir !== undefined) {
     throw new UsageError('--chdir without a command', 'give the command after --, or drop --chdir');

@@ -243,22 +243,40 @@ export async function resolveEnvReferences(
 async function resolveOne(reference: EnvReference, context: ResolveContext): Promise<string> {
   const secret = await context.fetch(reference);
   try {
-    let bytes: Buffer = secret.reveal();
-    if (reference.key !== undefined) bytes = Buffer.from(await pickEntry(reference, secret, reference.key));
     const { destination } = reference;
-    if (destination.kind !== 'value') {
-      const path =
-        destination.kind === 'path' ? destination.path : tempfilePath(context.tempfileDir, reference.variable);
-      context.stage(path, bytes);
-      context.log.debug(`$${reference.variable}: ${reference.uri} written to ${show(path)}`);
-      return path;
-    }
-    const text = variableValue(reference, bytes);
-    context.log.debug(`$${reference.variable}: resolved from ${reference.uri}`);
-    return text;
+    const path =
+      destination.kind === 'value'
+        ? undefined
+        : destination.kind === 'path'
+          ? destination.path
+          : tempfilePath(context.tempfileDir, reference.variable);
+    return await placeReference(reference, secret, path, context);
   } finally {
     secret.wipe();
   }
+}
+
+/**
+ * What the variable gets for `secret` (the reference's secret, or its ?key= entry): the text
+ * itself, or `path` once the bytes are staged there (a ?destination=). A refresh calls this again
+ * with the path the run chose at start.
+ */
+export async function placeReference(
+  reference: EnvReference,
+  secret: Secret,
+  path: string | undefined,
+  context: Pick<ResolveContext, 'stage' | 'log'>,
+): Promise<string> {
+  let bytes: Buffer = secret.reveal();
+  if (reference.key !== undefined) bytes = Buffer.from(await pickEntry(reference, secret, reference.key));
+  if (path !== undefined) {
+    context.stage(path, bytes);
+    context.log.debug(`$${reference.variable}: ${reference.uri} written to ${show(path)}`);
+    return path;
+  }
+  const text = variableValue(reference, bytes);
+  context.log.debug(`$${reference.variable}: resolved from ${reference.uri}`);
+  return text;
 }
 
 /** The secret as a variable's value: text without NUL bytes, or a refusal that says how to take it. */

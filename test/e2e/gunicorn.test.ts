@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
+import { addSecretVersion, encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
 import { BASE_ENV, BINARY, KEY, ROOT } from '../integration/harness.ts';
 import { startTestServers } from '../servers/start.ts';
 
@@ -271,6 +271,70 @@ describe('docker/example: gunicorn + Flask behind secret-fetch, as PID 1', () =>
     const pid = namespacePid1(spawned);
     expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toContain('--');
     process.kill(pid, 'SIGTERM');
+    const timer = setTimeout(() => spawned.kill('SIGKILL'), 10_000);
+    const result = await exited;
+    clearTimeout(timer);
+    expect(result, output()).toEqual({ code: 0, signal: null });
+    expect(output()).not.toContain(first);
+    expect(output()).not.toContain(second);
+  }, 30_000);
+  it('with --supervise --refresh, a rotated sm:// reference (?destination=) is served after the reload, no failed request', async () => {
+    const { args, user } = entrypointArgs();
+    const port = await freePort();
+    const cfg = (key: string) => `SECRET_KEY = "${key}"\nDATABASE_URL = "${DATABASE_URL}"\n`;
+    const secret = `projects/e2e-project/secrets/app-cfg-${randomBytes(4).toString('hex')}`;
+    const uri = `sm://e2e-project/${secret.split('/').at(-1)}`;
+    const first = `first-${randomBytes(8).toString('hex')}`;
+    const second = `second-${randomBytes(8).toString('hex')}`;
+    await addSecretVersion(servers.secretManager.url, secret, Buffer.from(cfg(first)));
+    // The app reads its settings from the file the reference names, as berglas users write it.
+    const file = join(mountPoint, 'ref.cfg');
+    const { spawned, exited, output, ready } = await launch(args, user, port, {
+      SECRETS_FILE: `${uri}?destination=${file}`,
+      SECRET_FETCH_SUPERVISE: '1',
+      SECRET_FETCH_REFRESH: '500ms',
+    });
+    expect(ready, output()).toBe(true);
+    const served = async () => {
+      const response = await fetch(`http://127.0.0.1:${port}/`);
+      return { status: response.status, body: (await response.json()) as { secret_key_sha256: string } };
+    };
+    expect((await served()).body.secret_key_sha256).toBe(fingerprint(first));
+
+    const seen: string[] = [];
+    const failures: string[] = [];
+    let polling = true;
+    const client = (async () => {
+      while (polling) {
+        try {
+          const { status, body } = await served();
+          if (status === 200) seen.push(body.secret_key_sha256);
+          else failures.push(`HTTP ${status}`);
+        } catch (error) {
+          failures.push(String((error as Error).cause ?? error));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await addSecretVersion(servers.secretManager.url, secret, Buffer.from(cfg(second)));
+    const deadline = Date.now() + 15_000;
+    while (seen.at(-1) !== fingerprint(second) && Date.now() < deadline && spawned.exitCode === null) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500)); // and it stays on the new one
+    polling = false;
+    await client;
+
+    expect(failures, output()).toEqual([]);
+    expect(seen[0]).toBe(fingerprint(first));
+    expect(seen.at(-1), output()).toBe(fingerprint(second));
+    const firstNew = seen.indexOf(fingerprint(second));
+    expect(seen.slice(firstNew).every((f) => f === fingerprint(second))).toBe(true);
+    expect(seen.slice(0, firstNew).every((f) => f === fingerprint(first))).toBe(true);
+    expect(output()).toContain(`$SECRETS_FILE (${uri} (now version 2)) changed: rewrote ${file}; sent SIGHUP`);
+
+    process.kill(namespacePid1(spawned), 'SIGTERM');
     const timer = setTimeout(() => spawned.kill('SIGKILL'), 10_000);
     const result = await exited;
     clearTimeout(timer);

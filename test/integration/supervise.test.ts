@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/errors.ts';
 import { FORWARDED_SIGNALS } from '../../src/launch/signals.ts';
-import { encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
+import { addSecretVersion, encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
 import { startTestServers } from '../servers/start.ts';
 import { BINARY, KEY, ROOT, type Running, runBinary, spawnBinary as start, tmpfsDir } from './harness.ts';
 
@@ -376,6 +376,93 @@ describe('--refresh', () => {
       'got SIGTERM',
     ]);
     expect(lines[0]).not.toBe(lines[2]); // a new process
+  });
+
+  describe('references in the environment', () => {
+    const PROJECT = 'refresh-project';
+    /** A fresh Secret Manager secret with `text` as version 1; `add` adds the next version. */
+    const secretWith = async (text: string) => {
+      const id = `rotating-${++n}`;
+      const name = `projects/${PROJECT}/secrets/${id}`;
+      await addSecretVersion(servers.secretManager.url, name, Buffer.from(text));
+      return {
+        uri: `sm://${PROJECT}/${id}`,
+        add: (next: string) => addSecretVersion(servers.secretManager.url, name, Buffer.from(next)),
+      };
+    };
+    const gets = (id: string) =>
+      servers.secretManager.requests.filter(
+        (r) => r.method === 'GET' && r.path.includes(`/secrets/${id}/versions/`) && !r.path.endsWith(':access'),
+      );
+
+    it('with --on-change restart, a rotated reference reaches the command as its new value; no --source needed', async () => {
+      const greeting = await secretWith('one');
+      const run = start(['--supervise', '--refresh', '200ms', '--on-change', 'restart', '--', FIXTURE], {
+        env: { ...servers.env, GREETING: greeting.uri, SHOW_ENV: 'GREETING', EXIT_ON_STOP: '0' },
+      });
+      await run.line(/^ready pid=\d+ GREETING=one$/);
+      await greeting.add('two');
+      await run.line(/^ready pid=\d+ GREETING=two$/);
+      process.kill(run.pid, 'SIGTERM');
+      const result = await run.done;
+      expect(result.code, result.stderr).toBe(0);
+      expect(
+        result.stdout
+          .trimEnd()
+          .split('\n')
+          .map((l) => l.replace(/pid=\d+ /, '')),
+      ).toEqual(['ready GREETING=one', 'got SIGTERM', 'ready GREETING=two', 'got SIGTERM']);
+      expect(result.stderr).toContain(
+        `$GREETING (${greeting.uri} (now version 2)) changed; restarting the command`,
+      );
+      expect(result.stderr).not.toMatch(/\btwo\b/);
+    });
+
+    it('rewrites a ?destination= file atomically, then signals; a pinned reference is never polled', async () => {
+      const rotating = await secretWith('GREETING=one\n');
+      const pinned = await secretWith('PINNED=1\n');
+      const file = join(dir, 'greeting.env');
+      const run = start(['--supervise', '--refresh', '200ms', '--', FIXTURE], {
+        env: {
+          ...servers.env,
+          GREETING_FILE: `${rotating.uri}?destination=${file}`,
+          PINNED: `${pinned.uri}#1`,
+          READ_ON_HUP: file,
+        },
+      });
+      await run.line(/^ready/);
+      const before = statSync(file).ino;
+      await rotating.add('GREETING=two\n');
+      await run.line(/^file GREETING=two$/);
+      expect(statSync(file).ino).not.toBe(before); // renamed into place
+      expect(statSync(file).mode & 0o777).toBe(0o400);
+      expect(gets(pinned.uri.split('/').at(-1) as string)).toEqual([]);
+      process.kill(run.pid, 'SIGTERM');
+      const result = await run.done;
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toContain(
+        `$GREETING_FILE (${rotating.uri} (now version 2)) changed: rewrote ${file}; sent SIGHUP to the command`,
+      );
+    });
+
+    it('a failed poll of a reference keeps the command and its value, warns naming the variable, and retries', async () => {
+      const greeting = await secretWith('one');
+      const id = greeting.uri.split('/').at(-1) as string;
+      const run = start(['--supervise', '--refresh', '200ms', '--on-change', 'restart', '--', FIXTURE], {
+        env: { ...servers.env, GREETING: greeting.uri, SHOW_ENV: 'GREETING', EXIT_ON_STOP: '0' },
+      });
+      await run.line(/^ready pid=\d+ GREETING=one$/);
+      servers.secretManager.failNext({ path: new RegExp(`/secrets/${id}/versions/`) }, [{ status: 403 }]);
+      await run.errorLine(/refresh failed/);
+      await greeting.add('two');
+      await run.line(/^ready pid=\d+ GREETING=two$/);
+      process.kill(run.pid, 'SIGTERM');
+      const result = await run.done;
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stderr).toMatch(
+        /^secret-fetch: warning: refresh failed, keeping the current secrets and command: \$GREETING: permission denied .*; next try in /m,
+      );
+    });
   });
 
   it('with --on-change exit, stops the command and exits with its status', async () => {
