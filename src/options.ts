@@ -28,7 +28,7 @@ import { planSource, type SourcePlan } from './open-source.ts';
 export type { Launch, OnChange } from './launch/mode.ts';
 
 import { checkFilePath } from './sinks/file.ts';
-import { looksLikeReference } from './sources/env-references.ts';
+import { holdsReferences } from './sources/env-references.ts';
 import { kindOf } from './sources/index.ts';
 import { describeSource } from './sources/reference.ts';
 
@@ -284,7 +284,13 @@ function buildOptions(values: FlagValues, command: string[] | undefined, environ
     secretManager: optionalString(values['secret-manager-endpoint']),
   });
   const logFormat = parseLogFormat(optionalString(values['log-format']));
-  const launch = parseLaunch(values, command, outs.length > 0, uris.length > 0, hasReferences(values, environ));
+  const launch = parseLaunch(
+    values,
+    command,
+    outs.length > 0,
+    uris.length > 0,
+    values['ignore-references'] !== true && holdsReferences(environ),
+  );
   const verifyKey = optionalString(values['verify-key']);
   if (verifyKey === '') throw new UsageError('--verify-key is empty', "give the path of the signer's PEM public key");
   if (verifyKey !== undefined) {
@@ -360,12 +366,4 @@ function planSources(values: FlagValues, uris: string[], injectEnv: boolean, env
     );
   }
   return Object.freeze(sources);
-}
-
-/** Whether the command's environment holds a secret reference that the run will resolve. */
-function hasReferences(values: FlagValues, environ: Environ): boolean {
-  if (values['ignore-references'] === true) return false;
-  return Object.entries(environ).some(
-    ([name, value]) => !name.startsWith('SECRET_FETCH_') && value !== undefined && looksLikeReference(value),
-  );
 }

@@ -49,6 +49,13 @@ export function looksLikeReference(value: string): boolean {
   return PREFIXES.some(({ prefix }) => value.startsWith(prefix));
 }
 
+/** Whether `environ` holds a reference (before any is parsed: a malformed one counts too). */
+export function holdsReferences(environ: Readonly<Record<string, string | undefined>>): boolean {
+  return Object.entries(environ).some(
+    ([name, value]) => !name.startsWith('SECRET_FETCH_') && value !== undefined && looksLikeReference(value),
+  );
+}
+
 /**
  * Every reference in `environ`, in name order. Variables that configure secret-fetch itself
  * (SECRET_FETCH_*) are options, not references, and are skipped.

@@ -412,9 +412,7 @@ describe('--refresh', () => {
           .split('\n')
           .map((l) => l.replace(/pid=\d+ /, '')),
       ).toEqual(['ready GREETING=one', 'got SIGTERM', 'ready GREETING=two', 'got SIGTERM']);
-      expect(result.stderr).toContain(
-        `$GREETING (${greeting.uri} (now version 2)) changed; restarting the command`,
-      );
+      expect(result.stderr).toContain(`$GREETING (${greeting.uri} (now version 2)) changed; restarting the command`);
       expect(result.stderr).not.toMatch(/\btwo\b/);
     });
 
