@@ -92,8 +92,9 @@ export async function openSource(
   at: SourceRef = plan.ref,
 ): Promise<OpenedSource> {
   const { decrypt, uri } = plan;
-  // Cloud KMS's handshakes overlap the fetch, instead of following it.
-  if (decrypt.kind === 'kms') context.clients.preconnect('kms');
+  // Cloud KMS's handshakes overlap the fetch, instead of following it (berglas, the one kind that
+  // decrypts itself, unwraps its data key with KMS too).
+  if (decrypt.kind === 'kms' || decrypt.kind === 'self') context.clients.preconnect('kms');
   const fetched = await fetchSource(at, context, decrypt.kind === 'self' ? decrypt.kmsKey : undefined);
   if (context.verifyKey !== undefined && fetched.signatureVerified !== true) {
     fetched.data.wipe();

@@ -119,6 +119,14 @@ describe('openSource', () => {
     expect(opened).toMatchObject({ version: '7', keyName: undefined });
   });
 
+  it('self (berglas): connects to KMS ahead too, since the reader unwraps its data key there', async () => {
+    const events: string[] = [];
+    const plan = planSource({ uri: 'berglas://vault/app.env' });
+    // The fake serves no metadata: the reader fails after the preconnect, which is what is looked at.
+    await openSource(plan, context(fakeClients(events, {}))).catch(() => {});
+    expect(events[0]).toBe('preconnect kms');
+  });
+
   it('reads `at` (a pinned version) with the plan of the source', async () => {
     const events: string[] = [];
     const plan = planSource({ uri: 'gs://vault/app.env' });
