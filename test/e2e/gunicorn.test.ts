@@ -138,6 +138,44 @@ function namespacePid1(spawned: ChildProcess): number {
   return Number(readFileSync(`/proc/${spawned.pid}/task/${spawned.pid}/children`, 'utf8').trim().split(' ')[0]);
 }
 
+/**
+ * Polls the app every 10 ms while `rotate` runs (300 ms in), until it serves `target` (or 15 s
+ * pass, or the process exits), and 500 ms more: what it served, in order, and every failed request.
+ */
+async function pollThroughRotation(
+  served: () => Promise<{ status: number; body: { secret_key_sha256: string } }>,
+  spawned: ChildProcess,
+  target: string,
+  rotate: () => Promise<void>,
+): Promise<{ seen: string[]; failures: string[]; switched: number }> {
+  const seen: string[] = [];
+  const failures: string[] = [];
+  let polling = true;
+  const client = (async () => {
+    while (polling) {
+      try {
+        const { status, body } = await served();
+        if (status === 200) seen.push(body.secret_key_sha256);
+        else failures.push(`HTTP ${status}`);
+      } catch (error) {
+        failures.push(String((error as Error).cause ?? error));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  })();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await rotate();
+  const deadline = Date.now() + 15_000;
+  while (seen.at(-1) !== target && Date.now() < deadline && spawned.exitCode === null) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const switched = seen.length;
+  await new Promise((resolve) => setTimeout(resolve, 500)); // and it stays on the new one
+  polling = false;
+  await client;
+  return { seen, failures, switched };
+}
+
 describe('docker/example: gunicorn + Flask behind secret-fetch, as PID 1', () => {
   it('serves a secret-derived value, keeps PID 1, owns the 0400 file and stops with 0 on SIGTERM', async () => {
     const { entrypoint, user } = imageConfig();
@@ -228,31 +266,10 @@ describe('docker/example: gunicorn + Flask behind secret-fetch, as PID 1', () =>
     expect((await served()).body.secret_key_sha256).toBe(fingerprint(first));
 
     // A client polls throughout: before, during and after the rotation and the reload.
-    const seen: string[] = [];
-    const failures: string[] = [];
-    let polling = true;
-    const client = (async () => {
-      while (polling) {
-        try {
-          const { status, body } = await served();
-          if (status === 200) seen.push(body.secret_key_sha256);
-          else failures.push(`HTTP ${status}`);
-        } catch (error) {
-          failures.push(String((error as Error).cause ?? error));
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-    })();
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    const generation = await upload(second);
-    const deadline = Date.now() + 15_000;
-    while (seen.at(-1) !== fingerprint(second) && Date.now() < deadline && spawned.exitCode === null) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    const switched = seen.length;
-    await new Promise((resolve) => setTimeout(resolve, 500)); // and it stays on the new one
-    polling = false;
-    await client;
+    let generation = '';
+    const { seen, failures, switched } = await pollThroughRotation(served, spawned, fingerprint(second), async () => {
+      generation = await upload(second);
+    });
 
     expect(failures, output()).toEqual([]);
     expect(seen.at(-1), output()).toBe(fingerprint(second));
@@ -301,30 +318,9 @@ describe('docker/example: gunicorn + Flask behind secret-fetch, as PID 1', () =>
     };
     expect((await served()).body.secret_key_sha256).toBe(fingerprint(first));
 
-    const seen: string[] = [];
-    const failures: string[] = [];
-    let polling = true;
-    const client = (async () => {
-      while (polling) {
-        try {
-          const { status, body } = await served();
-          if (status === 200) seen.push(body.secret_key_sha256);
-          else failures.push(`HTTP ${status}`);
-        } catch (error) {
-          failures.push(String((error as Error).cause ?? error));
-        }
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-    })();
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    await addSecretVersion(servers.secretManager.url, secret, Buffer.from(cfg(second)));
-    const deadline = Date.now() + 15_000;
-    while (seen.at(-1) !== fingerprint(second) && Date.now() < deadline && spawned.exitCode === null) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    await new Promise((resolve) => setTimeout(resolve, 500)); // and it stays on the new one
-    polling = false;
-    await client;
+    const { seen, failures } = await pollThroughRotation(served, spawned, fingerprint(second), async () => {
+      await addSecretVersion(servers.secretManager.url, secret, Buffer.from(cfg(second)));
+    });
 
     expect(failures, output()).toEqual([]);
     expect(seen[0]).toBe(fingerprint(first));
