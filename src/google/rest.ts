@@ -206,11 +206,16 @@ async function trustedRoots(extra: readonly string[]): Promise<string[]> {
 export function authHeaders(auth: ClientAuth): (url: string) => Promise<Record<string, string>> {
   if (auth === 'none') return async () => ({});
   if (auth !== 'adc') return async (url) => plainHeaders(await auth.getRequestHeaders(url));
-  let found: Promise<AuthClient | InstanceType<typeof import('google-auth-library').GoogleAuth>> | undefined;
+  let found: Promise<AuthClient> | undefined;
   return async (url) => {
-    found ??= import('google-auth-library').then(
-      ({ GoogleAuth }) => new GoogleAuth({ scopes: [CLOUD_PLATFORM_SCOPE] }),
-    );
+    found ??= import('google-auth-library').then(async ({ GoogleAuth, JWT }) => {
+      const client = await new GoogleAuth({ scopes: [CLOUD_PLATFORM_SCOPE] }).getClient();
+      // A service-account key signs its own JWT for each request (as Google's Go clients do),
+      // instead of first exchanging one for an access token at oauth2.googleapis.com: one
+      // connection (TCP, TLS) and one request fewer before the first call.
+      if (client instanceof JWT) client.useJWTAccessWithScope = true;
+      return client;
+    });
     return plainHeaders(await (await found).getRequestHeaders(url));
   };
 }

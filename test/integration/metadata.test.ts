@@ -3,8 +3,9 @@
 // metadata server, while Cloud Storage and KMS are the loopback test servers, reached with
 // credentials thanks to the SECRET_FETCH_TEST_LOOPBACK_AUTH test hook.
 
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, verify } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -232,3 +233,55 @@ async function closedPort(): Promise<number> {
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
+
+describe('a service-account key file (GOOGLE_APPLICATION_CREDENTIALS)', () => {
+  it('signs its own JWT for each service: no OAuth token exchange, so no connection to the token endpoint', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const tokenRequests: string[] = [];
+    const tokenServer = createHttpServer((req, res) => {
+      tokenRequests.push(`${req.method} ${req.url}`);
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ access_token: 'ya29.exchanged', expires_in: 3600, token_type: 'Bearer' }));
+    });
+    await new Promise<void>((resolve) => tokenServer.listen(0, '127.0.0.1', resolve));
+    try {
+      const email = 'fetcher@test-project.iam.gserviceaccount.com';
+      const keyFile = join(out.dir, 'key.json');
+      writeFileSync(
+        keyFile,
+        JSON.stringify({
+          type: 'service_account',
+          project_id: 'test-project',
+          private_key_id: 'key-1',
+          private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }),
+          client_email: email,
+          client_id: '1',
+          token_uri: `http://127.0.0.1:${(tokenServer.address() as { port: number }).port}/token`,
+        }),
+      );
+      const result = await runBinary(args(), {
+        env: { ...servers.env, SECRET_FETCH_TEST_LOOPBACK_AUTH: '1', GOOGLE_APPLICATION_CREDENTIALS: keyFile },
+      });
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stdout).toBe('greeting=hello\n');
+      expect(tokenRequests).toEqual([]);
+      const requests = [...servers.gcs.requests, ...servers.kms.requests];
+      expect(requests.length).toBeGreaterThanOrEqual(2);
+      for (const request of requests) {
+        const jwt = /^Bearer ([\w-]+)\.([\w-]+)\.([\w-]+)$/.exec(String(request.headers.authorization));
+        expect(jwt, `${request.method} ${request.path}`).not.toBeNull();
+        const [, header, payload, signature] = jwt as unknown as [string, string, string, string];
+        expect(JSON.parse(Buffer.from(header, 'base64url').toString())).toMatchObject({ alg: 'RS256', kid: 'key-1' });
+        expect(JSON.parse(Buffer.from(payload, 'base64url').toString())).toMatchObject({
+          iss: email,
+          sub: email,
+          scope: 'https://www.googleapis.com/auth/cloud-platform',
+        });
+        const signed = Buffer.from(`${header}.${payload}`);
+        expect(verify('sha256', signed, publicKey, Buffer.from(signature, 'base64url'))).toBe(true);
+      }
+    } finally {
+      await new Promise((resolve) => tokenServer.close(resolve));
+    }
+  });
+});
