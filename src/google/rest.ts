@@ -216,7 +216,12 @@ export function authHeaders(auth: ClientAuth): (url: string) => Promise<Record<s
       if (client instanceof JWT) client.useJWTAccessWithScope = true;
       return client;
     });
-    return plainHeaders(await (await found).getRequestHeaders(url));
+    const lookup = found;
+    // A failed lookup is not kept: the retry policy's next attempt looks again.
+    lookup.catch(() => {
+      if (found === lookup) found = undefined;
+    });
+    return plainHeaders(await (await lookup).getRequestHeaders(url));
   };
 }
 

@@ -3,15 +3,16 @@
 // and an unused one never holds the process open.
 
 import { execFileSync, spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { preconnect, restRequest } from '../../src/google/rest.ts';
+import { authHeaders, preconnect, restRequest } from '../../src/google/rest.ts';
 
 const servers: Server[] = [];
 afterEach(async () => {
@@ -105,5 +106,37 @@ describe('preconnect', () => {
     ])) as [number | null];
     expect(code).toBe(0);
     expect(connections.length).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('authHeaders with Application Default Credentials', () => {
+  it('tries again after a failed lookup instead of keeping the failure for the rest of the run', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sf-adc-'));
+    const saved = process.env.GOOGLE_APPLICATION_CREDENTIALS;
+    try {
+      const keyFile = join(dir, 'key.json');
+      process.env.GOOGLE_APPLICATION_CREDENTIALS = keyFile;
+      const headers = authHeaders('adc');
+      // The key file is not there yet (a volume still mounting): this attempt fails.
+      await expect(headers('https://storage.googleapis.com/')).rejects.toThrow();
+      const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      writeFileSync(
+        keyFile,
+        JSON.stringify({
+          type: 'service_account',
+          private_key_id: 'k',
+          private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }),
+          client_email: 'a@p.iam.gserviceaccount.com',
+        }),
+      );
+      // The retry policy's next attempt finds it.
+      expect((await headers('https://storage.googleapis.com/')).authorization).toMatch(
+        /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/,
+      );
+    } finally {
+      if (saved === undefined) delete process.env.GOOGLE_APPLICATION_CREDENTIALS;
+      else process.env.GOOGLE_APPLICATION_CREDENTIALS = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
