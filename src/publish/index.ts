@@ -56,6 +56,11 @@ export async function writeSecret(
     return `${where}#${version}`;
   }
   const { ref, ifGenerationMatch } = target;
+  // Callers refuse this first (push: a usage error; edit: the key the object names); a bug that
+  // reached here would upload the plaintext under a berglas name.
+  if (ref.scheme === 'berglas' && kmsKey === undefined) {
+    throw new Error(`${describeSource(ref)} is written only encrypted, and no key was given`);
+  }
   const berglas = ref.scheme === 'berglas' && kmsKey !== undefined;
   if (berglas && ifGenerationMatch !== '0') await checkBerglasKey(ref, ifGenerationMatch, kmsKey, context);
   const data =
