@@ -16,7 +16,7 @@ import type { Deadline } from './retry.ts';
 import type { Secret, SecretEntries } from './secret.ts';
 import { refuseLoaderEntries } from './sinks/env.ts';
 import { StagedFiles } from './sinks/file.ts';
-import { type EnvReference, placeReference } from './sources/env-references.ts';
+import { type EnvReference, namedAfter, placeReference } from './sources/env-references.ts';
 import { type FetchContext, kindOf, sourceVersion } from './sources/index.ts';
 import { atVersion, isPinned, type SourceRef } from './sources/reference.ts';
 
@@ -111,7 +111,7 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
   const changedReferences: { held: RefreshedReference; version: string }[] = [];
   for (const held of context.references) {
     if (isPinned(held.reference.ref)) continue;
-    const version = await within(held.reference, () => sourceVersion(held.reference.ref, fetchContext));
+    const version = await namedAfter(held.reference, () => sourceVersion(held.reference.ref, fetchContext));
     if (held.version === undefined) held.version = version;
     else if (version !== held.version) changedReferences.push({ held, version });
   }
@@ -137,7 +137,7 @@ async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, 
     const values: Record<string, string> = {};
     for (const { held, version } of changedReferences) {
       const { reference } = held;
-      values[reference.variable] = await within(reference, async () => {
+      values[reference.variable] = await namedAfter(reference, async () => {
         const plan = planSource({ ...reference, format: 'raw' });
         const at = atVersion(reference.ref, version);
         const { secret } = await openSource(plan, { ...fetchContext, kmsKeyOption: '?kms-key=' }, at);
@@ -197,15 +197,6 @@ function describeVersion(ref: SourceRef, version: string): string {
 /** The --out and ?destination= file settings. */
 function fileOptions(options: Options) {
   return { mode: options.fileMode, allowDisk: options.allowDisk, uid: options.owner.uid, gid: options.owner.gid };
-}
-
-/** A reference's failure is named after its variable, as at start. */
-async function within<T>(reference: EnvReference, work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (error) {
-    throw error instanceof SecretFetchError ? error.within(`$${reference.variable}`) : error;
-  }
 }
 
 function describe(error: unknown): string {

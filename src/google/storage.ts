@@ -23,6 +23,14 @@ import { AnswerTooLargeError } from './rest.ts';
 /** The object's custom metadata (x-goog-meta-*), e.g. berglas's `berglas-kms-key`. */
 export type CustomMetadata = Readonly<Record<string, string>>;
 
+/** Custom metadata values arrive as strings, or as null for a key being removed: keep the strings. */
+export function customMetadata(raw: unknown): CustomMetadata {
+  const out: Record<string, string> = {};
+  if (raw === null || typeof raw !== 'object') return Object.freeze(out);
+  for (const [key, value] of Object.entries(raw)) if (typeof value === 'string') out[key] = value;
+  return Object.freeze(out);
+}
+
 export async function createStorageClient(
   endpoint: string | undefined,
   auth: ClientAuth = defaultAuth(endpoint),

@@ -5,7 +5,7 @@
 
 import { NotFoundError } from '../errors.ts';
 import type { Clients } from '../google/clients.ts';
-import { mapStorageError } from '../google/storage.ts';
+import { customMetadata, mapStorageError } from '../google/storage.ts';
 import type { Logger } from '../log.ts';
 import type { Retry } from '../retry.ts';
 import { BERGLAS_ID_METADATA, BERGLAS_KEY_METADATA, berglasKeyName } from '../sources/berglas.ts';
@@ -110,8 +110,5 @@ async function checkBerglasKey(
     if (error instanceof NotFoundError) return;
     throw error;
   }
-  const metadata = Object.fromEntries(
-    Object.entries(resource.metadata ?? {}).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
-  );
-  berglasKeyName(metadata, `${where}#${generation}`, kmsKey);
+  berglasKeyName(customMetadata(resource.metadata), `${where}#${generation}`, kmsKey);
 }

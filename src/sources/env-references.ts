@@ -236,15 +236,18 @@ export async function resolveEnvReferences(
   context: ResolveContext,
 ): Promise<Record<string, string>> {
   const values = await Promise.all(
-    references.map(async (reference) => {
-      try {
-        return await resolveOne(reference, context);
-      } catch (error) {
-        throw error instanceof SecretFetchError ? error.within(`$${reference.variable}`) : error;
-      }
-    }),
+    references.map((reference) => namedAfter(reference, () => resolveOne(reference, context))),
   );
   return Object.fromEntries(references.map((reference, i) => [reference.variable, values[i] as string]));
+}
+
+/** `work`, whose failure is named after the reference's variable (at start and on a refresh). */
+export async function namedAfter<T>(reference: EnvReference, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    throw error instanceof SecretFetchError ? error.within(`$${reference.variable}`) : error;
+  }
 }
 
 async function resolveOne(reference: EnvReference, context: ResolveContext): Promise<string> {

@@ -6,6 +6,7 @@
 
 import {
   type CustomMetadata,
+  customMetadata,
   mapStorageError,
   type ObjectInfo,
   readMediaObject,
@@ -75,14 +76,6 @@ export async function readPinnedObject(
     metadata: customMetadata(read.metadata),
     signatureVerified: verifyKey !== undefined,
   };
-}
-
-/** Custom metadata values arrive as strings, or as null for a key being removed: keep the strings. */
-function customMetadata(raw: unknown): CustomMetadata {
-  const out: Record<string, string> = {};
-  if (raw === null || typeof raw !== 'object') return Object.freeze(out);
-  for (const [key, value] of Object.entries(raw)) if (typeof value === 'string') out[key] = value;
-  return Object.freeze(out);
 }
 
 /** The generation of the live object: one metadata read, no download (for --refresh). */
