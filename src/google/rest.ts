@@ -33,9 +33,10 @@ export interface RestRequest {
   readonly ca?: readonly string[] | undefined;
   /**
    * Sees the status and headers before any of the body is read; what it throws rejects the
-   * request, whose body is then never read (a refusal by the headers alone).
+   * request, whose body is then never read (a refusal by the headers alone). A number it returns
+   * is the success body's limit in place of maxBytes (a length the headers give).
    */
-  readonly onResponse?: (status: number, headers: ResponseHeaders) => void;
+  readonly onResponse?: (status: number, headers: ResponseHeaders) => number | undefined;
 }
 
 /**
@@ -89,15 +90,16 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
       let received = 0;
       let cut = false;
       const status = res.statusCode ?? 0;
+      let given: number | undefined;
       try {
-        init.onResponse?.(status, res.headers);
+        given = init.onResponse?.(status, res.headers);
       } catch (error) {
         req.destroy();
         reject(error);
         return;
       }
       const success = status >= 200 && status < 300;
-      const limit = success ? (init.maxBytes ?? ANSWER_MAX_BYTES) : ERROR_ANSWER_MAX_BYTES;
+      const limit = success ? (given ?? init.maxBytes ?? ANSWER_MAX_BYTES) : ERROR_ANSWER_MAX_BYTES;
       // Every answer is capped as it streams, so an endless or huge body never grows in memory.
       res.on('data', (chunk: Buffer) => {
         if (cut) return;

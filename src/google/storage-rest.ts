@@ -115,11 +115,7 @@ export function createGcsReader(
     return `${base}/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object)}${search}`;
   };
 
-  async function get(
-    url: string,
-    maxBytes?: number,
-    onResponse?: (status: number, headers: ResponseHeaders) => void,
-  ): Promise<RestResponse> {
+  async function get(url: string, maxBytes?: number): Promise<RestResponse> {
     const headers = await headersFor(url);
     headers['user-agent'] = USER_AGENT;
     const response = await restRequest(url, {
@@ -127,7 +123,6 @@ export function createGcsReader(
       headers,
       ca,
       ...(maxBytes === undefined ? {} : { maxBytes }),
-      ...(onResponse === undefined ? {} : { onResponse }),
     });
     if (response.status !== 200) throw apiError(response);
     return response;
@@ -157,23 +152,19 @@ export function createGcsReader(
     },
     async readMedia(bucket, object, generation, check) {
       let media: MediaHeaders | undefined;
-      let limit: number | undefined;
       try {
         const url = objectUrl(bucket, object, { alt: 'media', generation });
-        // The body's limit is the stored length the headers give, known once they arrive.
         const response = await restRequest(url, {
           method: 'GET',
           headers: { ...(await headersFor(url)), 'user-agent': USER_AGENT },
           ca,
           onResponse: (status, headers) => {
-            if (status !== 200) return;
+            if (status !== 200) return undefined;
             media = mediaHeaders(headers);
             if (media === undefined) throw new NoMediaHeaders();
             check(media);
-            limit = media.size;
-          },
-          get maxBytes() {
-            return limit;
+            // The body is read up to the stored length the headers give, and no further.
+            return media.size;
           },
         });
         if (response.status !== 200) throw apiError(response);
