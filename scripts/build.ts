@@ -86,6 +86,7 @@ const common = {
   keepNames: true,
   legalComments: 'eof',
   metafile: true,
+  external: ['bun:ffi'] as string[], // src/launch/sys.ts loads it only under Bun
   logLevel: 'warning',
 } as const;
 

@@ -32,6 +32,7 @@ await build({
   keepNames: true,
   legalComments: 'eof',
   logLevel: 'warning',
+  external: ['bun:ffi'], // src/launch/sys.ts loads it only under Bun
 });
 
 // Plain ES5 so that an older Node reaches the version check instead of a syntax error.

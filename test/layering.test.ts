@@ -117,6 +117,7 @@ describe("the executable's main script", () => {
       target: 'node24',
       supported: { 'dynamic-import': false },
       write: false,
+      external: ['bun:ffi'], // src/launch/sys.ts: only ever loaded under Bun
       metafile: true,
       logLevel: 'silent',
       outfile: join(root, 'build', 'layering-check.cjs'),
