@@ -14,7 +14,6 @@ import { fileURLToPath } from 'node:url';
 import { encryptWithKms, uploadObject } from '../test/fixtures/cloud.ts';
 import { startTestServers } from '../test/servers/start.ts';
 import { barChartSvg } from './bar-chart.ts';
-import { ensureBunBinary } from './build-bun.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const binary = join(root, 'dist', 'secret-fetch');
@@ -30,9 +29,19 @@ const TIME = '/usr/bin/time';
 if (!existsSync(binary) || process.argv.includes('--build')) {
   spawnSync(process.execPath, [join(root, 'scripts', 'build.ts')], { stdio: 'inherit' });
 }
-// Issue 14: the Bun-compiled candidate, built from the same src/ with the pinned Bun
-// (scripts/build-bun.ts holds its flags).
-const bunBinary = ensureBunBinary(process.argv.includes('--build'));
+// Issue 14: dist/secret-fetch is the Bun-compiled binary; the other candidate, the Node SEA, is
+// built from the same src/ beside it.
+const seaBinary = join(root, 'dist', 'secret-fetch-sea');
+if (!existsSync(seaBinary) || process.argv.includes('--build')) {
+  const built = spawnSync(
+    process.execPath,
+    [join(root, 'scripts', 'build.ts'), '--runtime=node', '--output', seaBinary],
+    {
+      stdio: 'inherit',
+    },
+  );
+  if (built.status !== 0) throw new Error('building the Node SEA candidate failed');
+}
 const TINI = '/usr/bin/tini';
 if (!existsSync(TIME)) throw new Error(`${TIME} (GNU time) is needed for peak RSS: apt-get install time`);
 
@@ -91,19 +100,19 @@ try {
       ? [{ name: 'tini -s -- /bin/true (static floor)', command: [TINI, '-s', '--', '/bin/true'], baseline: true }]
       : []),
     {
-      name: 'bun: .env -> env -> exec',
-      command: [bunBinary, '--source', join(dir, '.env'), '--env', '--', '/bin/true'],
+      name: 'node SEA: .env -> env -> exec',
+      command: [seaBinary, '--source', join(dir, '.env'), '--env', '--', '/bin/true'],
     },
     {
-      name: 'bun: gs:// + KMS -> tmpfs + env -> exec',
+      name: 'node SEA: gs:// + KMS -> tmpfs + env -> exec',
       command: [
-        bunBinary,
+        seaBinary,
         '--source',
         'gs://bench/app/secrets.cfg.enc',
         '--kms-key',
         KEY,
         '--out',
-        join(dir, 'bun-app.cfg'),
+        join(dir, 'sea-app.cfg'),
         '--env',
         '--',
         '/bin/true',
@@ -241,8 +250,8 @@ try {
   const runtimeTargets = [] as { target: string; value: number; limit: number }[];
   console.log('\nruntime candidates (issue 14): ratio to node -e 0, to /bin/true and to tini -s -- /bin/true');
   for (const [label, l, c] of [
-    ['node SEA', local, cloud],
-    ['bun', byName('bun: .env'), byName('bun: gs:// + KMS')],
+    ['bun', local, cloud],
+    ['node SEA', byName('node SEA: .env'), byName('node SEA: gs:// + KMS')],
   ] as const) {
     for (const [what, f] of [
       ['local', l],

@@ -35,11 +35,11 @@ export const BUN_BUILD_FLAGS: readonly string[] = [
 
 export type BuildRuntime = 'node' | 'bun';
 
-/** `--runtime=bun|node` on the command line, else SECRET_FETCH_BUILD_RUNTIME, else node (the SEA). */
+/** `--runtime=bun|node` on the command line, else SECRET_FETCH_BUILD_RUNTIME, else bun (issue 14: the README's "Choices"). */
 export function buildRuntime(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): BuildRuntime {
   const i = argv.indexOf('--runtime');
   const flag = i === -1 ? argv.find((a) => a.startsWith('--runtime='))?.slice(10) : argv[i + 1];
-  const value = flag ?? env.SECRET_FETCH_BUILD_RUNTIME ?? 'node';
+  const value = flag ?? env.SECRET_FETCH_BUILD_RUNTIME ?? 'bun';
   if (value !== 'node' && value !== 'bun') {
     throw new Error(`--runtime / SECRET_FETCH_BUILD_RUNTIME must be node or bun, not ${JSON.stringify(value)}`);
   }

@@ -6,8 +6,9 @@ import pkg from '../package.json' with { type: 'json' };
 import { isSubcommand, SUBCOMMANDS, type SubcommandEntry } from './commands/index.ts';
 import { InterruptedError, SecretFetchError } from './errors.ts';
 import { renderHelp } from './help.ts';
+import { guardProcess, readInherited } from './launch/process-state.ts';
 import { reexecWithoutRuntimeVariables, restoreRuntimeVariables } from './launch/runtime-env.ts';
-import { IGNORED_WITHOUT_COMMAND, STOP_SIGNALS, type StopSignal } from './launch/signals.ts';
+import { handled, IGNORED_WITHOUT_COMMAND, STOP_SIGNALS, type StopSignal } from './launch/signals.ts';
 import type { Supervisor } from './launch/supervise.ts';
 import { createLogger, type Logger } from './log.ts';
 import { parseInvocation } from './options.ts';
@@ -26,7 +27,11 @@ let failing = false;
 
 async function main(argv: string[], processEnv: NodeJS.ProcessEnv): Promise<number> {
   try {
-    // First: the runtime must not act on its own variables (NODE_DEBUG, ...); the command still gets them.
+    // First what the parent passed (ignored signals, descriptors), then no core dump or ptrace
+    // of a process about to hold secrets; under Node only the first is possible.
+    readInherited();
+    await guardProcess();
+    // The runtime must not act on its own variables (NODE_DEBUG, ...); the command still gets them.
     reexecWithoutRuntimeVariables();
     const { environ, carried } = restoreRuntimeVariables(processEnv);
     if (isSubcommand(argv[0])) {
@@ -98,13 +103,12 @@ async function main(argv: string[], processEnv: NodeJS.ProcessEnv): Promise<numb
  */
 function onInterrupt(handler: (signal: StopSignal) => void): () => void {
   // Handled (not ignored) signals reset to their defaults on exec, so the command gets them clean.
-  const listeners: (readonly [NodeJS.Signals, () => void])[] = STOP_SIGNALS.map(
+  const listeners: (readonly [NodeJS.Signals, () => void])[] = handled(STOP_SIGNALS).map(
     (signal) => [signal, () => handler(signal)] as const,
   );
-  listeners.push([
-    IGNORED_WITHOUT_COMMAND,
-    () => log.debug(`received ${IGNORED_WITHOUT_COMMAND}: ignored (no command to forward it to yet)`),
-  ]);
+  for (const signal of handled([IGNORED_WITHOUT_COMMAND])) {
+    listeners.push([signal, () => log.debug(`received ${signal}: ignored (no command to forward it to yet)`)]);
+  }
   for (const [signal, listener] of listeners) process.on(signal, listener);
   return () => {
     for (const [signal, listener] of listeners) process.off(signal, listener);

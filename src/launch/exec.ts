@@ -13,6 +13,7 @@
 
 import { readFileSync } from 'node:fs';
 import { CommandError, EXIT, FormatError, UsageError } from '../errors.ts';
+import { replaceProcess } from './process-state.ts';
 import { show } from './resolve.ts';
 
 export interface LaunchPlan {
@@ -46,8 +47,6 @@ export function checkExecSupported(): void {
   }
 }
 
-type Execve = (file: string, args: readonly string[], env: Record<string, string>) => never;
-
 /** Linux's MAX_ARG_STRLEN: one argument or NAME=value string may be at most 32 pages. */
 const MAX_ARG_PAGES = 32;
 /** Linux's ARG_MAX: the space for argv and envp is never smaller than this. */
@@ -64,7 +63,6 @@ const MAX_FLUSH_ROUNDS = 100;
  */
 export async function execCommand(plan: LaunchPlan): Promise<never> {
   checkExecSupported();
-  const execve = (process.execve as Execve).bind(process);
   const command = plan.argv[0] ?? plan.file;
   const argv = checkArguments(plan.file, plan.argv);
   const env = checkEnvironment(plan.env);
@@ -77,7 +75,7 @@ export async function execCommand(plan: LaunchPlan): Promise<never> {
   if (stdinInUse) stopReadingStdin();
   await flushOutput();
   makeStdioBlocking(stdinInUse);
-  return execve(plan.file, argv, env);
+  return replaceProcess(plan.file, argv, env);
 }
 
 function ignore(): void {}

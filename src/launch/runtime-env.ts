@@ -12,6 +12,7 @@
 
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { SecretFetchError, UsageError } from '../errors.ts';
+import { replaceProcess } from './process-state.ts';
 
 /**
  * Every variable Node 24 reads for itself that changes what secret-fetch does. Harmless here and
@@ -164,7 +165,7 @@ export function reexecWithoutRuntimeVariables(): void {
       `unset ${names} for secret-fetch: the runtime would act on it`,
     );
   }
-  execve(file, [process.argv0, ...process.argv.slice(2)], env);
+  replaceProcess(file, [process.argv0, ...process.argv.slice(2)], env);
 }
 
 /** A Node SEA, or a Bun-compiled binary (its entry script lives in Bun's embedded /$bunfs/). */

@@ -4,7 +4,7 @@
 // other signal that would end it (src/launch/signals.ts) stops it, with exit 0, as SIGTERM does.
 
 import type { Logger } from '../log.ts';
-import { IGNORED_WITHOUT_COMMAND, STOP_SIGNALS } from './signals.ts';
+import { handled, IGNORED_WITHOUT_COMMAND, STOP_SIGNALS } from './signals.ts';
 
 const IGNORED = ['SIGHUP', IGNORED_WITHOUT_COMMAND, 'SIGUSR2'] as const;
 const STOPS = STOP_SIGNALS.filter((signal) => !(IGNORED as readonly string[]).includes(signal));
@@ -20,7 +20,7 @@ export class Sidecar {
     });
     // The fetch stage's interrupt handlers are swapped for these in one tick.
     onStart?.();
-    const listeners = STOPS.map((signal) => {
+    const listeners = handled(STOPS).map((signal) => {
       const listener = (): void => {
         log.debug(`received ${signal}: the sidecar exits`);
         this.stop();
@@ -28,7 +28,7 @@ export class Sidecar {
       process.on(signal, listener);
       return [signal, listener] as const;
     });
-    const ignored = IGNORED.map((signal) => {
+    const ignored = handled(IGNORED).map((signal) => {
       const listener = (): void => log.debug(`received ${signal}: ignored (no command to forward it to)`);
       process.on(signal, listener);
       return [signal, listener] as const;

@@ -12,6 +12,12 @@
 // default does not end the process), SIGPIPE and SIGXFSZ (Node ignores them), and the signals a
 // fault raises (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS), which must keep their
 // default, as tini leaves them. Node cannot catch real-time signals (SIGRTMIN+n) at all.
+//
+// Left out of every list where they cannot be caught (`handled`): a signal the parent had ignored
+// (it stays ignored, src/launch/process-state.ts), and under Bun SIGPWR (JavaScriptCore stops its
+// threads with it) and SIGSTKFLT (unknown to Bun; ignored by process-state.ts instead).
+
+import { inheritedIgnored } from './process-state.ts';
 
 /**
  * SIGUSR1 never reaches Node's inspector (scripts/build.ts catches it from the script's first line
@@ -47,3 +53,12 @@ export const FORWARDED_SIGNALS = [
 
 export type StopSignal = (typeof STOP_SIGNALS)[number];
 export type ForwardedSignal = (typeof FORWARDED_SIGNALS)[number];
+
+/** Bun 1.4.5 cannot give these to a listener. */
+const UNCATCHABLE_ON_BUN: readonly NodeJS.Signals[] = ['SIGPWR', 'SIGSTKFLT'];
+
+/** The signals of `signals` that secret-fetch installs a listener for (see the head of this file). */
+export function handled<S extends NodeJS.Signals>(signals: readonly S[]): S[] {
+  const bun = process.versions.bun !== undefined;
+  return signals.filter((signal) => !inheritedIgnored(signal) && !(bun && UNCATCHABLE_ON_BUN.includes(signal)));
+}

@@ -6,9 +6,10 @@
 // - --cleanup removes the --out files once the command has exited, however it ended (so the app
 //   can still read them during a graceful shutdown).
 //
-// libuv resets every signal disposition and the signal mask in the child before its exec, so
-// the command does not inherit Node's ignored SIGPIPE/SIGXFSZ. What Node cannot do is reap
-// orphaned grandchildren (it has no waitpid(-1)): as PID 1 it says so once, on stderr.
+// The runtime resets every signal disposition and the signal mask in the child before its exec,
+// so the command does not inherit the ignored SIGPIPE/SIGXFSZ (nor a signal the parent had
+// ignored). Orphaned grandchildren are reaped by src/launch/reaper.ts; where it cannot (Node,
+// which has no waitpid(-1)), PID 1 says so once, on stderr.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { constants } from 'node:os';
@@ -16,8 +17,10 @@ import { CommandError, EXIT } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { WrittenFile } from '../sinks/file.ts';
 import { checkArguments, checkEnvironment, type LaunchPlan } from './exec.ts';
+import { commandStdio, withCommandLimits } from './process-state.ts';
+import { startReaping } from './reaper.ts';
 import { show } from './resolve.ts';
-import { FORWARDED_SIGNALS, type ForwardedSignal } from './signals.ts';
+import { FORWARDED_SIGNALS, type ForwardedSignal, handled } from './signals.ts';
 
 export const PID1_HINT =
   'running as PID 1: Node cannot reap orphaned grandchildren, which then stay zombies; add an init: ' +
@@ -71,16 +74,19 @@ export class Supervisor {
     const argv = checkArguments(plan.file, plan.argv);
     const env = checkEnvironment(plan.env);
     if (!this.#listening) {
-      if (process.pid === 1) log.warn(PID1_HINT);
+      const reaping = startReaping((pid) => pid === this.#child?.pid, log);
+      if (process.pid === 1 && !reaping) log.warn(PID1_HINT);
       // The interrupt handlers of the fetch stage are swapped for forwarders in one tick: a
       // signal is dispatched from the event loop, so none can fall between the two.
       this.#options.onStart?.(this);
-      for (const signal of FORWARDED_SIGNALS) process.on(signal, () => this.#forward(signal));
+      for (const signal of handled(FORWARDED_SIGNALS)) process.on(signal, () => this.#forward(signal));
       this.#listening = true;
     }
     let child: ChildProcess;
     try {
-      child = spawn(plan.file, argv.slice(1), { argv0: argv[0], env, cwd: plan.cwd, stdio: 'inherit' });
+      child = withCommandLimits(() =>
+        spawn(plan.file, argv.slice(1), { argv0: argv[0], env, cwd: plan.cwd, stdio: commandStdio() }),
+      );
     } catch (error) {
       this.#fail(spawnFailure(this.#command, error));
       return;

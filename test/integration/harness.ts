@@ -2,7 +2,17 @@
 // chosen environment, stdout and stderr captured through pipes.
 
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  rmSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +24,42 @@ export const KEY = 'projects/demo/locations/global/keyRings/apps/cryptoKeys/web'
 export const OTHER_KEY = 'projects/demo/locations/global/keyRings/apps/cryptoKeys/other';
 
 if (!existsSync(BINARY)) throw new Error(`${BINARY} is missing: run npm run build (npm test does)`);
+
+/**
+ * The runtime dist/secret-fetch was built with (`npm run build -- --runtime=node|bun`): a Bun-
+ * compiled binary carries its modules in an ELF section named .bun. Where the two differ, the
+ * tests say which.
+ */
+export const RUNTIME: 'bun' | 'node' = elfSections(BINARY).includes('.bun') ? 'bun' : 'node';
+
+/** The section names of a 64-bit little-endian ELF file, read from its headers only. */
+export function elfSections(file: string): string[] {
+  const fd = openSync(file, 'r');
+  try {
+    const read = (position: number, length: number) => {
+      const buffer = Buffer.alloc(length);
+      readSync(fd, buffer, 0, length, position);
+      return buffer;
+    };
+    const header = read(0, 64);
+    const table = Number(header.readBigUInt64LE(0x28));
+    const [size, count, names] = [header.readUInt16LE(0x3a), header.readUInt16LE(0x3c), header.readUInt16LE(0x3e)];
+    const headers = read(table, size * count);
+    const section = (i: number) => ({
+      name: headers.readUInt32LE(i * size),
+      offset: Number(headers.readBigUInt64LE(i * size + 0x18)),
+      size: Number(headers.readBigUInt64LE(i * size + 0x20)),
+    });
+    const strings = section(names);
+    const text = read(strings.offset, strings.size);
+    return Array.from({ length: count }, (_, i) => {
+      const start = section(i).name;
+      return text.toString('latin1', start, text.indexOf(0, start));
+    });
+  } finally {
+    closeSync(fd);
+  }
+}
 
 export interface Result {
   code: number | null;
