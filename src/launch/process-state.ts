@@ -43,6 +43,11 @@ export function readInherited(): Inherited {
   return inherited;
 }
 
+/** The signals the parent had ignored, by number: a command started by sys.spawn keeps them ignored. */
+export function inheritedIgnoredSignals(): ReadonlySet<number> {
+  return inherited.ignoredSignals;
+}
+
 /** Whether the parent had `signal` ignored: secret-fetch then leaves it ignored. */
 export function inheritedIgnored(signal: NodeJS.Signals): boolean {
   return inherited.ignoredSignals.has(constants.signals[signal]);

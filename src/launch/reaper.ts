@@ -1,28 +1,65 @@
 // An init's reaping under --supervise and as a sidecar (issue 14): orphaned descendants that exit
 // become zombies of PID 1, or of the nearest child subreaper, until someone waits for them. Node
 // and Bun wait only for the children they started, so secret-fetch does the rest here: it becomes
-// a subreaper when it is not PID 1 (as `tini -s`), and on every SIGCHLD reaps each exited child
-// that the runtime does not wait for itself, never the command (its status is the exit status).
-// A child that a library started in the meantime (none does after the fetch) is not known here.
+// a subreaper when it is not PID 1 (as `tini -s`), and on every SIGCHLD first collects the status
+// of the commands it watches (started by src/launch/sys.ts, which no runtime waits for), then
+// reaps every other exited child that the runtime does not claim. A child that a library started
+// in the meantime (none does after the fetch) is not known here.
 
 import type { Logger } from '../log.ts';
-import { loadedSys } from './sys.ts';
+import { loadedSys, type Sys } from './sys.ts';
 
-/**
- * Starts reaping; `isRuntimes` claims the PIDs the runtime waits for. False where there is no sys
- * module (Node): nothing reaps then.
- */
-export function startReaping(isRuntimes: (pid: number) => boolean, log: Logger): boolean {
-  const sys = loadedSys();
-  if (sys === undefined) return false;
-  if (process.pid !== 1) sys.setChildSubreaper();
-  process.on('SIGCHLD', () => {
+export interface ChildExit {
+  readonly code: number | null;
+  /** The signal's number. */
+  readonly signal: number | null;
+}
+
+export class Reaper {
+  readonly #sys: Sys;
+  readonly #log: Logger;
+  readonly #isRuntimes: (pid: number) => boolean;
+  readonly #watched = new Map<number, (exit: ChildExit) => void>();
+
+  private constructor(sys: Sys, log: Logger, isRuntimes: (pid: number) => boolean) {
+    this.#sys = sys;
+    this.#log = log;
+    this.#isRuntimes = isRuntimes;
+  }
+
+  /** Starts reaping, or gives undefined where there is no sys module (Node): nothing reaps then. */
+  static start(log: Logger, isRuntimes: (pid: number) => boolean = () => false): Reaper | undefined {
+    const sys = loadedSys();
+    if (sys === undefined) return undefined;
+    if (process.pid !== 1) sys.setChildSubreaper();
+    const reaper = new Reaper(sys, log, isRuntimes);
+    process.on('SIGCHLD', () => reaper.#reap());
+    return reaper;
+  }
+
+  get sys(): Sys {
+    return this.#sys;
+  }
+
+  /** Calls `onExit` once `pid` (a child of this process) has exited, from the SIGCHLD that says so. */
+  watch(pid: number, onExit: (exit: ChildExit) => void): void {
+    this.#watched.set(pid, onExit);
+    this.#reap(); // it may have exited before the listener was there
+  }
+
+  #reap(): void {
     try {
-      const reaped = sys.reapOrphans(isRuntimes);
-      if (reaped.length > 0) log.debug(`reaped orphaned process${reaped.length > 1 ? 'es' : ''} ${reaped.join(', ')}`);
+      for (const [pid, onExit] of this.#watched) {
+        const exit = this.#sys.waitChild(pid);
+        if (exit === undefined) continue;
+        this.#watched.delete(pid);
+        onExit(exit);
+      }
+      const reaped = this.#sys.reapOrphans((pid) => this.#watched.has(pid) || this.#isRuntimes(pid));
+      if (reaped.length > 0)
+        this.#log.debug(`reaped orphaned process${reaped.length > 1 ? 'es' : ''} ${reaped.join(', ')}`);
     } catch (error) {
-      log.warn(`cannot reap orphaned processes: ${error instanceof Error ? error.message : String(error)}`);
+      this.#log.warn(`cannot reap orphaned processes: ${error instanceof Error ? error.message : String(error)}`);
     }
-  });
-  return true;
+  }
 }

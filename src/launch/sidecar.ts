@@ -2,8 +2,10 @@
 // --out files fresh for another container that shares the volume. It has no command to forward
 // signals to: SIGHUP, SIGUSR1 and SIGUSR2 (a command's reload signals) are ignored, and every
 // other signal that would end it (src/launch/signals.ts) stops it, with exit 0, as SIGTERM does.
+// Orphans re-parented to it are reaped (src/launch/reaper.ts).
 
 import type { Logger } from '../log.ts';
+import { Reaper } from './reaper.ts';
 import { handled, IGNORED_WITHOUT_COMMAND, STOP_SIGNALS } from './signals.ts';
 
 const IGNORED = ['SIGHUP', IGNORED_WITHOUT_COMMAND, 'SIGUSR2'] as const;
@@ -20,6 +22,8 @@ export class Sidecar {
     });
     // The fetch stage's interrupt handlers are swapped for these in one tick.
     onStart?.();
+    // As PID 1 of a container (or a subreaper), an init reaps whatever is orphaned to it.
+    Reaper.start(log);
     const listeners = handled(STOPS).map((signal) => {
       const listener = (): void => {
         log.debug(`received ${signal}: the sidecar exits`);

@@ -17,8 +17,8 @@ import { CommandError, EXIT } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { WrittenFile } from '../sinks/file.ts';
 import { checkArguments, checkEnvironment, type LaunchPlan } from './exec.ts';
-import { commandStdio, withCommandLimits } from './process-state.ts';
-import { startReaping } from './reaper.ts';
+import { commandStdio, inheritedIgnoredSignals, withCommandLimits } from './process-state.ts';
+import { Reaper } from './reaper.ts';
 import { show } from './resolve.ts';
 import { FORWARDED_SIGNALS, type ForwardedSignal, handled } from './signals.ts';
 
@@ -36,6 +36,12 @@ export interface SuperviseOptions {
   readonly onStart?: (supervisor: Supervisor) => void;
 }
 
+/** The command while it runs; `pid` is undefined until it has started. */
+interface Child {
+  pid: number | undefined;
+  exited: boolean;
+}
+
 /**
  * One supervised command at a time. `done` resolves to the status to exit with once the command
  * has exited for good (not when restart() replaces it), or rejects when it cannot be started.
@@ -45,7 +51,11 @@ export class Supervisor {
   readonly #options: SuperviseOptions;
   #resolve!: (status: number) => void;
   #reject!: (error: unknown) => void;
-  #child: ChildProcess | undefined;
+  #child: Child | undefined;
+  /** Where the reaper (and the syscalls to start the command with) are: Bun. */
+  #reaper: Reaper | undefined;
+  /** The terminal (fd 0, 1 or 2) whose foreground process group secret-fetch was in, if any. */
+  #terminal: number | undefined;
   #command = '';
   #graceTimer: NodeJS.Timeout | undefined;
   /** The plan to start once the current child has exited (restart). */
@@ -64,7 +74,7 @@ export class Supervisor {
   }
 
   get running(): boolean {
-    return this.#child?.pid !== undefined && this.#child.exitCode === null && this.#child.signalCode === null;
+    return this.#child?.pid !== undefined && !this.#child.exited;
   }
 
   /** Starts the command (the first time, also the signal forwarding). */
@@ -74,29 +84,86 @@ export class Supervisor {
     const argv = checkArguments(plan.file, plan.argv);
     const env = checkEnvironment(plan.env);
     if (!this.#listening) {
-      const reaping = startReaping((pid) => pid === this.#child?.pid, log);
-      if (process.pid === 1 && !reaping) log.warn(PID1_HINT);
+      this.#reaper = Reaper.start(log);
+      if (process.pid === 1 && this.#reaper === undefined) log.warn(PID1_HINT);
+      const sys = this.#reaper?.sys;
+      this.#terminal = [0, 1, 2].find((fd) => sys !== undefined && sys.foregroundGroup(fd) === sys.processGroup(0));
       // The interrupt handlers of the fetch stage are swapped for forwarders in one tick: a
       // signal is dispatched from the event loop, so none can fall between the two.
       this.#options.onStart?.(this);
       for (const signal of handled(FORWARDED_SIGNALS)) process.on(signal, () => this.#forward(signal));
       this.#listening = true;
     }
-    let child: ChildProcess;
+    const previous = this.#child;
+    const child: Child = { pid: undefined, exited: false };
+    this.#child = child;
+    const onExit = (code: number | null, signal: NodeJS.Signals | number | null) => {
+      child.exited = true;
+      this.#exited(child, code, signal);
+    };
     try {
-      child = withCommandLimits(() =>
-        spawn(plan.file, argv.slice(1), { argv0: argv[0], env, cwd: plan.cwd, stdio: commandStdio() }),
-      );
+      child.pid =
+        this.#reaper === undefined
+          ? this.#spawn(plan, argv, env, onExit)
+          : this.#spawnInGroup(plan, argv, env, previous);
     } catch (error) {
       this.#fail(spawnFailure(this.#command, error));
       return;
     }
-    this.#child = child;
+    if (child.pid === undefined) return;
     log.debug(`started ${plan.file} as pid ${child.pid}; supervising`);
+    if (this.#reaper !== undefined) {
+      // No runtime handle stands for the child: this keeps the process alive until it has exited.
+      const keepAlive = setInterval(() => {}, 2 ** 30);
+      this.#reaper.watch(child.pid, ({ code, signal }) => {
+        clearInterval(keepAlive);
+        onExit(code, signal);
+      });
+    }
+  }
+
+  /**
+   * Bun: posix_spawn through src/launch/sys.ts, as tini starts its child: in a process group of its
+   * own which, when secret-fetch's group had the terminal, gets the terminal (so a Ctrl-C there
+   * reaches the command once, from the terminal), signals the parent ignored still ignored, and
+   * the inherited descriptors open. The reaper collects its status.
+   */
+  #spawnInGroup(plan: LaunchPlan, argv: string[], env: Record<string, string>, previous: Child | undefined): number {
+    const sys = (this.#reaper as Reaper).sys;
+    const pid = withCommandLimits(() =>
+      sys.spawn(plan.file, argv, env, { cwd: plan.cwd, keepIgnored: inheritedIgnoredSignals() }),
+    );
+    const terminal = this.#terminal;
+    if (terminal !== undefined) {
+      const foreground = sys.foregroundGroup(terminal);
+      // Only when the terminal is still ours, or was the previous command's (a restart).
+      if (foreground === sys.processGroup(0) || (foreground !== undefined && foreground === previous?.pid)) {
+        try {
+          sys.setForegroundGroup(terminal, pid);
+        } catch (error) {
+          this.#options.log.debug(`cannot give the terminal to ${show(this.#command)}: ${(error as Error).message}`);
+        }
+      }
+    }
+    return pid;
+  }
+
+  /** Node: the runtime's spawn (same process group; libuv resets the signals in the child). */
+  #spawn(
+    plan: LaunchPlan,
+    argv: string[],
+    env: Record<string, string>,
+    onExit: (code: number | null, signal: NodeJS.Signals | null) => void,
+  ): number | undefined {
+    const child: ChildProcess = withCommandLimits(() =>
+      spawn(plan.file, argv.slice(1), { argv0: argv[0], env, cwd: plan.cwd, stdio: commandStdio() }),
+    );
+    // A failed exec (ENOENT, EACCES) comes as an 'error' event, with no pid.
     child.once('error', (error) => {
       if (child.pid === undefined) this.#fail(spawnFailure(this.#command, error));
     });
-    child.once('exit', (code, signal) => this.#exited(child, code, signal));
+    child.once('exit', onExit);
+    return child.pid;
   }
 
   /** Sends `signal` to the command, if it runs. */
@@ -167,19 +234,33 @@ export class Supervisor {
     }, graceMs);
   }
 
-  #exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+  #exited(child: Child, code: number | null, signal: NodeJS.Signals | number | null): void {
     if (child !== this.#child) return;
     if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
     this.#graceTimer = undefined;
     const { log } = this.#options;
-    const status = signal === null ? (code ?? 0) : 128 + (constants.signals[signal] ?? 0);
-    log.debug(`${this.#command} ${signal === null ? `exited ${status}` : `was killed by ${signal} (${status})`}`);
+    const number = typeof signal === 'string' ? constants.signals[signal] : signal;
+    const status = number === null ? (code ?? 0) : 128 + number;
+    const name = Object.entries(constants.signals).find(([, n]) => n === number)?.[0] ?? `signal ${number}`;
+    log.debug(`${this.#command} ${number === null ? `exited ${status}` : `was killed by ${name} (${status})`}`);
+    this.#giveTerminalBack(child);
     if (this.#next !== undefined && !this.#stopping) {
       this.#startNext();
       return;
     }
     this.#finish();
     this.#resolve(status);
+  }
+
+  /** The terminal back to secret-fetch's group once the command that had it has exited. */
+  #giveTerminalBack(child: Child): void {
+    const sys = this.#reaper?.sys;
+    if (sys === undefined || this.#terminal === undefined || sys.foregroundGroup(this.#terminal) !== child.pid) return;
+    try {
+      sys.setForegroundGroup(this.#terminal, sys.processGroup(0));
+    } catch {
+      // Best effort: the shell that started secret-fetch takes its terminal back anyway.
+    }
   }
 
   #startNext(): void {

@@ -27,6 +27,26 @@ export interface Sys {
    * round: the kernel hands exited children out in order, so the rest waits for the next round.
    */
   reapOrphans(isRuntimes: (pid: number) => boolean): number[];
+  /**
+   * posix_spawn(3) of `file` in a process group of its own (as tini starts its child), with every
+   * signal but `keepIgnored` at its default and an empty signal mask; descriptors without
+   * close-on-exec stay open. Returns the PID; throws a SysError (its errno from the exec, e.g.
+   * ENOENT) when the program cannot be started. Nothing waits for it but waitChild.
+   */
+  spawn(
+    file: string,
+    argv: readonly string[],
+    env: Readonly<Record<string, string>>,
+    options: { readonly cwd?: string | undefined; readonly keepIgnored: ReadonlySet<number> },
+  ): number;
+  /** waitpid(pid, WNOHANG): how it ended once it has, else undefined. */
+  waitChild(pid: number): { code: number | null; signal: number | null } | undefined;
+  /** tcsetpgrp(3) with SIGTTOU blocked (a background caller would be stopped by it). */
+  setForegroundGroup(fd: number, group: number): void;
+  /** getpgid(2): the process group of `pid` (0: this process). */
+  processGroup(pid: number): number;
+  /** tcgetpgrp(3): the foreground process group of the terminal `fd` is, or undefined when it is not this process's terminal. */
+  foregroundGroup(fd: number): number | undefined;
   /** fcntl(F_GETFD / F_SETFD) FD_CLOEXEC. */
   closeOnExec(fd: number): boolean;
   setCloseOnExec(fd: number, on: boolean): void;
@@ -44,10 +64,13 @@ export interface Sys {
 /** A failed system call: `call` and the errno's name, e.g. "prctl(PR_SET_DUMPABLE): EPERM". */
 export class SysError extends Error {
   readonly errno: number;
+  /** The errno's name, as Node's errors carry it: "ENOENT". */
+  readonly code: string;
   constructor(call: string, errno: number) {
     super(`${call}: ${errnoName(errno)}`);
     this.name = 'SysError';
     this.errno = errno;
+    this.code = errnoName(errno);
   }
 }
 
@@ -65,7 +88,17 @@ const WNOWAIT = 0x0100_0000;
 const F_GETFD = 1;
 const F_SETFD = 2;
 const FD_CLOEXEC = 1;
+const SIG_BLOCK = 0;
 const SIG_SETMASK = 2;
+/** sigset_t (glibc: 1024 bits). */
+const SIGSET = 128;
+/** posix_spawnattr_t and posix_spawn_file_actions_t are smaller than this on every glibc. */
+const SPAWN_STRUCT = 512;
+const SETPGROUP = 0x02;
+const SETSIGDEF = 0x04;
+const SETSIGMASK = 0x08;
+/** SIGKILL and SIGSTOP take no disposition (glibc would leave its own 32 and 33 ignored unless listed). */
+const NO_DISPOSITION = new Set([9, 19]);
 const SIG_DFL = 0n;
 const SIG_IGN = 1n;
 /** siginfo_t is 128 bytes; si_pid is the int at byte 16 on x86-64 and arm64 alike. */
@@ -135,6 +168,88 @@ async function open(): Promise<Sys | undefined> {
         reaped.push(pid);
       }
     },
+    spawn(file, argv, env, { cwd, keepIgnored }) {
+      const keep: Buffer[] = [];
+      const cString = (text: string) => {
+        const bytes = Buffer.from(`${text}\0`);
+        keep.push(bytes);
+        return bytes;
+      };
+      const pointers = (strings: readonly string[]) => {
+        const array = new BigUint64Array(strings.length + 1);
+        strings.forEach((text, i) => {
+          array[i] = BigInt(ptr(cString(text)));
+        });
+        return array;
+      };
+      const attr = new BigUint64Array(SPAWN_STRUCT / 8);
+      const actions = new BigUint64Array(SPAWN_STRUCT / 8);
+      // Each array stays referenced until the call that reads it has returned.
+      const defaults = new BigUint64Array(SIGSET / 8);
+      const empty = new BigUint64Array(SIGSET / 8);
+      for (let n = 1; n <= 64; n++) {
+        if (!keepIgnored.has(n) && !NO_DISPOSITION.has(n))
+          defaults[(n - 1) >> 6] = (defaults[(n - 1) >> 6] ?? 0n) | (1n << BigInt((n - 1) & 63));
+      }
+      const spawnCheck = (call: string, result: number) => {
+        if (result !== 0) throw new SysError(call, result); // these return the errno itself
+      };
+      spawnCheck('posix_spawnattr_init', c.posix_spawnattr_init(ptr(attr)));
+      spawnCheck('posix_spawn_file_actions_init', c.posix_spawn_file_actions_init(ptr(actions)));
+      try {
+        spawnCheck(
+          'posix_spawnattr_setflags',
+          c.posix_spawnattr_setflags(ptr(attr), SETPGROUP | SETSIGDEF | SETSIGMASK),
+        );
+        spawnCheck('posix_spawnattr_setpgroup', c.posix_spawnattr_setpgroup(ptr(attr), 0));
+        spawnCheck('posix_spawnattr_setsigdefault', c.posix_spawnattr_setsigdefault(ptr(attr), ptr(defaults)));
+        spawnCheck('posix_spawnattr_setsigmask', c.posix_spawnattr_setsigmask(ptr(attr), ptr(empty)));
+        if (cwd !== undefined) {
+          spawnCheck(`chdir(${cwd})`, c.posix_spawn_file_actions_addchdir_np(ptr(actions), ptr(cString(cwd))));
+        }
+        const pid = new Int32Array(1);
+        const path = cString(file);
+        const args = pointers(argv);
+        const envp = pointers(Object.entries(env).map(([name, value]) => `${name}=${value}`));
+        spawnCheck(
+          `posix_spawn(${file})`,
+          c.posix_spawn(ptr(pid), ptr(path), ptr(actions), ptr(attr), ptr(args), ptr(envp)),
+        );
+        return pid[0] ?? 0;
+      } finally {
+        c.posix_spawnattr_destroy(ptr(attr));
+        c.posix_spawn_file_actions_destroy(ptr(actions));
+      }
+    },
+    waitChild(pid) {
+      const status = new Int32Array(1);
+      const result = c.waitpid(pid, ptr(status), WNOHANG);
+      check(`waitpid(${pid})`, result);
+      if (result === 0) return undefined;
+      const word = status[0] ?? 0;
+      const signal = word & 0x7f;
+      return signal === 0 ? { code: (word >> 8) & 0xff, signal: null } : { code: null, signal };
+    },
+    setForegroundGroup(fd, group) {
+      const ttou = new BigUint64Array(SIGSET / 8);
+      ttou[0] = 1n << BigInt(constants.signals.SIGTTOU - 1);
+      const previous = new BigUint64Array(SIGSET / 8);
+      check('pthread_sigmask', c.sigprocmask(SIG_BLOCK, ptr(ttou), ptr(previous)));
+      try {
+        check(`tcsetpgrp(${fd})`, c.tcsetpgrp(fd, group));
+      } finally {
+        c.sigprocmask(SIG_SETMASK, ptr(previous), null);
+      }
+    },
+    processGroup(pid) {
+      const group = c.getpgid(pid);
+      check(`getpgid(${pid})`, group);
+      return group;
+    },
+    foregroundGroup(fd) {
+      const group = c.tcgetpgrp(fd);
+      return group === -1 ? undefined : group; // ENOTTY, EBADF: no terminal there
+    },
     closeOnExec(fd) {
       const flags = c.fcntl(fd, F_GETFD, 0);
       check(`fcntl(${fd}, F_GETFD)`, flags);
@@ -162,7 +277,8 @@ async function open(): Promise<Sys | undefined> {
       const path = Buffer.from(`${file}\0`);
       const args = pointers(argv);
       const envp = pointers(Object.entries(env).map(([name, value]) => `${name}=${value}`));
-      check('sigprocmask', c.sigprocmask(SIG_SETMASK, ptr(new BigUint64Array(16)), null));
+      const empty = new BigUint64Array(SIGSET / 8);
+      check('sigprocmask', c.sigprocmask(SIG_SETMASK, ptr(empty), null));
       check(`execve(${file})`, c.execve(ptr(path), ptr(args), ptr(envp)));
       throw new SysError(`execve(${file}) returned`, 0); // unreachable: it returns only with -1
     },
@@ -178,6 +294,20 @@ function bind(dlopen: typeof import('bun:ffi').dlopen) {
     waitid: { args: ['i32', 'i32', 'ptr', 'i32'], returns: 'i32' },
     waitpid: { args: ['i32', 'ptr', 'i32'], returns: 'i32' },
     fcntl: { args: ['i32', 'i32', 'i32'], returns: 'i32' },
+    getpgid: { args: ['i32'], returns: 'i32' },
+    tcgetpgrp: { args: ['i32'], returns: 'i32' },
+    tcsetpgrp: { args: ['i32', 'i32'], returns: 'i32' },
+    posix_spawn: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
+    posix_spawnattr_init: { args: ['ptr'], returns: 'i32' },
+    posix_spawnattr_destroy: { args: ['ptr'], returns: 'i32' },
+    posix_spawnattr_setflags: { args: ['ptr', 'i32'], returns: 'i32' },
+    posix_spawnattr_setpgroup: { args: ['ptr', 'i32'], returns: 'i32' },
+    posix_spawnattr_setsigdefault: { args: ['ptr', 'ptr'], returns: 'i32' },
+    posix_spawnattr_setsigmask: { args: ['ptr', 'ptr'], returns: 'i32' },
+    posix_spawn_file_actions_init: { args: ['ptr'], returns: 'i32' },
+    posix_spawn_file_actions_destroy: { args: ['ptr'], returns: 'i32' },
+    // glibc 2.29 and later (Debian 11, distroless, UBI 9); an older one has no sys module at all.
+    posix_spawn_file_actions_addchdir_np: { args: ['ptr', 'ptr'], returns: 'i32' },
     signal: { args: ['i32', 'u64'], returns: 'i64' },
     sigprocmask: { args: ['i32', 'ptr', 'ptr'], returns: 'i32' },
     execve: { args: ['ptr', 'ptr', 'ptr'], returns: 'i32' },

@@ -119,6 +119,19 @@ describe('--supervise', () => {
     },
   );
 
+  it.runIf(RUNTIME === 'bun')(
+    'in a terminal, the command has its own process group in the foreground: Ctrl-C reaches it once',
+    async () => {
+      const result = await runBinary([join(ROOT, 'test', 'fixtures', 'pty-run.py'), BINARY, ...supervise(), FIXTURE], {
+        command: 'python3',
+        env: { STOP_ON: 'SIGTERM' },
+      });
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.stdout.match(/got SIGINT/g)).toEqual(['got SIGINT']);
+      expect(result.stdout).toMatch(/got SIGTERM\n\nstatus 0\n$/);
+    },
+  );
+
   it('forwards SIGINT, and exits with the status the command chose', async () => {
     const run = start([...supervise(), FIXTURE], { env: { EXIT_ON_STOP: '3' } });
     await run.line(/^ready/);
