@@ -27,10 +27,10 @@ export class Reaper {
     this.#isRuntimes = isRuntimes;
   }
 
-  /** Starts reaping, or gives undefined where there is no sys module (Node): nothing reaps then. */
+  /** Starts reaping, or gives undefined where there is no sys module (Node, an old glibc): nothing reaps then. */
   static start(log: Logger, isRuntimes: (pid: number) => boolean = () => false): Reaper | undefined {
     const sys = loadedSys();
-    if (sys === undefined) return undefined;
+    if (sys === undefined || !sys.bindProcessCalls()) return undefined;
     if (process.pid !== 1) sys.setChildSubreaper();
     const reaper = new Reaper(sys, log, isRuntimes);
     process.on('SIGCHLD', () => reaper.#reap());

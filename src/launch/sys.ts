@@ -27,6 +27,8 @@ export interface Sys {
    * round: the kernel hands exited children out in order, so the rest waits for the next round.
    */
   reapOrphans(isRuntimes: (pid: number) => boolean): number[];
+  /** Binds the calls for a supervised command (spawn, wait, process groups); false where this C library lacks one. */
+  bindProcessCalls(): boolean;
   /**
    * posix_spawn(3) of `file` in a process group of its own (as tini starts its child), with every
    * signal but `keepIgnored` at its default and an empty signal mask; descriptors without
@@ -133,6 +135,16 @@ async function open(): Promise<Sys | undefined> {
     return undefined; // not glibc (libc.so.6): the caller does without
   }
   const c = libc.symbols;
+  let exec: ReturnType<typeof bindExec>['symbols'] | undefined;
+  let processes: ReturnType<typeof bindProcesses>['symbols'] | undefined;
+  const x = () => {
+    exec ??= bindExec(dlopen).symbols;
+    return exec;
+  };
+  const p = () => {
+    processes ??= bindProcesses(dlopen).symbols;
+    return processes;
+  };
   const errno = () => read.i32(c.__errno_location());
   const check = (call: string, result: number | bigint): void => {
     if (Number(result) === -1) throw new SysError(call, errno());
@@ -157,15 +169,23 @@ async function open(): Promise<Sys | undefined> {
       const reaped: number[] = [];
       for (;;) {
         info.fill(0);
-        if (c.waitid(P_ALL, 0, ptr(info), WEXITED | WNOHANG | WNOWAIT) === -1) {
+        if (p().waitid(P_ALL, 0, ptr(info), WEXITED | WNOHANG | WNOWAIT) === -1) {
           const code = errno();
           if (code === ECHILD) return reaped; // no children at all
           throw new SysError('waitid', code);
         }
         const pid = info[SI_PID] ?? 0;
         if (pid === 0 || isRuntimes(pid)) return reaped;
-        check('waitpid', c.waitpid(pid, null, WNOHANG));
+        check('waitpid', p().waitpid(pid, null, WNOHANG));
         reaped.push(pid);
+      }
+    },
+    bindProcessCalls() {
+      try {
+        p();
+        return true;
+      } catch {
+        return false;
       }
     },
     spawn(file, argv, env, { cwd, keepIgnored }) {
@@ -194,18 +214,18 @@ async function open(): Promise<Sys | undefined> {
       const spawnCheck = (call: string, result: number) => {
         if (result !== 0) throw new SysError(call, result); // these return the errno itself
       };
-      spawnCheck('posix_spawnattr_init', c.posix_spawnattr_init(ptr(attr)));
-      spawnCheck('posix_spawn_file_actions_init', c.posix_spawn_file_actions_init(ptr(actions)));
+      spawnCheck('posix_spawnattr_init', p().posix_spawnattr_init(ptr(attr)));
+      spawnCheck('posix_spawn_file_actions_init', p().posix_spawn_file_actions_init(ptr(actions)));
       try {
         spawnCheck(
           'posix_spawnattr_setflags',
-          c.posix_spawnattr_setflags(ptr(attr), SETPGROUP | SETSIGDEF | SETSIGMASK),
+          p().posix_spawnattr_setflags(ptr(attr), SETPGROUP | SETSIGDEF | SETSIGMASK),
         );
-        spawnCheck('posix_spawnattr_setpgroup', c.posix_spawnattr_setpgroup(ptr(attr), 0));
-        spawnCheck('posix_spawnattr_setsigdefault', c.posix_spawnattr_setsigdefault(ptr(attr), ptr(defaults)));
-        spawnCheck('posix_spawnattr_setsigmask', c.posix_spawnattr_setsigmask(ptr(attr), ptr(empty)));
+        spawnCheck('posix_spawnattr_setpgroup', p().posix_spawnattr_setpgroup(ptr(attr), 0));
+        spawnCheck('posix_spawnattr_setsigdefault', p().posix_spawnattr_setsigdefault(ptr(attr), ptr(defaults)));
+        spawnCheck('posix_spawnattr_setsigmask', p().posix_spawnattr_setsigmask(ptr(attr), ptr(empty)));
         if (cwd !== undefined) {
-          spawnCheck(`chdir(${cwd})`, c.posix_spawn_file_actions_addchdir_np(ptr(actions), ptr(cString(cwd))));
+          spawnCheck(`chdir(${cwd})`, p().posix_spawn_file_actions_addchdir_np(ptr(actions), ptr(cString(cwd))));
         }
         const pid = new Int32Array(1);
         const path = cString(file);
@@ -213,17 +233,17 @@ async function open(): Promise<Sys | undefined> {
         const envp = pointers(Object.entries(env).map(([name, value]) => `${name}=${value}`));
         spawnCheck(
           `posix_spawn(${file})`,
-          c.posix_spawn(ptr(pid), ptr(path), ptr(actions), ptr(attr), ptr(args), ptr(envp)),
+          p().posix_spawn(ptr(pid), ptr(path), ptr(actions), ptr(attr), ptr(args), ptr(envp)),
         );
         return pid[0] ?? 0;
       } finally {
-        c.posix_spawnattr_destroy(ptr(attr));
-        c.posix_spawn_file_actions_destroy(ptr(actions));
+        p().posix_spawnattr_destroy(ptr(attr));
+        p().posix_spawn_file_actions_destroy(ptr(actions));
       }
     },
     waitChild(pid) {
       const status = new Int32Array(1);
-      const result = c.waitpid(pid, ptr(status), WNOHANG);
+      const result = p().waitpid(pid, ptr(status), WNOHANG);
       check(`waitpid(${pid})`, result);
       if (result === 0) return undefined;
       const word = status[0] ?? 0;
@@ -234,20 +254,20 @@ async function open(): Promise<Sys | undefined> {
       const ttou = new BigUint64Array(SIGSET / 8);
       ttou[0] = 1n << BigInt(constants.signals.SIGTTOU - 1);
       const previous = new BigUint64Array(SIGSET / 8);
-      check('pthread_sigmask', c.sigprocmask(SIG_BLOCK, ptr(ttou), ptr(previous)));
+      check('pthread_sigmask', p().sigprocmask(SIG_BLOCK, ptr(ttou), ptr(previous)));
       try {
-        check(`tcsetpgrp(${fd})`, c.tcsetpgrp(fd, group));
+        check(`tcsetpgrp(${fd})`, p().tcsetpgrp(fd, group));
       } finally {
-        c.sigprocmask(SIG_SETMASK, ptr(previous), null);
+        p().sigprocmask(SIG_SETMASK, ptr(previous), null);
       }
     },
     processGroup(pid) {
-      const group = c.getpgid(pid);
+      const group = p().getpgid(pid);
       check(`getpgid(${pid})`, group);
       return group;
     },
     foregroundGroup(fd) {
-      const group = c.tcgetpgrp(fd);
+      const group = p().tcgetpgrp(fd);
       return group === -1 ? undefined : group; // ENOTTY, EBADF: no terminal there
     },
     closeOnExec(fd) {
@@ -278,25 +298,42 @@ async function open(): Promise<Sys | undefined> {
       const args = pointers(argv);
       const envp = pointers(Object.entries(env).map(([name, value]) => `${name}=${value}`));
       const empty = new BigUint64Array(SIGSET / 8);
-      check('sigprocmask', c.sigprocmask(SIG_SETMASK, ptr(empty), null));
-      check(`execve(${file})`, c.execve(ptr(path), ptr(args), ptr(envp)));
+      check('sigprocmask', x().sigprocmask(SIG_SETMASK, ptr(empty), null));
+      check(`execve(${file})`, x().execve(ptr(path), ptr(args), ptr(envp)));
       throw new SysError(`execve(${file}) returned`, 0); // unreachable: it returns only with -1
     },
   };
 }
 
+// Each symbol costs bun:ffi a compiled trampoline (about 0.2 MiB of RSS), so the calls are bound
+// in three groups, each when first needed: every run, an exec, a supervised command.
 function bind(dlopen: typeof import('bun:ffi').dlopen) {
   // prctl and fcntl are variadic in C; on x86-64 and arm64 Linux integer arguments pass alike.
   return dlopen('libc.so.6', {
     prctl: { args: ['i32', 'u64', 'u64', 'u64', 'u64'], returns: 'i32' },
     getrlimit: { args: ['i32', 'ptr'], returns: 'i32' },
     setrlimit: { args: ['i32', 'ptr'], returns: 'i32' },
+    fcntl: { args: ['i32', 'i32', 'i32'], returns: 'i32' },
+    signal: { args: ['i32', 'u64'], returns: 'i64' },
+    __errno_location: { args: [], returns: 'ptr' },
+  });
+}
+
+function bindExec(dlopen: typeof import('bun:ffi').dlopen) {
+  return dlopen('libc.so.6', {
+    sigprocmask: { args: ['i32', 'ptr', 'ptr'], returns: 'i32' },
+    execve: { args: ['ptr', 'ptr', 'ptr'], returns: 'i32' },
+  });
+}
+
+function bindProcesses(dlopen: typeof import('bun:ffi').dlopen) {
+  return dlopen('libc.so.6', {
     waitid: { args: ['i32', 'i32', 'ptr', 'i32'], returns: 'i32' },
     waitpid: { args: ['i32', 'ptr', 'i32'], returns: 'i32' },
-    fcntl: { args: ['i32', 'i32', 'i32'], returns: 'i32' },
     getpgid: { args: ['i32'], returns: 'i32' },
     tcgetpgrp: { args: ['i32'], returns: 'i32' },
     tcsetpgrp: { args: ['i32', 'i32'], returns: 'i32' },
+    sigprocmask: { args: ['i32', 'ptr', 'ptr'], returns: 'i32' },
     posix_spawn: { args: ['ptr', 'ptr', 'ptr', 'ptr', 'ptr', 'ptr'], returns: 'i32' },
     posix_spawnattr_init: { args: ['ptr'], returns: 'i32' },
     posix_spawnattr_destroy: { args: ['ptr'], returns: 'i32' },
@@ -306,11 +343,7 @@ function bind(dlopen: typeof import('bun:ffi').dlopen) {
     posix_spawnattr_setsigmask: { args: ['ptr', 'ptr'], returns: 'i32' },
     posix_spawn_file_actions_init: { args: ['ptr'], returns: 'i32' },
     posix_spawn_file_actions_destroy: { args: ['ptr'], returns: 'i32' },
-    // glibc 2.29 and later (Debian 11, distroless, UBI 9); an older one has no sys module at all.
+    // glibc 2.29 and later (Debian 11, distroless, UBI 9); without it, supervising keeps to the runtime's spawn.
     posix_spawn_file_actions_addchdir_np: { args: ['ptr', 'ptr'], returns: 'i32' },
-    signal: { args: ['i32', 'u64'], returns: 'i64' },
-    sigprocmask: { args: ['i32', 'ptr', 'ptr'], returns: 'i32' },
-    execve: { args: ['ptr', 'ptr', 'ptr'], returns: 'i32' },
-    __errno_location: { args: [], returns: 'ptr' },
   });
 }
