@@ -3,7 +3,7 @@
 // for by images made from Debian's packages (bases.Dockerfile), passed as the build arguments a user
 // with a private registry would pass. Needs root; npm test installs docker.io and debootstrap.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -208,7 +208,7 @@ function streamContains(args: string[], needles: string[]): Promise<boolean> {
 }
 
 describe('docker/Dockerfile', () => {
-  it('holds only the binary, as the ENTRYPOINT, on a base without a shell', async () => {
+  it('holds only the binary, as the ENTRYPOINT, on a base without a shell or a C++ runtime', async () => {
     const [entrypoint, cmd] = (
       await dockerOk(['image', 'inspect', '-f', '{{json .Config.Entrypoint}} {{json .Config.Cmd}}', IMAGE])
     )
@@ -220,6 +220,19 @@ describe('docker/Dockerfile', () => {
     expect(version.trim()).toMatch(/^\d+\.\d+\.\d+/);
     const shell = await docker(['run', '--rm', '--network', 'host', '--entrypoint', '/bin/sh', IMAGE, '-c', 'true']);
     expect(shell.code).not.toBe(0);
+    // glibc alone (issue 14.4): the binary runs where distroless base runs, without libstdc++ or libgcc_s.
+    const container = (await dockerOk(['create', IMAGE])).trim();
+    try {
+      const files = execFileSync('sh', ['-c', 'docker export "$1" | tar -t', 'sh', container], {
+        env: DOCKER_ENV,
+        encoding: 'utf8',
+        maxBuffer: 16 * 1024 * 1024,
+      }).split('\n');
+      expect(files.some((f) => f.endsWith('/libc.so.6'))).toBe(true);
+      expect(files.filter((f) => /libstdc\+\+|libgcc_s/.test(f))).toEqual([]);
+    } finally {
+      await dockerOk(['rm', container]);
+    }
     const size = Number(await dockerOk(['image', 'inspect', '-f', '{{.Size}}', IMAGE]));
     const base = Number(await dockerOk(['image', 'inspect', '-f', '{{.Size}}', RUNTIME]));
     // One layer on the runtime base: the binary (ENTRYPOINT and CMD add no layer).
