@@ -322,6 +322,38 @@ describe('--supervise', () => {
   );
 
   it.runIf(RUNTIME === 'bun')(
+    'reaps the children it was exec\'d with (sh -c "job & exec secret-fetch ..."), supervising or as a sidecar',
+    async () => {
+      /** Zombies whose parent is `pid`, from /proc/N/stat (after the name: the state, then the parent). */
+      const zombies = (pid: number) =>
+        readdirSync('/proc')
+          .filter((name) => /^\d+$/.test(name))
+          .filter((name) => {
+            try {
+              const fields = readFileSync(`/proc/${name}/stat`, 'utf8')
+                .replace(/^.*\) /, '')
+                .split(' ');
+              return fields[0] === 'Z' && fields[1] === String(pid);
+            } catch {
+              return false;
+            }
+          });
+      for (const mode of [
+        ['--env', '--supervise', '--', 'sleep', '5'],
+        ['--out', join(dir, 'out.env'), '--refresh', '1m'],
+      ]) {
+        const run = start(['-c', 'sleep 0.2 & exec "$@"', 'sh', BINARY, '--source', secret, ...mode], {
+          command: 'sh',
+        });
+        await new Promise((r) => setTimeout(r, 1000));
+        expect(zombies(run.pid), mode.join(' ')).toEqual([]);
+        process.kill(run.pid, 'SIGTERM');
+        await run.done;
+      }
+    },
+  );
+
+  it.runIf(RUNTIME === 'bun')(
     'not as PID 1, is the subreaper of its command: orphans come to it and are reaped',
     async () => {
       const script = `o=$(${orphan}); set -- $PPID; echo "parent of orphan $(cut -d' ' -f4 /proc/$o/stat)"; sleep 1; ${zombiesOf}; ls -d /proc/$o 2>/dev/null || echo gone`;
