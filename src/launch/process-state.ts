@@ -64,7 +64,13 @@ export async function guardProcess(): Promise<void> {
   const core = sys.getRlimit('core');
   sys.setRlimit('core', { soft: 0n, hard: core.hard });
   guarded = { sys, core };
-  for (const fd of inherited.fds) sys.setCloseOnExec(fd, false);
+  for (const fd of inherited.fds) {
+    try {
+      sys.setCloseOnExec(fd, false);
+    } catch {
+      // Closed since it was listed (EBADF): nothing to pass on.
+    }
+  }
   if (!inherited.ignoredSignals.has(SIGSTKFLT)) sys.ignoreSignal(SIGSTKFLT);
 }
 

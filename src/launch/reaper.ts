@@ -31,7 +31,14 @@ export class Reaper {
   static start(log: Logger, isRuntimes: (pid: number) => boolean = () => false): Reaper | undefined {
     const sys = loadedSys();
     if (sys === undefined || !sys.bindProcessCalls()) return undefined;
-    if (process.pid !== 1) sys.setChildSubreaper();
+    if (process.pid !== 1) {
+      try {
+        sys.setChildSubreaper();
+      } catch (error) {
+        // A sandbox without it (older gVisor): orphans go to PID 1 as they would without us.
+        log.debug(`not a subreaper: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    }
     const reaper = new Reaper(sys, log, isRuntimes);
     process.on('SIGCHLD', () => reaper.#reap());
     return reaper;
