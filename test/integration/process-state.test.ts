@@ -24,6 +24,8 @@ function withFds(args: string[], env: Record<string, string> = {}) {
   const line = ['exec 3</etc/hostname 5</etc/passwd 7</etc/hosts; exec "$@"', 'sh', BINARY, ...args];
   return runBinary(['-c', ...line], { command: 'sh', env });
 }
+/** secret-fetch's arguments to supervise `sh -c SCRIPT` (SCRIPT to follow) with the secret in its environment. */
+const supervisedShell = () => ['--source', secret, '--env', '--supervise', '--', 'sh', '-c'];
 const fdsOf = (text: string) => /fds (.*)/.exec(text)?.[1]?.split(' ').map(Number);
 const listFds = 'echo fds $(ls /proc/$$/fd | sort -n)';
 
@@ -79,16 +81,7 @@ describe.runIf(RUNTIME === 'bun')('signals the parent ignored (nohup)', () => {
   });
 
   it('stay ignored in a supervised command, and are neither forwarded nor stop the supervisor', async () => {
-    const result = await ignoring([
-      '--source',
-      secret,
-      '--env',
-      '--supervise',
-      '--',
-      'sh',
-      '-c',
-      'sleep 0.6; grep SigIgn /proc/self/status',
-    ]);
+    const result = await ignoring([...supervisedShell(), 'sleep 0.6; grep SigIgn /proc/self/status']);
     expect(result.code, result.stderr).toBe(0);
     expect(ignored(result.stdout)).toBe((1n << 0n) | (1n << 11n)); // exactly SIGHUP and SIGUSR2
   });
@@ -120,13 +113,7 @@ describe('the core limit and dumpability', () => {
           'prlimit',
           '--core=1234:5678',
           BINARY,
-          '--source',
-          secret,
-          '--env',
-          '--supervise',
-          '--',
-          'sh',
-          '-c',
+          ...supervisedShell(),
           script,
         ],
         { command: 'setpriv' },
