@@ -101,19 +101,32 @@ export function startRefresh(context: RefreshContext): void {
 
 async function refreshOnce(context: RefreshContext, fetchContext: FetchContext, staged: StagedFiles): Promise<void> {
   const { options, log, versions } = context;
+  // Every poll at once (a pinned one never changes): one round trip, not one per source and reference.
+  const [sourcePolls, referencePolls] = await Promise.all([
+    Promise.all(
+      options.sources.map(async (plan, index) =>
+        isPinned(plan.ref) ? undefined : { index, version: await sourceVersion(plan.ref, fetchContext) },
+      ),
+    ),
+    Promise.all(
+      context.references.map(async (held) =>
+        isPinned(held.reference.ref)
+          ? undefined
+          : { held, version: await namedAfter(held.reference, () => sourceVersion(held.reference.ref, fetchContext)) },
+      ),
+    ),
+  ]);
   const changed: { index: number; version: string }[] = [];
-  for (const [index, plan] of options.sources.entries()) {
-    if (isPinned(plan.ref)) continue; // never changes
-    const version = await sourceVersion(plan.ref, fetchContext);
-    if (versions[index] === undefined) versions[index] = version;
-    else if (version !== versions[index]) changed.push({ index, version });
+  for (const poll of sourcePolls) {
+    if (poll === undefined) continue;
+    if (versions[poll.index] === undefined) versions[poll.index] = poll.version;
+    else if (poll.version !== versions[poll.index]) changed.push(poll);
   }
   const changedReferences: { held: RefreshedReference; version: string }[] = [];
-  for (const held of context.references) {
-    if (isPinned(held.reference.ref)) continue;
-    const version = await namedAfter(held.reference, () => sourceVersion(held.reference.ref, fetchContext));
-    if (held.version === undefined) held.version = version;
-    else if (version !== held.version) changedReferences.push({ held, version });
+  for (const poll of referencePolls) {
+    if (poll === undefined) continue;
+    if (poll.held.version === undefined) poll.held.version = poll.version;
+    else if (poll.version !== poll.held.version) changedReferences.push(poll);
   }
   if (changed.length === 0 && changedReferences.length === 0) return;
 

@@ -541,6 +541,42 @@ describe('--refresh', () => {
       );
     });
 
+    it('polls the references at once, not one after another', async () => {
+      const [first, second] = [await secretWith('one'), await secretWith('uno')];
+      const run = start(['--supervise', '--refresh', '200ms', '--on-change', 'restart', '--', FIXTURE], {
+        env: { ...servers.env, GREETING: first.uri, OTHER: second.uri, SHOW_ENV: 'GREETING', EXIT_ON_STOP: '0' },
+      });
+      await run.line(/^ready pid=\d+ GREETING=one$/);
+      // Each poll's answer waits (up to 2 s) for the other poll to arrive: one after another, the
+      // first would wait in vain.
+      const arrived: Record<string, () => void> = {};
+      const saw: Record<string, boolean> = {};
+      const barrier = (mine: string, other: string) => ({
+        run: async () => {
+          const theirs = new Promise<boolean>((resolve) => {
+            arrived[mine] = () => resolve(true);
+            setTimeout(() => resolve(false), 2000);
+          });
+          arrived[other]?.();
+          saw[mine] = await Promise.race([theirs, ...(arrived[other] ? [Promise.resolve(true)] : [])]);
+        },
+      });
+      for (const [mine, other] of [
+        [first, second],
+        [second, first],
+      ] as const) {
+        const id = mine.uri.split('/').at(-1) as string;
+        servers.secretManager.failNext({ method: 'GET', path: new RegExp(`/secrets/${id}/versions/latest$`) }, [
+          barrier(mine.uri, other.uri),
+        ]);
+      }
+      await first.add('two');
+      await run.line(/^ready pid=\d+ GREETING=two$/);
+      process.kill(run.pid, 'SIGTERM');
+      expect((await run.done).code).toBe(0);
+      expect(saw).toEqual({ [first.uri]: true, [second.uri]: true });
+    });
+
     it('a failed poll of a reference keeps the command and its value, warns naming the variable, and retries', async () => {
       const greeting = await secretWith('one');
       const id = greeting.uri.split('/').at(-1) as string;
