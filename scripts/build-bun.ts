@@ -93,31 +93,31 @@ export function bunRuntime(arch: Arch): BunRuntime {
   if (arch === hostArch()) return { arch, packageDir: join(root, 'node_modules', name), executable: BUN };
   const dir = join(root, 'build', 'bun-runtimes', `linux-${arch}`);
   const pinned = lockedPackage(name);
+  const bun = lockedPackage('bun').version;
+  if (pinned.version !== bun) throw new Error(`package-lock.json pins ${name}@${pinned.version} beside bun@${bun}`);
   if (!existsSync(join(dir, 'integrity')) || readFileSync(join(dir, 'integrity'), 'utf8') !== pinned.integrity) {
     unpackPinned(name, pinned, dir);
   }
   return { arch, packageDir: join(dir, 'package'), executable: join(dir, 'package', 'bin', 'bun') };
 }
 
-interface LockedPackage {
+export interface LockedPackage {
   version: string;
   integrity: string;
 }
 
-function lockedPackage(name: string): LockedPackage {
+/** The version and integrity package-lock.json pins for node_modules/NAME. */
+export function lockedPackage(name: string): LockedPackage {
   const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as {
     packages: Record<string, Partial<LockedPackage>>;
   };
   const { version, integrity } = lock.packages[`node_modules/${name}`] ?? {};
-  const bun = lock.packages['node_modules/bun']?.version;
-  if (version === undefined || integrity === undefined || version !== bun) {
-    throw new Error(`package-lock.json pins no ${name}@${bun} (bun's optional dependency): run npm install`);
-  }
+  if (version === undefined || integrity === undefined) throw new Error(`package-lock.json pins no ${name}`);
   return { version, integrity };
 }
 
 /** `npm pack` of name@version, checked against the lockfile's integrity, unpacked as dir/package. */
-function unpackPinned(name: string, pinned: LockedPackage, dir: string): void {
+export function unpackPinned(name: string, pinned: LockedPackage, dir: string): void {
   const work = `${dir}.${process.pid}.tmp`;
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });

@@ -2,10 +2,10 @@
 // (build/meta.json, written by npm run build, which npm test runs first), each as its package.json says,
 // and each binary with the Bun runtime it is made of. test/package/arm64.test.ts checks a real release.
 
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { bunRuntime } from '../../scripts/build-bun.ts';
+import { bunRuntime, lockedPackage, unpackPinned } from '../../scripts/build-bun.ts';
 import { bundledPackageDirs, npmPurl, sbom } from '../../scripts/release.ts';
 import { ROOT } from '../integration/harness.ts';
 
@@ -108,4 +108,34 @@ describe('release SBOM', () => {
     ]);
     expect(bom.dependencies.slice(2)).toEqual(packages.map((c) => ({ ref: c['bom-ref'], dependsOn: [] })));
   });
+});
+
+describe("another architecture's Bun runtime", () => {
+  it("is pinned by package-lock.json as bun's optional dependency, of the same version", () => {
+    const app = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+    expect(lockedPackage('@oven/bun-linux-aarch64')).toMatchObject({
+      version: app.devDependencies.bun,
+      integrity: expect.stringMatching(/^sha512-/),
+    });
+  });
+
+  it("is unpacked only when npm's tarball has the integrity the lockfile pins", () => {
+    const work = mkdtempSync('/tmp/secret-fetch-runtime-');
+    try {
+      // A small package npm ci has cached stands in for the 50 MB runtime.
+      const yaml = lockedPackage('yaml');
+      unpackPinned('yaml', yaml, join(work, 'good'));
+      expect(JSON.parse(readFileSync(join(work, 'good', 'package', 'package.json'), 'utf8')).version).toBe(
+        yaml.version,
+      );
+      expect(readFileSync(join(work, 'good', 'integrity'), 'utf8')).toBe(yaml.integrity);
+      const forged = { ...yaml, integrity: `sha512-${Buffer.alloc(64).toString('base64')}` };
+      expect(() => unpackPinned('yaml', forged, join(work, 'bad'))).toThrow(
+        `npm pack yaml@${yaml.version} is not what package-lock.json pins: ${yaml.integrity}`,
+      );
+      expect(existsSync(join(work, 'bad'))).toBe(false);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
