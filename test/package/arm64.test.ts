@@ -81,7 +81,10 @@ beforeAll(async () => {
     !isFresh(sums, scripts) ||
     [X64, ARM64, join(DIST, 'secret-fetch.cdx.json')].some((f) => mtime(f) > mtime(sums))
   ) {
-    execFileSync(process.execPath, [join(ROOT, 'scripts', 'release.ts')], { cwd: ROOT, stdio: 'ignore' });
+    execFileSync(process.execPath, [join(ROOT, 'scripts', 'release.ts')], {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
   }
   servers = await startTestServers();
   servers.kms.createKey(KEY);
