@@ -1,10 +1,21 @@
-// The Bun-compiled binary (issue 14): `npm run build -- --runtime=bun` (or
-// SECRET_FETCH_BUILD_RUNTIME=bun) writes dist/secret-fetch with it; the bench and the tests build
-// dist/secret-fetch-bun. The one place that holds Bun's build flags.
+// The Bun-compiled binary (issue 14), what `npm run build` writes to dist/secret-fetch unless
+// --runtime=node; test/bun-runtime.test.ts builds dist/secret-fetch-bun; npm run release builds one per architecture (scripts/release.ts). The one
+// place that holds Bun's build flags, and the runtime each architecture's binary is made of.
 
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -50,19 +61,127 @@ export function buildRuntime(argv: readonly string[], env: Readonly<Record<strin
   return value;
 }
 
-/** Compiles src/cli.ts with the pinned Bun into `output`, replaced atomically. */
-export function buildWithBun(output: string): void {
-  mkdirSync(dirname(output), { recursive: true });
-  const work = `${output}.${process.pid}.tmp`;
-  const built = spawnSync(BUN, ['build', ...BUN_BUILD_FLAGS, join(root, 'src', 'cli.ts'), '--outfile', work], {
-    cwd: root,
-    encoding: 'utf8',
-  });
-  if (built.status !== 0) {
-    rmSync(work, { force: true });
-    throw new Error(`bun build --compile failed: ${built.stderr}${built.stdout}`);
+/** The architectures npm run release ships. */
+export const ARCHES = ['x64', 'arm64'] as const;
+export type Arch = (typeof ARCHES)[number];
+
+/** Bun's name of each architecture in its npm packages (@oven/bun-linux-aarch64). */
+const BUN_CPU: Record<Arch, string> = { x64: 'x64', arm64: 'aarch64' };
+
+/** The Bun runtime that a binary for `arch` is made of. */
+export interface BunRuntime {
+  readonly arch: Arch;
+  /** Its npm package, @oven/bun-linux-ARCH (its package.json names it in the SBOM). */
+  readonly packageDir: string;
+  /** The bun executable that `--compile` copies into the binary. */
+  readonly executable: string;
+}
+
+/** This machine's architecture, if secret-fetch is built for it. */
+export function hostArch(): Arch {
+  const arch = ARCHES.find((a) => a === process.arch);
+  if (arch === undefined) throw new Error(`secret-fetch is built for linux-x64 or linux-arm64, not ${process.arch}`);
+  return arch;
+}
+
+/**
+ * The pinned runtime for `arch`. This machine's is the devDependency `bun` itself (its install
+ * script moved the binary of @oven/bun-linux-ARCH to node_modules/bun/bin). Another architecture's
+ * is that package of the same version, which package-lock.json pins with its integrity as bun's
+ * optional dependency and npm ci skips on this CPU: `npm pack` fetches it (from npm's cache when
+ * it is there) into build/bun-runtimes/linux-ARCH, checked against the lockfile's integrity.
+ */
+export function bunRuntime(arch: Arch): BunRuntime {
+  const name = `@oven/bun-linux-${BUN_CPU[arch]}`;
+  if (arch === hostArch()) return { arch, packageDir: join(root, 'node_modules', name), executable: BUN };
+  const dir = join(root, 'build', 'bun-runtimes', `linux-${arch}`);
+  const pinned = lockedPackage(name);
+  const bun = lockedPackage('bun').version;
+  if (pinned.version !== bun) throw new Error(`package-lock.json pins ${name}@${pinned.version} beside bun@${bun}`);
+  if (!existsSync(join(dir, 'integrity')) || readFileSync(join(dir, 'integrity'), 'utf8') !== pinned.integrity) {
+    unpackPinned(name, pinned, dir);
   }
-  renameSync(work, output);
+  return { arch, packageDir: join(dir, 'package'), executable: join(dir, 'package', 'bin', 'bun') };
+}
+
+export interface LockedPackage {
+  version: string;
+  integrity: string;
+}
+
+/** The version and integrity package-lock.json pins for node_modules/NAME. */
+export function lockedPackage(name: string): LockedPackage {
+  const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, Partial<LockedPackage>>;
+  };
+  const { version, integrity } = lock.packages[`node_modules/${name}`] ?? {};
+  if (version === undefined || integrity === undefined) throw new Error(`package-lock.json pins no ${name}`);
+  return { version, integrity };
+}
+
+/** `npm pack` of name@version, checked against the lockfile's integrity, unpacked as dir/package. */
+export function unpackPinned(name: string, pinned: LockedPackage, dir: string): void {
+  const work = `${dir}.${process.pid}.tmp`;
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
+  const packed = execFileSync(
+    'npm',
+    ['pack', `${name}@${pinned.version}`, '--prefer-offline', '--pack-destination', work, '--json'],
+    { cwd: work, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const tarball = join(work, (JSON.parse(packed) as { filename: string }[])[0]?.filename ?? '');
+  const integrity = `sha512-${createHash('sha512').update(readFileSync(tarball)).digest('base64')}`;
+  if (integrity !== pinned.integrity) {
+    rmSync(work, { recursive: true, force: true });
+    throw new Error(`npm pack ${name}@${pinned.version} is not what package-lock.json pins: ${integrity}`);
+  }
+  execFileSync('tar', ['-xzf', tarball, '-C', work]);
+  rmSync(tarball);
+  writeFileSync(join(work, 'integrity'), pinned.integrity);
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(work, dir);
+}
+
+/**
+ * `bun build` arguments that compile src/cli.ts into `outfile` for `runtime`'s architecture. The
+ * runtime is always given: Bun downloads a target's runtime from GitHub when it has none.
+ */
+export function bunBuildArgs(runtime: BunRuntime, outfile: string, metafile?: string): string[] {
+  return [
+    'build',
+    ...BUN_BUILD_FLAGS,
+    `--target=bun-linux-${runtime.arch}`,
+    `--compile-executable-path=${runtime.executable}`,
+    ...(metafile === undefined ? [] : [`--metafile=${metafile}`]),
+    join(root, 'src', 'cli.ts'),
+    '--outfile',
+    outfile,
+  ];
+}
+
+/**
+ * Compiles src/cli.ts with the pinned Bun into `output` (for `arch`, this machine's by default),
+ * replaced atomically, and writes what it bundled (esbuild's metafile format) to `metafile`.
+ */
+export function buildWithBun(output: string, options: { arch?: Arch; metafile?: string } = {}): void {
+  const runtime = bunRuntime(options.arch ?? hostArch());
+  mkdirSync(dirname(output), { recursive: true });
+  // Bun writes the output's file name into the binary: built under that name in a directory of its
+  // own, the same source gives the same bytes each time.
+  const work = mkdtempSync(join(dirname(output), '.bun-build-'));
+  try {
+    const meta = join(work, 'meta.json');
+    const args = bunBuildArgs(runtime, join(work, basename(output)), options.metafile === undefined ? undefined : meta);
+    const built = spawnSync(BUN, args, { cwd: root, encoding: 'utf8' });
+    if (built.status !== 0) throw new Error(`bun build --compile failed: ${built.stderr}${built.stdout}`);
+    if (options.metafile !== undefined) {
+      mkdirSync(dirname(options.metafile), { recursive: true });
+      renameSync(meta, options.metafile);
+    }
+    renameSync(join(work, basename(output)), output);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 }
 
 /**
@@ -74,15 +193,21 @@ export function ensureBunBinary(force = false): string {
   return BUN_BINARY;
 }
 
-function isFresh(binary: string): boolean {
-  let built: number;
+/** Whether `built` exists and is newer than the source it is built from (and `more` files). */
+export function isFresh(built: string, more: string[] = []): boolean {
+  let time: number;
   try {
-    built = statSync(binary).mtimeMs;
+    time = statSync(built).mtimeMs;
   } catch {
     return false;
   }
-  const inputs = [join(root, 'package.json'), fileURLToPath(import.meta.url), ...filesUnder(join(root, 'src'))];
-  return inputs.every((file) => statSync(file).mtimeMs <= built);
+  const inputs = [
+    join(root, 'package.json'),
+    fileURLToPath(import.meta.url),
+    ...filesUnder(join(root, 'src')),
+    ...more,
+  ];
+  return inputs.every((file) => statSync(file).mtimeMs <= time);
 }
 
 function filesUnder(dir: string): string[] {

