@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { encryptWithKms, uploadObject } from '../test/fixtures/cloud.ts';
 import { startTestServers } from '../test/servers/start.ts';
 import { barChartSvg } from './bar-chart.ts';
+import { ensureSeaBinary } from './build-bun.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const binary = join(root, 'dist', 'secret-fetch');
@@ -31,17 +32,7 @@ if (!existsSync(binary) || process.argv.includes('--build')) {
 }
 // Issue 14: dist/secret-fetch is the Bun-compiled binary; the other candidate, the Node SEA, is
 // built from the same src/ beside it.
-const seaBinary = join(root, 'dist', 'secret-fetch-sea');
-if (!existsSync(seaBinary) || process.argv.includes('--build')) {
-  const built = spawnSync(
-    process.execPath,
-    [join(root, 'scripts', 'build.ts'), '--runtime=node', '--output', seaBinary],
-    {
-      stdio: 'inherit',
-    },
-  );
-  if (built.status !== 0) throw new Error('building the Node SEA candidate failed');
-}
+const seaBinary = ensureSeaBinary(process.argv.includes('--build'));
 const TINI = '/usr/bin/tini';
 if (!existsSync(TIME)) throw new Error(`${TIME} (GNU time) is needed for peak RSS: apt-get install time`);
 

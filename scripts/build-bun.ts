@@ -193,6 +193,28 @@ export function ensureBunBinary(force = false): string {
   return BUN_BINARY;
 }
 
+/** Where the bench and the tests keep the other candidate, the Node SEA (`npm run build -- --runtime=node`). */
+export const SEA_BINARY = join(root, 'dist', 'secret-fetch-sea');
+
+/** dist/secret-fetch-sea, built first when it is missing or older than its source. */
+export function ensureSeaBinary(force = false): string {
+  const scripts = ['build.ts', 'bundle-plan.ts', 'code-cache.ts', 'sea-vendor-loader.js'].map((f) =>
+    join(root, 'scripts', f),
+  );
+  if (force || !isFresh(SEA_BINARY, scripts)) {
+    const built = spawnSync(
+      process.execPath,
+      [join(root, 'scripts', 'build.ts'), '--runtime=node', '--output', SEA_BINARY],
+      {
+        cwd: root,
+        encoding: 'utf8',
+      },
+    );
+    if (built.status !== 0) throw new Error(`building the Node SEA failed: ${built.stderr}${built.stdout}`);
+  }
+  return SEA_BINARY;
+}
+
 /** Whether `built` exists and is newer than the source it is built from (and `more` files). */
 export function isFresh(built: string, more: string[] = []): boolean {
   let time: number;

@@ -179,9 +179,12 @@ function addGroupAsset(group: string, file: string, warmIds: string[] | undefine
   assets[`${group}.cache`] = join(work, `${group}.cache`);
   vendorBytes += code.length;
 }
-// Atomically: tests read it while a release rebuilds it.
-writeFileSync(join(work, 'meta.json'), JSON.stringify(mergeMetafiles(metafiles)));
-renameSync(join(work, 'meta.json'), join(root, 'build', 'meta.json'));
+// Atomically: tests read it while a release rebuilds it. Only for dist/secret-fetch: the SEA that the
+// bench and tests build beside it (dist/secret-fetch-sea) must not stand for the shipped bundle.
+if (flags.output === undefined) {
+  writeFileSync(join(work, 'meta.json'), JSON.stringify(mergeMetafiles(metafiles)));
+  renameSync(join(work, 'meta.json'), join(root, 'build', 'meta.json'));
+}
 
 for (const job of cacheJobs) writeCodeCache(job);
 

@@ -14,6 +14,7 @@ import {
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ensureSeaBinary } from '../../scripts/build-bun.ts';
 import { EXIT } from '../../src/errors.ts';
 import { FORWARDED_SIGNALS } from '../../src/launch/signals.ts';
 import { addSecretVersion, encryptWithKms, uploadObject } from '../fixtures/cloud.ts';
@@ -286,22 +287,28 @@ describe('--supervise', () => {
     }
   });
 
-  it.runIf(RUNTIME === 'node')(
-    'as PID 1 on Node, says in one stderr line how to add an init, and still supervises',
-    async () => {
-      const result = await runBinary(
-        ['--pid', '--fork', '--mount-proc', BINARY, ...supervise(), 'sh', '-c', 'echo "ppid=$PPID greeting=$GREETING"'],
-        { command: 'unshare' },
-      );
-      expect(result.code, result.stderr).toBe(0);
-      expect(result.stdout).toEqual(expect.stringMatching(/^ppid=1 greeting=hello\n$/));
-      const lines = result.stderr.trimEnd().split('\n');
-      expect(lines).toHaveLength(1);
-      expect(lines[0]).toMatch(
-        /^secret-fetch: warning: running as PID 1: Node cannot reap orphaned grandchildren.*tini.*docker run --init.*shareProcessNamespace: true/,
-      );
-    },
-  );
+  it('the Node build (dist/secret-fetch-sea) as PID 1 says in one stderr line how to add an init, and still supervises', async () => {
+    const result = await runBinary(
+      [
+        '--pid',
+        '--fork',
+        '--mount-proc',
+        ensureSeaBinary(),
+        ...supervise(),
+        'sh',
+        '-c',
+        'echo "ppid=$PPID greeting=$GREETING"',
+      ],
+      { command: 'unshare' },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toEqual(expect.stringMatching(/^ppid=1 greeting=hello\n$/));
+    const lines = result.stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      /^secret-fetch: warning: running as PID 1: Node cannot reap orphaned grandchildren.*tini.*docker run --init.*shareProcessNamespace: true/,
+    );
+  });
 
   // A daemonising grandchild: its parent exits at once, so it is re-parented to secret-fetch.
   const orphan = '/bin/sh -c "/bin/sleep 0.5 >/dev/null 2>&1 & echo \\$!"';
