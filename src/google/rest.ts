@@ -85,11 +85,26 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...init.headers };
     if (init.body !== undefined) headers['content-length'] = String(Buffer.byteLength(init.body));
+    // The answer may be a secret: every chunk is zeroed once copied out or given up on (an
+    // abandoned attempt's late bytes too), not left for the garbage collector.
+    const chunks: Buffer[] = [];
+    const wipe = () => {
+      for (const held of chunks) held.fill(0);
+      chunks.length = 0;
+    };
+    const fail = (error: unknown) => {
+      wipe();
+      reject(error);
+    };
     const req = send(target, { method: init.method, headers, signal, ...trust, ...via }, (res) => {
-      const chunks: Buffer[] = [];
+      const status = res.statusCode ?? 0;
+      const give = () => {
+        const body = Buffer.concat(chunks);
+        wipe();
+        resolve({ status, headers: res.headers, body });
+      };
       let received = 0;
       let cut = false;
-      const status = res.statusCode ?? 0;
       let given: number | undefined;
       try {
         given = init.onResponse?.(status, res.headers);
@@ -111,29 +126,27 @@ export async function restRequest(url: string, init: RestRequest): Promise<RestR
         cut = true;
         req.destroy();
         if (success) {
-          for (const held of chunks) held.fill(0);
-          chunks.length = 0;
           chunk.fill(0);
-          reject(new AnswerTooLargeError(limit, target.host));
+          fail(new AnswerTooLargeError(limit, target.host));
           return;
         }
         // An error answer keeps its status (the retry policy's business) and its first bytes.
         chunks.push(chunk.subarray(0, chunk.length - (received - limit)));
-        resolve({ status, headers: res.headers, body: Buffer.concat(chunks) });
+        give();
       });
-      res.on('error', reject);
+      res.on('error', fail);
       res.on('aborted', () =>
-        reject(Object.assign(new Error('the connection closed mid-answer'), { code: 'ECONNRESET' })),
+        fail(Object.assign(new Error('the connection closed mid-answer'), { code: 'ECONNRESET' })),
       );
       res.on('end', () => {
         if (!res.complete) {
-          reject(Object.assign(new Error('the connection closed mid-answer'), { code: 'ECONNRESET' }));
+          fail(Object.assign(new Error('the connection closed mid-answer'), { code: 'ECONNRESET' }));
           return;
         }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+        give();
       });
     });
-    req.on('error', reject);
+    req.on('error', fail);
     req.end(init.body);
   });
 }

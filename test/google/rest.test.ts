@@ -4,9 +4,10 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import { channel } from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { type ClientRequest, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -137,6 +138,60 @@ describe('authHeaders with Application Default Credentials', () => {
       if (saved === undefined) delete process.env.GOOGLE_APPLICATION_CREDENTIALS;
       else process.env.GOOGLE_APPLICATION_CREDENTIALS = saved;
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('restRequest wipes what it read', () => {
+  /** Holds every chunk of every answer restRequest reads: the very Buffers its listener gets. */
+  function holdChunks(): { chunks: Buffer[]; stop: () => void } {
+    const chunks: Buffer[] = [];
+    const onStart = (message: unknown) => {
+      const { request } = message as { request: ClientRequest };
+      request.on('response', (res: IncomingMessage) => res.on('data', (chunk: Buffer) => chunks.push(chunk)));
+    };
+    channel('http.client.request.start').subscribe(onStart);
+    return { chunks, stop: () => channel('http.client.request.start').unsubscribe(onStart) };
+  }
+  const zeroed = (chunks: Buffer[]) => chunks.every((chunk) => chunk.every((byte) => byte === 0));
+  /** A loopback server answering with `answer` alone (not listen()'s connection numbers). */
+  async function serve(answer: (res: ServerResponse) => void): Promise<string> {
+    const server = createServer((_req, res) => answer(res));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    servers.push(server);
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }
+
+  it('an attempt abandoned mid-answer leaves no byte of it in the chunks read so far', async () => {
+    const url = await serve((res) => {
+      res.writeHead(200, { 'content-length': '64' });
+      res.write('SECRET-FIRST-HALF-'.padEnd(32, 'x')); // then nothing: the attempt is abandoned
+    });
+    const held = holdChunks();
+    try {
+      const abandon = new AbortController();
+      const answer = restRequest(`${url}/v1/secret`, { method: 'GET', headers: {}, signal: abandon.signal });
+      while (held.chunks.length === 0) await new Promise((r) => setTimeout(r, 10));
+      abandon.abort();
+      await expect(answer).rejects.toThrow();
+      expect(Buffer.concat(held.chunks).length).toBe(32);
+      expect(zeroed(held.chunks)).toBe(true);
+    } finally {
+      held.stop();
+    }
+  });
+
+  it('a whole answer is copied out, then the chunks it came in are zeroed', async () => {
+    const url = await serve((res) => res.end('SECRET-WHOLE-ANSWER'));
+    const held = holdChunks();
+    try {
+      const answer = await restRequest(`${url}/v1/secret`, { method: 'GET', headers: {} });
+      expect(answer.body.toString()).toBe('SECRET-WHOLE-ANSWER');
+      expect(held.chunks.length).toBeGreaterThan(0);
+      expect(zeroed(held.chunks)).toBe(true);
+    } finally {
+      held.stop();
     }
   });
 });
