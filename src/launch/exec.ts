@@ -1,15 +1,16 @@
-// The last step: become the command. process.execve replaces this process image (same PID,
-// nothing of Node left), so this prepares what the new program inherits from Node and would
-// otherwise get wrong:
+// The last step: become the command. execve replaces this process image (same PID, nothing of
+// the runtime left; replaceProcess in process-state.ts makes the call: the C library's under Bun,
+// process.execve under Node), so this prepares what the new program would otherwise inherit wrong:
 //
-// - SIGPIPE and SIGXFSZ: Node ignores both, and an ignored disposition survives execve (a
-//   caught one is reset to the default). A handler is installed for each just before the exec,
-//   so `yes | head` in the command dies of SIGPIPE as it should.
+// - SIGPIPE and SIGXFSZ: the runtime ignores both, and an ignored disposition survives execve (a
+//   caught one is reset to the default). A handler is installed for each just before the exec
+//   (under Bun, replaceProcess also sets both back to SIG_DFL), so `yes | head` in the command
+//   dies of SIGPIPE as it should.
 // - stdio: libuv puts pipes and ttys into O_NONBLOCK, a flag of the open file description that
 //   the new program inherits (and then sees EAGAIN it does not expect). Whatever Node still has
 //   queued is flushed first (it would be lost), then the fds are made blocking again.
-// - Every check that can fail runs before anything is changed: a failing execve cannot be
-//   caught, Node aborts the process.
+// - Every check that can fail runs before anything is changed: under Node a failing execve cannot
+//   be caught (Node aborts the process).
 
 import { readFileSync } from 'node:fs';
 import { CommandError, EXIT, FormatError, UsageError } from '../errors.ts';

@@ -3,8 +3,8 @@
 // and Bun wait only for the children they started, so secret-fetch does the rest here: it becomes
 // a subreaper when it is not PID 1 (as `tini -s`), and on every SIGCHLD first collects the status
 // of the commands it watches (started by src/launch/sys.ts, which no runtime waits for), then
-// reaps every other exited child that the runtime does not claim. A child that a library started
-// in the meantime (none does after the fetch) is not known here.
+// reaps every other exited child. A child that a library started in the meantime (none does
+// after the fetch) is not known here.
 
 import type { Logger } from '../log.ts';
 import { loadedSys, type Sys } from './sys.ts';
@@ -18,17 +18,15 @@ export interface ChildExit {
 export class Reaper {
   readonly #sys: Sys;
   readonly #log: Logger;
-  readonly #isRuntimes: (pid: number) => boolean;
   readonly #watched = new Map<number, (exit: ChildExit) => void>();
 
-  private constructor(sys: Sys, log: Logger, isRuntimes: (pid: number) => boolean) {
+  private constructor(sys: Sys, log: Logger) {
     this.#sys = sys;
     this.#log = log;
-    this.#isRuntimes = isRuntimes;
   }
 
   /** Starts reaping, or gives undefined where there is no sys module (Node, an old glibc): nothing reaps then. */
-  static start(log: Logger, isRuntimes: (pid: number) => boolean = () => false): Reaper | undefined {
+  static start(log: Logger): Reaper | undefined {
     const sys = loadedSys();
     if (sys === undefined || !sys.bindProcessCalls()) return undefined;
     if (process.pid !== 1) {
@@ -39,7 +37,7 @@ export class Reaper {
         log.debug(`not a subreaper: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
-    const reaper = new Reaper(sys, log, isRuntimes);
+    const reaper = new Reaper(sys, log);
     process.on('SIGCHLD', () => reaper.#reap());
     return reaper;
   }
@@ -62,7 +60,7 @@ export class Reaper {
         this.#watched.delete(pid);
         onExit(exit);
       }
-      const reaped = this.#sys.reapOrphans((pid) => this.#watched.has(pid) || this.#isRuntimes(pid));
+      const reaped = this.#sys.reapOrphans((pid) => this.#watched.has(pid));
       if (reaped.length > 0)
         this.#log.debug(`reaped orphaned process${reaped.length > 1 ? 'es' : ''} ${reaped.join(', ')}`);
     } catch (error) {

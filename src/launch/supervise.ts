@@ -94,7 +94,6 @@ export class Supervisor {
       for (const signal of handled(FORWARDED_SIGNALS)) process.on(signal, () => this.#forward(signal));
       this.#listening = true;
     }
-    const previous = this.#child;
     const child: Child = { pid: undefined, exited: false };
     this.#child = child;
     const onExit = (code: number | null, signal: NodeJS.Signals | number | null) => {
@@ -103,9 +102,7 @@ export class Supervisor {
     };
     try {
       child.pid =
-        this.#reaper === undefined
-          ? this.#spawn(plan, argv, env, onExit)
-          : this.#spawnInGroup(plan, argv, env, previous);
+        this.#reaper === undefined ? this.#spawn(plan, argv, env, onExit) : this.#spawnInGroup(plan, argv, env);
     } catch (error) {
       this.#fail(spawnFailure(this.#command, error));
       return;
@@ -128,21 +125,18 @@ export class Supervisor {
    * reaches the command once, from the terminal), signals the parent ignored still ignored, and
    * the inherited descriptors open. The reaper collects its status.
    */
-  #spawnInGroup(plan: LaunchPlan, argv: string[], env: Record<string, string>, previous: Child | undefined): number {
+  #spawnInGroup(plan: LaunchPlan, argv: string[], env: Record<string, string>): number {
     const sys = (this.#reaper as Reaper).sys;
     const pid = withCommandLimits(() =>
       sys.spawn(plan.file, argv, env, { cwd: plan.cwd, keepIgnored: inheritedIgnoredSignals() }),
     );
     const terminal = this.#terminal;
-    if (terminal !== undefined) {
-      const foreground = sys.foregroundGroup(terminal);
-      // Only when the terminal is still ours, or was the previous command's (a restart).
-      if (foreground === sys.processGroup(0) || (foreground !== undefined && foreground === previous?.pid)) {
-        try {
-          sys.setForegroundGroup(terminal, pid);
-        } catch (error) {
-          this.#options.log.debug(`cannot give the terminal to ${show(this.#command)}: ${(error as Error).message}`);
-        }
+    // Only while the terminal is ours: the command that had it before a restart gave it back on exit.
+    if (terminal !== undefined && sys.foregroundGroup(terminal) === sys.processGroup(0)) {
+      try {
+        sys.setForegroundGroup(terminal, pid);
+      } catch (error) {
+        this.#options.log.debug(`cannot give the terminal to ${show(this.#command)}: ${(error as Error).message}`);
       }
     }
     return pid;
